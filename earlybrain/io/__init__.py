@@ -1,0 +1,1 @@
+"""Reading and writing NIfTI, BIDS layouts and JSON sidecars."""

@@ -1,0 +1,40 @@
+"""JSON sidecars for derivatives: version, parameters and sources of every output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from earlybrain import __version__
+from earlybrain.io.atomic import write_json_atomic
+
+
+def sidecar_path(image_path: str | os.PathLike[str]) -> Path:
+    """`x.nii.gz` -> `x.json` (BIDS sidecar naming)."""
+    p = Path(image_path)
+    name = p.name
+    for ext in (".nii.gz", ".nii", ".tsv", ".json", ".html"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return p.with_name(name + ".json")
+
+
+def write_sidecar(
+    image_path: str | os.PathLike[str],
+    *,
+    step: str,
+    parameters: dict[str, Any] | None = None,
+    sources: list[str | os.PathLike[str]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the sidecar beside `image_path` recording how it was made."""
+    content: dict[str, Any] = {
+        "GeneratedBy": [{"Name": "earlybrain", "Version": __version__, "Step": step}],
+        "Parameters": parameters or {},
+        "Sources": [str(s) for s in (sources or [])],
+    }
+    if extra:
+        content.update(extra)
+    return write_json_atomic(sidecar_path(image_path), content)
