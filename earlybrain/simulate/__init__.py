@@ -1,0 +1,1 @@
+"""Synthetic fetal and infant brains and MRI acquisitions, with their ground truth."""
