@@ -143,9 +143,13 @@ def _fold_field(directions: np.ndarray, frequency: float, seed: int) -> np.ndarr
     # each wave gets its own frequency around the mean so the pattern is not periodic
     freqs = frequency * rng.uniform(0.7, 1.3, n_waves)
     phase = rng.uniform(0, 2 * np.pi, n_waves)
-    proj = directions @ u.T  # (..., n_waves)
-    f = np.cos(2 * np.pi * proj * freqs + phase).sum(axis=-1)
-    return f / np.sqrt(n_waves / 2.0)
+    flat = directions.reshape(-1, 3)
+    f = np.empty(flat.shape[0])
+    chunk = 1 << 18  # bounds memory: the (points x waves) product is large at 0.8 mm
+    for start in range(0, flat.shape[0], chunk):
+        proj = flat[start : start + chunk] @ u.T
+        f[start : start + chunk] = np.cos(2 * np.pi * proj * freqs + phase).sum(axis=-1)
+    return (f / np.sqrt(n_waves / 2.0)).reshape(directions.shape[:-1])
 
 
 def _ellipsoid(pts: np.ndarray, centre: tuple[float, ...], semi: tuple[float, ...]) -> np.ndarray:
