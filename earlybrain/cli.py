@@ -45,6 +45,111 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), cores=args.cores)
 
 
+def _step(args: argparse.Namespace) -> int:
+    from earlybrain import steps
+
+    if args.step == "validate":
+        return steps.validate_step(
+            Path(args.bids),
+            args.subject,
+            args.session or None,
+            Path(args.out),
+            tuple(args.fetal_ga_range),
+            tuple(args.infant_pma_range),
+            args.min_slices,
+        )
+    if args.step == "n4":
+        return steps.n4_step(
+            Path(args.input),
+            Path(args.out),
+            Path(args.bias),
+            Path(args.mask),
+            shrink_factor=args.shrink_factor,
+            iterations=args.iterations,
+            convergence_tol=args.convergence_tol,
+            spline_distance_mm=args.spline_distance_mm,
+            smoothing_sigma_mm=args.smoothing_sigma_mm,
+            min_component_fraction=args.min_component_fraction,
+            lower_percentile=args.lower_percentile,
+            upper_percentile=args.upper_percentile,
+            threads=args.threads,
+        )
+    if args.step == "report":
+        return steps.report_step(
+            Path(args.validation),
+            [Path(p) for p in args.n4],
+            [Path(p) for p in args.bias],
+            [Path(p) for p in args.mask],
+            Path(args.out_html),
+            Path(args.out_stages),
+            args.cohort_link,
+        )
+    if args.step == "cohort":
+        return steps.cohort_step(
+            [Path(p) for p in args.stages],
+            [Path(p) for p in args.reports],
+            Path(args.out_tsv),
+            Path(args.out_html),
+        )
+    if args.step == "dataset-description":
+        return steps.dataset_description(Path(args.bids), Path(args.out))
+    raise AssertionError(args.step)
+
+
+def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
+    """Internal one-step commands used by the Snakemake rules (see workflow/rules)."""
+    st = sub.add_parser(
+        "step",
+        help="internal: run one workflow step (what the Snakemake rules call)",
+        description="Internal single steps; the Snakemake rules call these.",
+    )
+    steps = st.add_subparsers(dest="step", required=True)
+
+    v = steps.add_parser("validate", help="validate one session's inputs, always write a status")
+    v.add_argument("--bids", required=True)
+    v.add_argument("--subject", required=True, help="label without sub-")
+    v.add_argument("--session", default="", help="label without ses- (empty: no sessions)")
+    v.add_argument("--out", required=True, help="validation JSON")
+    v.add_argument("--fetal-ga-range", type=float, nargs=2, default=(18.0, 45.0))
+    v.add_argument("--infant-pma-range", type=float, nargs=2, default=(37.0, 160.0))
+    v.add_argument("--min-slices", type=int, default=3)
+
+    n = steps.add_parser("n4", help="foreground mask + N4 + normalisation of one image")
+    n.add_argument("--input", required=True)
+    n.add_argument("--out", required=True)
+    n.add_argument("--bias", required=True)
+    n.add_argument("--mask", required=True, help="foreground mask output (not a brain mask)")
+    n.add_argument("--shrink-factor", type=int, default=4)
+    n.add_argument("--iterations", type=int, nargs="+", default=[100, 100])
+    n.add_argument("--convergence-tol", type=float, default=1e-6)
+    n.add_argument("--spline-distance-mm", type=float, default=200.0)
+    n.add_argument("--smoothing-sigma-mm", type=float, default=2.0)
+    n.add_argument("--min-component-fraction", type=float, default=0.05)
+    n.add_argument("--lower-percentile", type=float, default=1.0)
+    n.add_argument("--upper-percentile", type=float, default=99.0)
+    n.add_argument("--threads", type=int, default=1)
+
+    r = steps.add_parser("report", help="subject/session HTML report + stage status JSON")
+    r.add_argument("--validation", required=True)
+    r.add_argument("--n4", nargs="*", default=[])
+    r.add_argument("--bias", nargs="*", default=[])
+    r.add_argument("--mask", nargs="*", default=[])
+    r.add_argument("--out-html", required=True)
+    r.add_argument("--out-stages", required=True)
+    r.add_argument("--cohort-link", default="group/cohort.html")
+
+    c = steps.add_parser("cohort", help="cohort TSV + HTML from the stage JSONs")
+    c.add_argument("--stages", nargs="+", required=True)
+    c.add_argument("--reports", nargs="+", required=True)
+    c.add_argument("--out-tsv", required=True)
+    c.add_argument("--out-html", required=True)
+
+    d = steps.add_parser("dataset-description", help="derivatives dataset_description.json")
+    d.add_argument("--bids", required=True)
+    d.add_argument("--out", required=True)
+    st.set_defaults(func=_step)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="earlybrain", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -79,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo")
     d.add_argument("--cores", type=int, default=2)
     d.set_defaults(func=_demo)
+
+    _add_step_parsers(sub)
     return p
 
 

@@ -1,0 +1,439 @@
+"""Discover fetal and infant sessions in a BIDS raw dataset.
+
+The workflow builds its wildcards from the records returned here, so every decision
+about what a session is (fetal stacks vs. infant 3D volumes), which files belong to it
+and which age applies is made once, in tested code, rather than in the Snakefile.
+
+Fetal sessions: ``sub-<id>[/ses-<s>]/anat/sub-<id>[_ses-<s>]_run-<n>_T2w.nii.gz`` (several
+runs = stacks of thick 2D slices). Infant sessions: 3D ``*_T1w`` and/or ``*_T2w`` without a
+``run`` entity. Ages come from ``sub-<id>/sub-<id>_sessions.tsv`` (per session) or
+``participants.tsv``: gestational age (GA) in weeks for fetal scans, post-menstrual age
+(PMA) in weeks for infants; common column aliases are accepted and the column used is
+recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["fetal", "infant"]
+
+#: A term birth is 40 weeks PMA; 1 month = 365.25 / 12 / 7 = 4.345 weeks.
+WEEKS_PER_MONTH = 4.345
+TERM_WEEKS = 40.0
+
+# Column aliases, matched case-insensitively, in order of preference.
+GA_COLUMNS: tuple[str, ...] = (
+    "ga_weeks",
+    "ga",
+    "gestational_age",
+    "gestational_age_weeks",
+    "ga_wk",
+    "ga_w",
+)
+PMA_COLUMNS: tuple[str, ...] = (
+    "pma_weeks",
+    "pma",
+    "postmenstrual_age",
+    "post_menstrual_age",
+    "pma_wk",
+    "pma_w",
+)
+# Columns that hold "the age at scan in weeks" without saying GA or PMA (dHCP: scan_age):
+# GA for a fetal session, PMA for an infant one.
+GENERIC_WEEK_COLUMNS: tuple[str, ...] = ("age_weeks", "scan_age", "age_at_scan_weeks")
+# Postnatal age in months: infants only, converted to PMA assuming a term birth.
+MONTH_COLUMNS: tuple[str, ...] = ("age_months", "age_mo")
+
+MISSING_VALUES = {"", "n/a", "na", "nan", "none", "null"}
+
+LABEL = r"[A-Za-z0-9]+"
+_NAME_RE = re.compile(
+    rf"^sub-(?P<sub>{LABEL})(?:_ses-(?P<ses>{LABEL}))?"
+    rf"(?P<ents>(?:_[A-Za-z]+-{LABEL})*)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$"
+)
+_ENTITY_RE = re.compile(rf"_([A-Za-z]+)-({LABEL})")
+ANAT_SUFFIXES = ("T1w", "T2w")
+
+
+class BIDSError(ValueError):
+    """A BIDS dataset or session that cannot be used; the message names the path/subject."""
+
+
+class MissingAgeError(BIDSError):
+    """No usable age for a session in participants.tsv / sessions.tsv."""
+
+
+class NoImagesError(BIDSError):
+    """A subject/session without any T1w/T2w image."""
+
+
+class NonBIDSNameError(BIDSError):
+    """An image whose file name does not follow the BIDS naming scheme."""
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One raw image: its path and parsed BIDS entities."""
+
+    path: Path
+    suffix: str  # "T1w" or "T2w"
+    entities: tuple[tuple[str, str], ...]  # ordered (key, label), sub/ses first
+
+    @property
+    def stem(self) -> str:
+        """Entity part of the name without suffix, e.g. ``sub-f01_run-1``."""
+        return "_".join(f"{k}-{v}" for k, v in self.entities)
+
+    @property
+    def run(self) -> str | None:
+        return dict(self.entities).get("run")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One scan session: the unit the workflow processes and reports on."""
+
+    subject: str  # label without "sub-"
+    session: str | None  # label without "ses-", None when the dataset has no sessions
+    kind: Kind
+    age_weeks: float | None  # GA for fetal, PMA for infant
+    age_column: str | None  # column the age came from (e.g. "GA", "age_months")
+    age_source: str | None  # file the age came from
+    images: tuple[ImageEntry, ...]
+    errors: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def prefix(self) -> str:
+        """``sub-X`` or ``sub-X_ses-Y``: the start of every output file name."""
+        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+
+    @property
+    def reldir(self) -> str:
+        """``sub-X`` or ``sub-X/ses-Y``: the folder of this session in BIDS layouts."""
+        return f"sub-{self.subject}" + (f"/ses-{self.session}" if self.session else "")
+
+    @property
+    def age_measure(self) -> str:
+        return "GA" if self.kind == "fetal" else "PMA"
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return [im.path for im in self.images]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def parse_image_name(path: Path) -> ImageEntry:
+    """Parse a BIDS anatomical image name; raise NonBIDSNameError if it is not one."""
+    m = _NAME_RE.match(path.name)
+    if not m:
+        raise NonBIDSNameError(
+            f"{path}: not a BIDS image name (expected sub-<label>[_ses-<label>]"
+            "[_<key>-<label>...]_<suffix>.nii[.gz], e.g. sub-01_run-1_T2w.nii.gz)"
+        )
+    entities: list[tuple[str, str]] = [("sub", m["sub"])]
+    if m["ses"]:
+        entities.append(("ses", m["ses"]))
+    entities += _ENTITY_RE.findall(m["ents"] or "")
+    keys = [k for k, _ in entities]
+    if len(set(keys)) != len(keys):
+        raise NonBIDSNameError(f"{path}: repeated BIDS entity in file name")
+    return ImageEntry(path=path, suffix=m["suffix"], entities=tuple(entities))
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BIDSError(f"{path}: cannot read TSV ({exc})") from exc
+    if rows and None in rows[0]:
+        raise BIDSError(f"{path}: rows have more fields than the header (not tab-separated?)")
+    return rows
+
+
+def _norm_sub(label: str) -> str:
+    label = label.strip()
+    return label[4:] if label.startswith("sub-") else label
+
+
+def _norm_ses(label: str) -> str:
+    label = label.strip()
+    return label[4:] if label.startswith("ses-") else label
+
+
+def _lookup_age(
+    row: dict[str, str], kind: Kind, source: Path, who: str
+) -> tuple[float, str] | None:
+    """Pick the age for `kind` from a TSV row; returns (weeks, column) or None."""
+    by_lower = {k.strip().lower(): k for k in row if k is not None}
+    specific = GA_COLUMNS if kind == "fetal" else PMA_COLUMNS
+    candidates: list[tuple[str, float]] = [(c, 1.0) for c in (*specific, *GENERIC_WEEK_COLUMNS)]
+    if kind == "infant":
+        candidates += [(c, -1.0) for c in MONTH_COLUMNS]  # -1 marks a months column
+    for alias, mode in candidates:
+        col = by_lower.get(alias)
+        if col is None:
+            continue
+        raw = (row.get(col) or "").strip()
+        if raw.lower() in MISSING_VALUES:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise MissingAgeError(
+                f"{source}: {who}: column {col!r} = {raw!r} is not a number"
+            ) from None
+        if not math.isfinite(value):
+            raise MissingAgeError(f"{source}: {who}: column {col!r} = {raw!r} is not finite")
+        if mode < 0:
+            return TERM_WEEKS + value * WEEKS_PER_MONTH, col
+        return value, col
+    return None
+
+
+def _other_kind_has_age(row: dict[str, str], kind: Kind) -> str | None:
+    """Name a column that holds an age for the *other* kind (for a helpful error)."""
+    other = PMA_COLUMNS + MONTH_COLUMNS if kind == "fetal" else GA_COLUMNS
+    for k, v in row.items():
+        if k and k.strip().lower() in other and (v or "").strip().lower() not in MISSING_VALUES:
+            return k
+    return None
+
+
+def _session_kind(images: Sequence[ImageEntry]) -> Kind:
+    """Fetal when every image is a T2w stack with a run entity, infant otherwise."""
+    if images and all(im.suffix == "T2w" and im.run is not None for im in images):
+        return "fetal"
+    return "infant"
+
+
+def _collect_images(anat: Path, sub: str, ses: str | None) -> tuple[list[ImageEntry], list[str]]:
+    """Parse every NIfTI in an anat folder; returns (T1w/T2w entries, problems)."""
+    entries: list[ImageEntry] = []
+    problems: list[str] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for path in sorted(anat.iterdir()):
+        if not (path.name.endswith(".nii.gz") or path.name.endswith(".nii")):
+            continue
+        try:
+            entry = parse_image_name(path)
+        except NonBIDSNameError as exc:
+            problems.append(str(exc))
+            continue
+        ent = dict(entry.entities)
+        if ent["sub"] != sub or ent.get("ses") != ses:
+            want = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+            problems.append(f"{path}: file name does not start with {want} but lies in {anat}")
+            continue
+        if entry.suffix not in ANAT_SUFFIXES:
+            continue  # other modalities (FLAIR, masks, ...) are not used yet
+        key = (entry.stem, entry.suffix)
+        if key in seen:
+            problems.append(f"{path}: same image also stored as {seen[key].name}")
+            continue
+        seen[key] = path
+        entries.append(entry)
+    return entries, problems
+
+
+def _session_dirs(subdir: Path) -> list[tuple[str | None, Path]]:
+    sessions = sorted(p for p in subdir.glob("ses-*") if p.is_dir())
+    out: list[tuple[str | None, Path]] = [(p.name[4:], p) for p in sessions]
+    if (subdir / "anat").is_dir() or not sessions:
+        out.insert(0, (None, subdir))
+    return out
+
+
+def discover_sessions(
+    bids_dir: str | os.PathLike[str],
+    subjects: Iterable[str] | None = None,
+    *,
+    strict: bool = True,
+) -> list[SessionRecord]:
+    """List the sessions of a BIDS raw dataset with kind, age and images.
+
+    With ``strict=True`` the first problem raises (BIDSError subclasses naming the
+    file or subject). With ``strict=False`` per-session problems are stored in
+    ``SessionRecord.errors`` instead, so that the workflow can still build a job (and a
+    report saying what is wrong) for that session while the others go ahead. Problems
+    with the dataset as a whole (missing folder, no subjects, unknown subject in
+    ``subjects``) always raise.
+    """
+    bids = Path(bids_dir)
+    if not bids.is_dir():
+        raise BIDSError(f"{bids}: BIDS folder does not exist")
+    subdirs = sorted(p for p in bids.glob("sub-*") if p.is_dir())
+    if not subdirs:
+        raise BIDSError(f"{bids}: no sub-<label> folders; is this a BIDS raw dataset?")
+    available = {p.name[4:] for p in subdirs}
+    if subjects:
+        wanted = [_norm_sub(s) for s in subjects]
+        unknown = [s for s in wanted if s not in available]
+        if unknown:
+            raise BIDSError(
+                f"{bids}: subjects not found: {', '.join('sub-' + s for s in unknown)}"
+                f" (available: {', '.join(sorted('sub-' + s for s in available))})"
+            )
+        subdirs = [p for p in subdirs if p.name[4:] in set(wanted)]
+
+    participants_path = bids / "participants.tsv"
+    participants: dict[str, dict[str, str]] = {}
+    if participants_path.is_file():
+        for row in _read_tsv(participants_path):
+            pid = row.get("participant_id")
+            if pid:
+                participants[_norm_sub(pid)] = row
+
+    records: list[SessionRecord] = []
+    for subdir in subdirs:
+        sub = subdir.name[4:]
+        if not re.fullmatch(LABEL, sub):
+            raise NonBIDSNameError(f"{subdir}: subject label must be alphanumeric")
+        sessions_tsv = subdir / f"sub-{sub}_sessions.tsv"
+        ses_rows: dict[str, dict[str, str]] = {}
+        ses_errors: list[BIDSError] = []
+        if sessions_tsv.is_file():
+            try:
+                for row in _read_tsv(sessions_tsv):
+                    if row.get("session_id"):
+                        ses_rows[_norm_ses(row["session_id"])] = row
+            except BIDSError as exc:
+                ses_errors.append(exc)
+        for ses, sesdir in _session_dirs(subdir):
+            rec, problems = _build_record(
+                sub, ses, sesdir, participants, participants_path, ses_rows, sessions_tsv
+            )
+            problems = ses_errors + problems
+            if problems and strict:
+                raise problems[0]
+            if problems:
+                rec = replace(rec, errors=tuple(str(p) for p in problems))
+            records.append(rec)
+    return records
+
+
+def _build_record(
+    sub: str,
+    ses: str | None,
+    sesdir: Path,
+    participants: dict[str, dict[str, str]],
+    participants_path: Path,
+    ses_rows: dict[str, dict[str, str]],
+    sessions_tsv: Path,
+) -> tuple[SessionRecord, list[BIDSError]]:
+    """One session's record plus the problems found (as exceptions, for strict mode)."""
+    who = f"sub-{sub}" + (f" ses-{ses}" if ses else "")
+    errors: list[BIDSError] = []
+    notes: list[str] = []
+    err = errors.append
+
+    anat = sesdir / "anat"
+    images: list[ImageEntry] = []
+    if anat.is_dir():
+        images, problems = _collect_images(anat, sub, ses)
+        for p in problems:
+            err(NonBIDSNameError(p))
+    if not images and not errors:
+        err(
+            NoImagesError(
+                f"{who}: no T1w/T2w images (looked for *_T1w.nii[.gz] / *_T2w.nii[.gz] in {anat})"
+            )
+        )
+    kind = _session_kind(images)
+    t2_stacks = any(im.run is not None for im in images if im.suffix == "T2w")
+    if kind == "infant" and t2_stacks and any(im.run is None for im in images):
+        err(
+            BIDSError(
+                f"{who}: mixes T2w stacks with a run entity (fetal layout) and images "
+                "without one (infant layout); cannot tell which this session is"
+            )
+        )
+
+    age: float | None = None
+    age_column: str | None = None
+    age_source: str | None = None
+    rows: list[tuple[Path, dict[str, str]]] = []
+    if ses is not None and ses in ses_rows:
+        rows.append((sessions_tsv, ses_rows[ses]))
+    if sub in participants:
+        rows.append((participants_path, participants[sub]))
+    try:
+        if not images:  # kind unknown, so the age column to look for is unknown too
+            rows = []
+        for source, row in rows:
+            found = _lookup_age(row, kind, source, who)
+            if found is not None:
+                age, age_column = found
+                age_source = str(source)
+                break
+    except MissingAgeError as exc:
+        err(exc)
+    else:
+        if age is None and images:
+            wanted = GA_COLUMNS if kind == "fetal" else PMA_COLUMNS + MONTH_COLUMNS
+            where = " or ".join(str(s) for s, _ in rows) or (
+                f"{participants_path} (missing)"
+                if not participants_path.exists()
+                else f"{participants_path} (no row for sub-{sub})"
+            )
+            hint = ""
+            for _, row in rows:
+                other = _other_kind_has_age(row, kind)
+                if other:
+                    hint = (
+                        f"; column {other!r} holds an age for the other kind of scan, but the "
+                        f"images look like a {kind} session"
+                        + (
+                            " (T2w stacks with run-<n>)"
+                            if kind == "fetal"
+                            else " (3D T1w/T2w without run)"
+                        )
+                    )
+                    break
+            measure = (
+                "gestational age (GA, weeks)"
+                if kind == "fetal"
+                else "post-menstrual age (PMA, weeks)"
+            )
+            err(
+                MissingAgeError(
+                    f"{who}: no {measure} found in {where}; expected a column named one of "
+                    f"{', '.join(wanted + GENERIC_WEEK_COLUMNS)}{hint}"
+                )
+            )
+    if age_column and age_column.strip().lower() in MONTH_COLUMNS:
+        notes.append(
+            f"age from {age_column!r} (postnatal months) converted to PMA assuming term birth: "
+            f"{TERM_WEEKS:g} + months * {WEEKS_PER_MONTH}"
+        )
+    record = SessionRecord(
+        subject=sub,
+        session=ses,
+        kind=kind,
+        age_weeks=age,
+        age_column=age_column,
+        age_source=age_source,
+        images=tuple(images),
+        notes=tuple(notes),
+    )
+    return record, errors
+
+
+def find_session(records: Iterable[SessionRecord], prefix: str) -> SessionRecord:
+    """The record whose ``prefix`` (``sub-X[_ses-Y]``) matches."""
+    for rec in records:
+        if rec.prefix == prefix:
+            return rec
+    raise BIDSError(f"no session {prefix} in the BIDS dataset")

@@ -1,0 +1,1 @@
+"""Preprocessing of raw stacks/volumes: foreground mask, N4 bias correction, normalisation."""

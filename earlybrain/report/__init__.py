@@ -1,0 +1,1 @@
+"""QC reports: figures (figures.py), HTML assembly (html.py), subject and cohort pages."""

@@ -1,0 +1,203 @@
+"""Subject (session) report: what was given, what was checked, what ran, what did not.
+
+The stage table is the honest part: stages that this version does not implement are
+listed as "not yet available in this version" rather than hidden or faked, and a
+session whose inputs failed validation gets a report that names each failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earlybrain import __version__
+from earlybrain.io.atomic import write_json_atomic, write_text_atomic
+from earlybrain.io.nifti import ImageError, load_nifti
+from earlybrain.io.sidecar import sidecar_path
+from earlybrain.io.validate import slice_axis
+from earlybrain.report import figures
+from earlybrain.report.html import subject_page
+
+NOT_YET = "not yet available in this version"
+
+# (key, label, kinds it applies to). Order = data flow (see ARCHITECTURE.md).
+STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("inputs", "Input discovery and validation", ("fetal", "infant")),
+    ("n4", "Foreground mask, N4 bias correction, intensity normalisation", ("fetal", "infant")),
+    ("brain_mask", "Brain masking", ("fetal", "infant")),
+    ("stack_qc", "Stack quality ranking / rejection", ("fetal",)),
+    ("svr_srr", "Slice-to-volume reconstruction (SVR/SRR)", ("fetal",)),
+    ("atlas_registration", "Atlas registration", ("fetal", "infant")),
+    ("segmentation", "Tissue segmentation and volumetry", ("fetal", "infant")),
+    ("brain_age", "Brain age estimation", ("fetal", "infant")),
+)
+IMPLEMENTED = {"inputs", "n4"}
+
+
+def stage_table(validation: dict, n4_outputs: list[Path], n4_missing: list[str]) -> list[dict]:
+    """Status of every stage for this session, with a reason where it is not 'done'."""
+    kind = validation.get("kind", "fetal")
+    passed = validation.get("status") == "pass"
+    n_images = len(validation.get("images", []))
+    rows: list[dict[str, str]] = []
+    for key, label, kinds in STAGES:
+        row = {"key": key, "stage": label}
+        if kind not in kinds:
+            row |= {"status": "not applicable", "detail": f"not used for {kind} scans"}
+        elif key == "inputs":
+            errs = validation.get("errors", [])
+            row |= (
+                {"status": "done", "detail": f"{n_images} image(s) passed all checks"}
+                if passed
+                else {"status": "failed", "detail": f"{len(errs)} problem(s): " + "; ".join(errs)}
+            )
+        elif key == "n4":
+            if not passed:
+                row |= {"status": "skipped", "detail": "inputs failed validation"}
+            elif n4_missing:
+                row |= {"status": "failed", "detail": "missing output(s): " + ", ".join(n4_missing)}
+            else:
+                row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
+        else:
+            row |= {"status": NOT_YET, "detail": ""}
+        rows.append(row)
+    return rows
+
+
+def _load(path: str | os.PathLike[str]) -> np.ndarray:
+    return np.asanyarray(load_nifti(path).dataobj).astype(np.float32)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def build_subject_report(
+    validation_path: str | os.PathLike[str],
+    n4_paths: list[str | os.PathLike[str]],
+    bias_paths: list[str | os.PathLike[str]],
+    mask_paths: list[str | os.PathLike[str]],
+    out_html: str | os.PathLike[str],
+    out_stages: str | os.PathLike[str],
+    cohort_link: str | None = "group/cohort.html",
+) -> dict:
+    """Write the HTML report and a stage-status JSON (read by the cohort step).
+
+    `n4_paths`, `bias_paths` and `mask_paths` are in the order of the validated images;
+    they are empty for a session that failed validation.
+    """
+    validation = json.loads(Path(validation_path).read_text())
+    images = validation.get("images", [])
+    passed = validation.get("status") == "pass"
+    n4_paths = [Path(p) for p in n4_paths]
+    if passed and not (len(n4_paths) == len(bias_paths) == len(mask_paths) == len(images)):
+        raise ValueError(
+            f"{validation_path}: {len(images)} validated image(s) but {len(n4_paths)} N4, "
+            f"{len(bias_paths)} bias and {len(mask_paths)} mask path(s) were given"
+        )
+    missing = [p.name for p in n4_paths if not p.exists()]
+    stages = stage_table(validation, n4_paths, missing)
+
+    figs: list[tuple[str, bytes]] = []
+    notes = list(validation.get("notes", []))
+    if passed and not missing:
+        heading = "Bias-field correction (per input image)"
+        for info, n4p, bp, mp in zip(images, n4_paths, bias_paths, mask_paths, strict=True):
+            raw = _load(info["path"])
+            fg = _load(mp) > 0
+            side = _read_json(sidecar_path(n4p))
+            scale = side.get("Normalisation", {})
+            used = side.get("N4", {})
+            caption = (
+                f"{info['name']}: input with the foreground outline (orange) / after N4 and "
+                "normalisation / bias field relative to its median in the foreground (red: "
+                "brighter, blue: darker than average). Shrink factor "
+                f"{used.get('shrink_factor_used', '?')}, spline distance "
+                f"{used.get('spline_distance_mm_used', '?')} mm; intensities "
+                f"{scale.get('lower_value', float('nan')):.4g}-"
+                f"{scale.get('upper_value', float('nan')):.4g} mapped to 0-1."
+            )
+            axis = slice_axis(raw.shape, np.asarray(info["voxel_sizes_mm"]))
+            figs.append((caption, figures.n4_figure(raw, _load(n4p), _load(bp), fg, axis)))
+        notes.append(
+            "The orange outline is a rough foreground mask (Otsu threshold of a smoothed image) "
+            "used to fit the bias field; it is not a brain mask."
+        )
+    else:
+        heading = "Input images (not processed)"
+        for info in images:
+            try:
+                raw = _load(info["path"])
+            except ImageError:
+                continue  # the validation table already names the problem
+            if raw.ndim != 3 or raw.size == 0 or not np.all(np.isfinite(raw)):
+                continue
+            axis = slice_axis(raw.shape, np.asarray(info.get("voxel_sizes_mm", [1, 1, 1])))
+            figs.append((f"{info['name']} (input, not processed)", figures.input_figure(raw, axis)))
+
+    age = validation.get("age_weeks")
+    age_txt = (
+        f"{age:.1f} weeks {validation.get('age_measure', '')} (column "
+        f"'{validation.get('age_column')}' in {Path(validation.get('age_source') or '').name})"
+        if age is not None
+        else "unknown"
+    )
+    prefix = validation["prefix"]
+    failed = [s for s in stages if s["status"] == "failed"]
+    overall = "failed" if failed else "ok"
+    summary = [
+        ("subject", f"sub-{validation['subject']}"),
+        ("session", validation.get("session") or "-"),
+        ("kind", validation.get("kind", "?")),
+        ("age", age_txt),
+        ("input images", str(len(images))),
+        ("status", overall if not failed else f"failed at: {failed[0]['stage']}"),
+    ]
+    image_rows = [
+        [
+            info["name"],
+            "x".join(str(s) for s in info.get("shape", [])) or "-",
+            " x ".join(f"{v:g}" for v in info.get("voxel_sizes_mm", [])) or "-",
+            str(info.get("n_slices", "-")),
+            "pass" if info.get("ok") else "fail",
+        ]
+        for info in images
+    ]
+    html_text = subject_page(
+        title=f"earlybrain report: {prefix}",
+        summary=summary,
+        validation_status=validation.get("status", "fail"),
+        errors=validation.get("errors", []),
+        notes=notes,
+        image_rows=image_rows,
+        stages=stages,
+        figures=figs,
+        figure_heading=heading,
+        version=__version__,
+        cohort_link=cohort_link,
+    )
+    write_text_atomic(out_html, html_text)
+    result = {
+        "prefix": prefix,
+        "subject": validation["subject"],
+        "session": validation.get("session"),
+        "kind": validation.get("kind"),
+        "age_weeks": age,
+        "age_measure": validation.get("age_measure"),
+        "age_column": validation.get("age_column"),
+        "n_images": len(images),
+        "status": overall,
+        "failed_stage": failed[0]["stage"] if failed else "",
+        "reason": failed[0]["detail"] if failed else "",
+        "stages": stages,
+        "report": Path(out_html).name,
+    }
+    write_json_atomic(out_stages, result)
+    return result

@@ -1,0 +1,152 @@
+"""Single workflow steps, one per Snakemake rule (called via ``earlybrain step ...``).
+
+Rules stay thin: each calls one function here, which calls the library. Keeping the
+logic out of the Snakefile means it is unit-tested and also runnable by hand when
+debugging one subject.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+from earlybrain import __version__
+from earlybrain.io.atomic import write_json_atomic
+
+BIDS_VERSION = "1.10.0"
+
+
+def validate_step(
+    bids: Path,
+    subject: str,
+    session: str | None,
+    out: Path,
+    fetal_ga_range: tuple[float, float],
+    infant_pma_range: tuple[float, float],
+    min_slices: int,
+) -> int:
+    """Always writes `out` (status pass/fail), so a bad session never stops the workflow.
+
+    Only a failure to write the JSON itself makes this step fail.
+    """
+    from earlybrain.io.bids import discover_sessions
+    from earlybrain.io.validate import ValidationSettings, validate_session, write_validation
+
+    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    try:
+        records = [
+            r for r in discover_sessions(bids, [subject], strict=False) if r.session == session
+        ]
+        if not records:
+            raise ValueError(f"{prefix}: session not found in {bids}")
+        settings = ValidationSettings(
+            fetal_ga_range=tuple(fetal_ga_range),
+            infant_pma_range=tuple(infant_pma_range),
+            min_slices=int(min_slices),
+        )
+        report = validate_session(records[0], settings)
+    except Exception as exc:  # report, don't crash: the session gets a report saying why
+        traceback.print_exc()
+        report = {
+            "subject": subject,
+            "session": session,
+            "prefix": prefix,
+            "reldir": f"sub-{subject}" + (f"/ses-{session}" if session else ""),
+            "kind": None,
+            "age_weeks": None,
+            "images": [],
+            "status": "fail",
+            "errors": [f"{prefix}: validation could not run ({type(exc).__name__}: {exc})"],
+        }
+    write_validation(report, out)
+    if report.get("age_weeks") is not None:
+        print(
+            f"{prefix}: {report['kind']}, {report['age_measure']} {report['age_weeks']:.1f} weeks"
+            f" from column {report['age_column']!r} in {report['age_source']}"
+        )
+    for note in report.get("notes", []):
+        print(f"note: {note}")
+    for e in report["errors"]:
+        print(f"validation problem: {e}")
+    print(f"{prefix}: validation {report['status']}")
+    return 0
+
+
+def n4_step(
+    in_path: Path,
+    out: Path,
+    bias: Path,
+    mask: Path,
+    *,
+    shrink_factor: int,
+    iterations: list[int],
+    convergence_tol: float,
+    spline_distance_mm: float,
+    smoothing_sigma_mm: float,
+    min_component_fraction: float,
+    lower_percentile: float,
+    upper_percentile: float,
+    threads: int,
+) -> int:
+    from earlybrain.preprocess.n4 import (
+        ForegroundParams,
+        N4Params,
+        NormaliseParams,
+        PreprocessParams,
+        run_n4,
+    )
+
+    params = PreprocessParams(
+        foreground=ForegroundParams(smoothing_sigma_mm, min_component_fraction),
+        n4=N4Params(shrink_factor, tuple(iterations), convergence_tol, spline_distance_mm),
+        normalise=NormaliseParams(lower_percentile, upper_percentile),
+    )
+    summary = run_n4(in_path, out, bias, mask, params, threads=threads)
+    print(f"{in_path.name}: {summary}")
+    return 0
+
+
+def report_step(
+    validation: Path,
+    n4: list[Path],
+    bias: list[Path],
+    masks: list[Path],
+    out_html: Path,
+    out_stages: Path,
+    cohort_link: str,
+) -> int:
+    from earlybrain.report.subject import build_subject_report
+
+    result = build_subject_report(validation, n4, bias, masks, out_html, out_stages, cohort_link)
+    print(f"{result['prefix']}: {result['status']} -> {out_html}")
+    return 0
+
+
+def cohort_step(stages: list[Path], reports: list[Path], out_tsv: Path, out_html: Path) -> int:
+    from earlybrain.report.cohort import write_cohort
+
+    rows = write_cohort(stages, reports, out_tsv, out_html)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{len(rows)} session(s), {n_ok} ok -> {out_html}")
+    return 0
+
+
+def dataset_description(bids: Path, out: Path) -> int:
+    """BIDS derivative dataset_description.json with GeneratedBy (BIDS >= 1.4)."""
+    content = {
+        "Name": "earlybrain derivatives",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "earlybrain",
+                "Version": __version__,
+                "Description": "fetal/infant brain MRI pipeline (this version: input "
+                "validation, N4 bias correction, intensity normalisation, QC reports)",
+            }
+        ],
+        "SourceDatasets": [{"URL": Path(os.path.abspath(bids)).as_uri()}],
+    }
+    write_json_atomic(out, content)
+    return 0

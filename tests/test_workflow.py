@@ -1,0 +1,208 @@
+"""The Snakemake workflow itself: lint, dry run, config errors, real small runs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from synth_fixtures import corrupt_gzip, make_bids, make_stack
+
+from earlybrain.runner import REPO_ROOT, RESOLVED_CONFIG_NAME, run_workflow
+
+pytestmark = pytest.mark.slow
+
+NOT_YET = "not yet available in this version"
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def small_bids(tmp_path_factory) -> Path:
+    return make_bids(
+        tmp_path_factory.mktemp("wf") / "bids",
+        fetal={"f01": 25.0},
+        infant={"i01": 50.0},
+        n_stacks=2,
+        stack_shape=(32, 32, 8),
+        volume_shape=(32, 32, 32),
+    )
+
+
+def test_lint_is_clean(small_bids: Path, tmp_path: Path) -> None:
+    res = snakemake(
+        tmp_path, "--lint", "--config", f"bids_dir={small_bids}", f"output_dir={tmp_path}"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout + res.stderr
+
+
+def test_dry_run(small_bids: Path, tmp_path: Path) -> None:
+    res = snakemake(
+        tmp_path, "-n", "--config", f"bids_dir={small_bids}", f"output_dir={tmp_path / 'o'}"
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    for prefix in ("sub-f01", "sub-i01"):
+        assert f"o/earlybrain/{prefix}/qc/{prefix}_validation.json" in out
+        assert f"o/earlybrain/{prefix}.html" in out
+    assert "checkpoint validate" in out
+    assert "rule n4" not in out  # planned only once validation has passed
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_config_key_is_reported(small_bids: Path, tmp_path: Path) -> None:
+    res = snakemake(
+        tmp_path,
+        "-n",
+        "--config",
+        f"bids_dir={small_bids}",
+        f"output_dir={tmp_path}",
+        "shrink_factor=2",
+    )
+    assert res.returncode != 0
+    err = res.stdout + res.stderr
+    assert "Additional properties are not allowed ('shrink_factor' was unexpected)" in err
+
+
+def test_missing_bids_dir_is_reported(tmp_path: Path) -> None:
+    res = snakemake(tmp_path, "-n", "--config", f"bids_dir={tmp_path / 'nope'}")
+    assert res.returncode != 0
+    assert f"{tmp_path / 'nope'}: BIDS folder does not exist" in res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def cohort_run(tmp_path_factory, tiny_cohort):
+    """Simulated tiny cohort (2 fetal + 1 infant), one fetal stack corrupted, run once.
+
+    Works on a copy: the simulated cohort is shared with other test modules.
+    """
+    root = tmp_path_factory.mktemp("cohort")
+    bids = shutil.copytree(tiny_cohort[0], root / "bids")
+    truth = tiny_cohort[1]
+    bad = bids / "sub-f02" / "anat" / "sub-f02_run-2_T2w.nii.gz"
+    corrupt_gzip(bad)
+    before = checksums(bids)
+    out = root / "out"
+    rc = run_workflow(bids, out, cores=2)
+    return {"rc": rc, "bids": bids, "truth": truth, "out": out, "bad": bad, "before": before}
+
+
+def test_run_completes_good_subjects(cohort_run) -> None:
+    deriv = cohort_run["out"] / "earlybrain"
+    # keep-going: the corrupt stack fails only its own session's validation
+    assert cohort_run["rc"] == 0
+    expected = {
+        "sub-f01": [f"sub-f01_run-{k}_{{}}_T2w" for k in (1, 2, 3)],
+        "sub-i01": ["sub-i01_{}_T1w", "sub-i01_{}_T2w"],
+    }
+    for sub, stems in expected.items():
+        anat = deriv / sub / "anat"
+        for stem in stems:
+            for desc in ("desc-n4", "desc-biasfield"):
+                name = stem.format(desc)
+                img = nib.load(anat / f"{name}.nii.gz")
+                assert np.isfinite(img.get_fdata()).all()
+                side = json.loads((anat / f"{name}.json").read_text())
+                assert side["Sources"] and Path(side["Sources"][0]).is_file()
+            mask = stem.format("desc-foreground").replace("_T", "T") + "_mask"
+            assert (anat / f"{mask}.nii.gz").is_file() and (anat / f"{mask}.json").is_file()
+        assert (deriv / f"{sub}.html").is_file()
+    desc = json.loads((deriv / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "earlybrain"
+    assert (cohort_run["out"] / RESOLVED_CONFIG_NAME).is_file()
+    assert list((cohort_run["out"] / "benchmarks" / "n4").rglob("*.tsv"))
+    assert list((cohort_run["out"] / "logs" / "n4").rglob("*.log"))
+    log = (cohort_run["out"] / "logs" / "validate" / "sub-i01" / "sub-i01.log").read_text()
+    assert "sub-i01: infant, PMA" in log and "from column 'pma_weeks'" in log
+
+
+def test_failed_subject_gets_a_report(cohort_run) -> None:
+    deriv = cohort_run["out"] / "earlybrain"
+    text = (deriv / "sub-f02.html").read_text()
+    assert "sub-f02_run-2_T2w.nii.gz: cannot read as NIfTI" in text
+    assert NOT_YET in text
+    assert not (deriv / "sub-f02" / "anat").exists()  # no N4 for a failed session
+    rows = {
+        r["participant_id"]: r
+        for r in csv.DictReader((deriv / "group" / "cohort.tsv").open(), delimiter="\t")
+    }
+    assert set(rows) == {"sub-f01", "sub-f02", "sub-i01"}
+    assert rows["sub-f02"]["status"] == "failed"
+    assert "sub-f02_run-2_T2w.nii.gz" in rows["sub-f02"]["reason"]
+    assert rows["sub-f01"]["status"] == "ok" and rows["sub-i01"]["status"] == "ok"
+    assert rows["sub-f01"]["n_images"] == "3" and rows["sub-i01"]["kind"] == "infant"
+    assert rows["sub-i01"]["age_measure"] == "PMA"
+    cohort_html = (deriv / "group" / "cohort.html").read_text()
+    assert 'href="../sub-f02.html"' in cohort_html
+
+
+def test_inputs_unchanged(cohort_run) -> None:
+    assert checksums(cohort_run["bids"]) == cohort_run["before"]
+
+
+def test_n4_reduces_the_simulated_bias(cohort_run) -> None:
+    """Against the simulator's true bias field: the residual in the brain shrinks."""
+    deriv, truth = cohort_run["out"] / "earlybrain", cohort_run["truth"]
+    for k in (1, 2, 3):
+        est = nib.load(deriv / "sub-f01" / "anat" / f"sub-f01_run-{k}_desc-biasfield_T2w.nii.gz")
+        true = nib.load(truth / "sub-f01" / f"sub-f01_run-{k}_desc-bias_T2w.nii.gz").get_fdata()
+        brain = nib.load(truth / "sub-f01" / f"sub-f01_run-{k}_desc-brain_mask.nii.gz")
+        inside = brain.get_fdata() > 0
+        log_true = np.log(true[inside])
+        residual = log_true - np.log(est.get_fdata()[inside])
+        assert np.std(residual) < 0.5 * np.std(log_true), k
+
+
+def test_sessions_and_missing_age(tmp_path: Path) -> None:
+    """ses-<label> folders, sessions.tsv ages, a session without age gets a report."""
+    bids = tmp_path / "bids"
+    for ses in ("1", "2"):
+        make_stack(
+            bids / "sub-f01" / f"ses-{ses}" / "anat" / f"sub-f01_ses-{ses}_run-1_T2w.nii.gz",
+            shape=(32, 32, 8),
+        )
+    (bids / "participants.tsv").write_text("participant_id\tsex\nsub-f01\tF\n")
+    (bids / "sub-f01" / "sub-f01_sessions.tsv").write_text("session_id\tGA\nses-1\t29\n")
+    out = tmp_path / "out"
+    res = snakemake(
+        out, "--cores", "2", "--keep-going", "--config", f"bids_dir={bids}", f"output_dir={out}"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    deriv = out / "earlybrain"
+    assert (deriv / "sub-f01/ses-1/anat/sub-f01_ses-1_run-1_desc-n4_T2w.nii.gz").is_file()
+    assert not (deriv / "sub-f01/ses-2/anat").exists()
+    text = (deriv / "sub-f01_ses-2.html").read_text()
+    assert "sub-f01 ses-2: no gestational age (GA, weeks) found" in text
+    rows = list(csv.DictReader((deriv / "group/cohort.tsv").open(), delimiter="\t"))
+    assert [(r["session_id"], r["status"], r["age_column"]) for r in rows] == [
+        ("ses-1", "ok", "GA"),
+        ("ses-2", "failed", "n/a"),
+    ]

@@ -1,0 +1,52 @@
+# Cohort overview and the derivatives' dataset_description.json.
+
+
+localrules:
+    cohort,
+    dataset_description,
+
+
+rule cohort:
+    """One row per session with age, kind, status and a relative link to its report."""
+    input:
+        stages=all_stages(),
+        reports=all_reports(),
+    output:
+        tsv=COHORT_TSV,
+        html=COHORT_HTML,
+    params:
+        eb=EARLYBRAIN,
+    log:
+        f"{LOGS}/cohort.log",
+    benchmark:
+        f"{BENCH}/cohort.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step cohort --stages {input.stages:q} --reports {input.reports:q}"
+        " --out-tsv {output.tsv:q} --out-html {output.html:q} > {log:q} 2>&1"
+
+
+rule dataset_description:
+    """BIDS derivatives dataset_description.json with GeneratedBy."""
+    output:
+        DATASET_DESCRIPTION,
+    params:
+        eb=EARLYBRAIN,
+        bids=BIDS,
+    log:
+        f"{LOGS}/dataset_description.log",
+    benchmark:
+        f"{BENCH}/dataset_description.tsv"
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=2,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step dataset-description --bids {params.bids:q} --out {output:q} > {log:q} 2>&1"

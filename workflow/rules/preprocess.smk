@@ -1,0 +1,75 @@
+# Input validation (checkpoint) and per-image N4 bias correction + normalisation.
+
+
+checkpoint validate:
+    """Check one session's inputs; always succeeds, writing status pass/fail + reasons."""
+    input:
+        images=lambda wc: [str(p) for p in session_of(wc).image_paths],
+        tables=session_tables,
+    output:
+        json=f"{DERIV}/{{sdir}}/qc/{{prefix}}_validation.json",
+    params:
+        eb=EARLYBRAIN,
+        bids=BIDS,
+        subject=lambda wc: session_of(wc).subject,
+        session=session_option,
+        fetal_range=" ".join(str(v) for v in config["validation"]["fetal_ga_range"]),
+        infant_range=" ".join(str(v) for v in config["validation"]["infant_pma_range"]),
+        min_slices=config["validation"]["min_slices"],
+    log:
+        f"{LOGS}/validate/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/validate/{{sdir}}/{{prefix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step validate --bids {params.bids:q} --subject {params.subject:q}"
+        " {params.session} --out {output.json:q}"
+        " --fetal-ga-range {params.fetal_range} --infant-pma-range {params.infant_range}"
+        " --min-slices {params.min_slices} > {log:q} 2>&1"
+
+
+rule n4:
+    """Foreground mask (Otsu, not a brain mask), N4 bias correction, percentile scaling."""
+    input:
+        image=raw_image,
+        validation=validation_of_image,
+    output:
+        image=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.nii.gz",
+        image_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.json",
+        bias=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-biasfield_{{suffix}}.nii.gz",
+        bias_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-biasfield_{{suffix}}.json",
+        mask=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-foreground{{suffix}}_mask.nii.gz",
+        mask_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-foreground{{suffix}}_mask.json",
+    params:
+        eb=EARLYBRAIN,
+        shrink=config["preprocess"]["n4"]["shrink_factor"],
+        iterations=" ".join(str(i) for i in config["preprocess"]["n4"]["iterations"]),
+        tol=config["preprocess"]["n4"]["convergence_tol"],
+        spline=config["preprocess"]["n4"]["spline_distance_mm"],
+        sigma=config["preprocess"]["foreground"]["smoothing_sigma_mm"],
+        min_fraction=config["preprocess"]["foreground"]["min_component_fraction"],
+        lower=config["preprocess"]["normalise"]["lower_percentile"],
+        upper=config["preprocess"]["normalise"]["upper_percentile"],
+    log:
+        f"{LOGS}/n4/{{sdir}}/{{ents}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/n4/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step n4 --input {input.image:q} --out {output.image:q}"
+        " --bias {output.bias:q} --mask {output.mask:q}"
+        " --shrink-factor {params.shrink} --iterations {params.iterations}"
+        " --convergence-tol {params.tol} --spline-distance-mm {params.spline}"
+        " --smoothing-sigma-mm {params.sigma} --min-component-fraction {params.min_fraction}"
+        " --lower-percentile {params.lower} --upper-percentile {params.upper}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,30 @@
+# Subject (session) report: validation, stage table, before/after N4 figures.
+
+
+rule report:
+    """Self-contained HTML report; also for sessions whose validation failed."""
+    input:
+        unpack(report_inputs),
+    output:
+        html=f"{DERIV}/{{prefix}}.html",
+        stages=f"{DERIV}/group/stages/{{prefix}}_stages.json",
+    params:
+        eb=EARLYBRAIN,
+        validation=quoted_input("validation"),
+        n4=quoted_input("n4"),
+        bias=quoted_input("bias"),
+        mask=quoted_input("mask"),
+    log:
+        f"{LOGS}/report/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/report/{{prefix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step report --validation {params.validation}"
+        " --n4 {params.n4} --bias {params.bias} --mask {params.mask}"
+        " --out-html {output.html:q} --out-stages {output.stages:q} > {log:q} 2>&1"
