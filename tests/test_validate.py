@@ -126,3 +126,18 @@ def test_slice_axis() -> None:
     assert slice_axis((20, 100, 100), np.array([4.0, 1.0, 1.0])) == 0
     assert slice_axis((50, 60, 40), np.array([1.0, 1.0, 1.0])) == 2  # fewest voxels
     assert slice_axis((50, 50, 50), np.array([1.0, 1.0, 1.0])) == 2  # last axis
+
+
+def test_validate_step_always_writes_a_status(tmp_path: Path) -> None:
+    """The workflow step never fails on bad input: it writes status "fail" and why."""
+    from earlybrain.steps import validate_step
+
+    bids = make_bids(tmp_path / "bids", fetal={"f01": 25.0})
+    out = tmp_path / "v.json"
+    assert validate_step(bids, "f09", None, out, (18, 45), (37, 160), 3) == 0
+    report = json.loads(out.read_text())
+    assert report["status"] == "fail"
+    assert "validation could not run" in report["errors"][0]
+    assert "subjects not found: sub-f09" in report["errors"][0]
+    assert validate_step(bids, "f01", None, out, (18, 45), (37, 160), 3) == 0
+    assert json.loads(out.read_text())["status"] == "pass"

@@ -56,12 +56,14 @@ def small_bids(tmp_path_factory) -> Path:
     )
 
 
-def test_lint_is_clean(small_bids: Path, tmp_path: Path) -> None:
-    res = snakemake(
-        tmp_path, "--lint", "--config", f"bids_dir={small_bids}", f"output_dir={tmp_path}"
-    )
+@pytest.mark.parametrize("with_data", [True, False])
+def test_lint_is_clean(small_bids: Path, tmp_path: Path, with_data: bool) -> None:
+    """With a dataset, and from a bare checkout (default config, no data/bids)."""
+    config = ["--config", f"bids_dir={small_bids}", f"output_dir={tmp_path}"] if with_data else []
+    res = snakemake(tmp_path, "--lint", *config)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Lints for" not in res.stdout + res.stderr
+    assert "good condition" in res.stdout + res.stderr
 
 
 def test_dry_run(small_bids: Path, tmp_path: Path) -> None:
@@ -206,3 +208,11 @@ def test_sessions_and_missing_age(tmp_path: Path) -> None:
         ("ses-1", "ok", "GA"),
         ("ses-2", "failed", "n/a"),
     ]
+    # the age table changes (here: ses-2 gets its age): sessions are validated and
+    # reported again, but the N4 results that are still valid are not recomputed
+    (bids / "sub-f01" / "sub-f01_sessions.tsv").write_text("session_id\tGA\nses-1\t29\nses-2\t31\n")
+    res = snakemake(out, "-n", "--keep-going", "--config", f"bids_dir={bids}", f"output_dir={out}")
+    plan = res.stdout + res.stderr
+    assert res.returncode == 0, plan
+    assert "checkpoint validate" in plan and "rule report" in plan
+    assert "sub-f01_ses-1_run-1_desc-n4_T2w" not in plan

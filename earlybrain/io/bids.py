@@ -179,10 +179,9 @@ def _lookup_age(
     """Pick the age for `kind` from a TSV row; returns (weeks, column) or None."""
     by_lower = {k.strip().lower(): k for k in row if k is not None}
     specific = GA_COLUMNS if kind == "fetal" else PMA_COLUMNS
-    candidates: list[tuple[str, float]] = [(c, 1.0) for c in (*specific, *GENERIC_WEEK_COLUMNS)]
-    if kind == "infant":
-        candidates += [(c, -1.0) for c in MONTH_COLUMNS]  # -1 marks a months column
-    for alias, mode in candidates:
+    weeks = [(c, False) for c in (*specific, *GENERIC_WEEK_COLUMNS)]
+    months = [(c, True) for c in MONTH_COLUMNS] if kind == "infant" else []
+    for alias, in_months in weeks + months:
         col = by_lower.get(alias)
         if col is None:
             continue
@@ -197,9 +196,7 @@ def _lookup_age(
             ) from None
         if not math.isfinite(value):
             raise MissingAgeError(f"{source}: {who}: column {col!r} = {raw!r} is not finite")
-        if mode < 0:
-            return TERM_WEEKS + value * WEEKS_PER_MONTH, col
-        return value, col
+        return (TERM_WEEKS + value * WEEKS_PER_MONTH if in_months else value), col
     return None
 
 
@@ -312,6 +309,8 @@ def discover_sessions(
             except BIDSError as exc:
                 ses_errors.append(exc)
         for ses, sesdir in _session_dirs(subdir):
+            if ses is not None and not re.fullmatch(LABEL, ses):
+                raise NonBIDSNameError(f"{sesdir}: session label must be alphanumeric")
             rec, problems = _build_record(
                 sub, ses, sesdir, participants, participants_path, ses_rows, sessions_tsv
             )

@@ -44,15 +44,18 @@ COHORT_HTML = f"{DERIV}/group/cohort.html"
 
 # strict=False: a session with a problem (missing age, no images, bad names) still
 # gets jobs; its validation step records the problem and its report names it.
+# `snakemake --lint` checks the rules, not a dataset: let it run from a bare checkout.
+LINT_ONLY = "--lint" in sys.argv and not Path(BIDS).is_dir()
 try:
-    SESSIONS = discover_sessions(BIDS, config.get("subjects") or None, strict=False)
+    SESSIONS = (
+        [] if LINT_ONLY else discover_sessions(BIDS, config.get("subjects") or None, strict=False)
+    )
 except BIDSError as exc:
     raise WorkflowError(
         f"{exc}\nSet bids_dir (and output_dir) in a config file or on the command line: "
         "--config bids_dir=/path/to/bids output_dir=/path/to/out"
     ) from exc
 BY_PREFIX = {s.prefix: s for s in SESSIONS}
-BY_RELDIR = {s.reldir: s for s in SESSIONS}
 RAW_IMAGES = {(s.reldir, im.stem, im.suffix): im.path for s in SESSIONS for im in s.images}
 
 
@@ -87,10 +90,6 @@ def raw_image(wildcards):
 
 def validation_json(rec):
     return f"{DERIV}/{rec.reldir}/qc/{rec.prefix}_validation.json"
-
-
-def validation_of_image(wildcards):
-    return validation_json(BY_RELDIR[wildcards.sdir])
 
 
 def preprocessed(rec, kind):

@@ -36,8 +36,10 @@ checkpoint validate:
 rule n4:
     """Foreground mask (Otsu, not a brain mask), N4 bias correction, percentile scaling."""
     input:
+        # Not the validation JSON: N4 jobs are only requested for validated sessions
+        # (see report_inputs), and re-validating (e.g. after participants.tsv gained a
+        # subject) must not redo every N4.
         image=raw_image,
-        validation=validation_of_image,
     output:
         image=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.nii.gz",
         image_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.json",
