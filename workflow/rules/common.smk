@@ -38,6 +38,10 @@ def earlybrain_command():
 
 EARLYBRAIN = earlybrain_command()
 
+# Rules whose jobs run torch. The SLURM GPU profile (profiles/slurm) sends exactly these
+# to the GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal.
+TORCH_RULES = set()
+
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
 COHORT_HTML = f"{DERIV}/group/cohort.html"

@@ -1,0 +1,200 @@
+"""The workflow on a real SLURM cluster, and the GPU profile's resource mapping.
+
+The cluster test brings up a single-node SLURM (scripts/slurm_cluster.sh, needs root),
+runs a tiny cohort through the CI profile, kills one running job with scancel, and
+checks that the run still finishes, that jobs really went through sbatch, and that the
+outputs equal those of a local run. Off CI it is skipped when no cluster can be started;
+on CI (CI=true) that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+
+from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+
+def _torch_rules() -> set[str]:
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    match = re.search(r"^TORCH_RULES\s*=\s*(\{.*?\}|set\(\))", text, re.M | re.S)
+    assert match, "common.smk must define TORCH_RULES"
+    return set(eval(match.group(1)))  # a literal set of rule names
+
+
+def _profile_gpu_rules(profile: str) -> set[str]:
+    cfg = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    return {rule for rule, res in (cfg.get("set-resources") or {}).items() if res.get("gpu")}
+
+
+def test_gpu_profile_requests_gpus_for_exactly_the_torch_rules() -> None:
+    assert _profile_gpu_rules("slurm") == _torch_rules()
+    assert _profile_gpu_rules("slurm-ci") == set()  # the CI cluster has no GPUs
+
+
+def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
+    """A dry run with the GPU profile: only torch rules get gpu=1 and the GPU partition."""
+    if shutil.which("sbatch") is None:
+        pytest.skip("the slurm executor plugin needs sbatch on PATH, even for a dry run")
+    bids, _ = simulate_cohort(tmp_path / "data", CohortSpec(n_fetal=1, n_stacks=2, preset="tiny"))
+    out = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+            "--directory",
+            str(tmp_path),
+            "--dry-run",
+            "--config",
+            f"bids_dir={bids}",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    jobs = re.findall(r"^(?:local)?rule (\w+):.*?^\s+resources: ([^\n]*)", out.stdout, re.M | re.S)
+    assert jobs, out.stdout
+    torch_rules = _torch_rules()
+    for rule, resources in jobs:
+        wants_gpu = "gpu=1" in resources
+        assert wants_gpu == (rule in torch_rules), (rule, resources)
+        assert ("slurm_partition=gpu" in resources) == (rule in torch_rules), (rule, resources)
+
+
+# ------------------------------------------------------------------ real cluster
+
+
+def _cluster_up() -> None:
+    script = REPO / "scripts" / "slurm_cluster.sh"
+    reason = None
+    if os.geteuid() != 0:
+        reason = "starting a SLURM cluster needs root"
+    else:
+        r = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            reason = f"scripts/slurm_cluster.sh up failed:\n{r.stdout}\n{r.stderr}"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    _cluster_up()
+    yield
+    subprocess.run(["bash", str(REPO / "scripts" / "slurm_cluster.sh"), "down"], timeout=120)
+
+
+def _run_local(bids: Path, workdir: Path) -> None:
+    r = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--cores",
+            "2",
+            "--directory",
+            str(workdir),
+            "--config",
+            f"bids_dir={bids}",
+            f"output_dir={workdir / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def _kill_one_running_job(proc: subprocess.Popen, deadline: float) -> str | None:
+    """scancel the first earlybrain job seen RUNNING; returns its job id."""
+    while time.time() < deadline and proc.poll() is None:
+        q = subprocess.run(
+            ["squeue", "-h", "-t", "RUNNING", "-o", "%i %j"], capture_output=True, text=True
+        )
+        for line in q.stdout.splitlines():
+            job_id, _name = line.split(maxsplit=1)
+            subprocess.run(["scancel", job_id], check=False)
+            return job_id
+        time.sleep(0.5)
+    return None
+
+
+@pytest.mark.slow
+def test_workflow_runs_through_sbatch_survives_a_killed_job_and_matches_local(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    bids, _ = simulate_cohort(
+        tmp_path / "data", CohortSpec(n_fetal=1, n_infant=1, n_stacks=2, preset="tiny", seed=4)
+    )
+    _run_local(bids, tmp_path / "local")
+
+    workdir = tmp_path / "slurm"
+    workdir.mkdir()
+    cmd = [
+        "timeout",
+        "-k",
+        "20",
+        "900",
+        *SNAKEMAKE,
+        "--profile",
+        str(REPO / "profiles" / "slurm-ci"),
+        "--directory",
+        str(workdir),
+        "--config",
+        f"bids_dir={bids}",
+        f"output_dir={workdir / 'out'}",
+    ]
+    log_path = tmp_path / "snakemake-slurm.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        killed = _kill_one_running_job(proc, time.time() + 300)
+        rc = proc.wait(timeout=1000)
+    text = log_path.read_text()
+    assert rc == 0, text[-5000:]
+    assert killed is not None, "no job was ever seen running in squeue"
+
+    # jobs really went through sbatch: SLURM job ids in Snakemake's log and SLURM logs
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", text)
+    assert len(submitted) >= 5, text[-3000:]
+    slurm_ids = {slurm: job for job, slurm in submitted}
+    assert killed in slurm_ids, (killed, submitted)
+    # the killed job was submitted again (retries) under a new SLURM id, and finished
+    job = slurm_ids[killed]
+    assert f"Trying to restart job {job}." in text
+    resubmitted = [slurm for j, slurm in submitted if j == job and slurm != killed]
+    assert resubmitted, submitted
+    assert re.search(rf"Finished jobid: {job} \(", text)
+    slurm_logs = list((workdir / "slurm-logs").rglob("*.log"))
+    assert slurm_logs, "no SLURM log files kept"
+
+    # outputs identical to the local run
+    local = tmp_path / "local" / "out" / "earlybrain"
+    remote = workdir / "out" / "earlybrain"
+    images = sorted(p.relative_to(local) for p in local.rglob("*.nii.gz"))
+    assert images
+    for rel in images:
+        a = np.asanyarray(nib.load(local / rel).dataobj)
+        b = np.asanyarray(nib.load(remote / rel).dataobj)
+        assert np.array_equal(a, b), rel
+    for rel in sorted(p.relative_to(local) for p in local.rglob("*.tsv")):
+        assert (local / rel).read_text() == (remote / rel).read_text(), rel
+    for name in ("sub-f01.html", "sub-i01.html", "group/cohort.html"):
+        assert (remote / name).is_file()
+    status = json.loads((remote / "sub-f01" / "qc" / "sub-f01_validation.json").read_text())
+    assert status["status"] == "pass"
