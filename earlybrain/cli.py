@@ -19,6 +19,7 @@ def _simulate(args: argparse.Namespace) -> int:
         preset=args.preset,
         fetal_ages=tuple(args.ga) if args.ga else None,
         infant_ages_months=tuple(args.months) if args.months else None,
+        write_masks=args.write_masks,
     )
     bids, truth = simulate_cohort(Path(args.out), spec)
     print(f"BIDS dataset:  {bids}")
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["tiny", "demo", "full"],
         default="demo",
         help="resolution/size preset: tiny for tests, full for realistic 0.8 mm data",
+    )
+    s.add_argument(
+        "--write-masks",
+        action="store_true",
+        help="also write the true stack masks as bids/derivatives/masks (like manual masks)",
     )
     s.set_defaults(func=_simulate)
 

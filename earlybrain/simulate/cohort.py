@@ -60,6 +60,9 @@ class CohortSpec:
     preset: str = "demo"
     fetal_ages: tuple[float, ...] | None = None  # weeks GA
     infant_ages_months: tuple[float, ...] | None = None
+    # also publish the true stack masks as a derivatives dataset (bids/derivatives/masks),
+    # the form in which a lab hands over manual masks
+    write_masks: bool = False
 
     def ages(self) -> tuple[list[float], list[float]]:
         """Ages of the cohort: given ones, or spread evenly over the supported ranges."""
@@ -134,6 +137,14 @@ def write_fetal_subject(
             },
         )
         save_nifti(stack.mask, stack.affine, gt / f"{stem}_desc-brain_mask.nii.gz", dtype=np.uint8)
+        if spec.write_masks:
+            masks = bids / "derivatives" / "masks"
+            save_nifti(
+                stack.mask,
+                stack.affine,
+                masks / f"sub-{sub}" / "anat" / f"{stem}_mask.nii.gz",
+                dtype=np.uint8,
+            )
         save_nifti(stack.bias, stack.affine, gt / f"{stem}_desc-bias_T2w.nii.gz", dtype=np.float32)
         for k in range(stack.data.shape[2]):
             rx, ry, rz, tx, ty, tz = stack.poses[k]
@@ -256,6 +267,22 @@ def simulate_cohort(out_dir: Path, spec: CohortSpec) -> tuple[Path, Path]:
             "GeneratedBy": [{"Name": "earlybrain simulate", "Version": __version__}],
         },
     )
+    if spec.write_masks and fetal_ages:
+        write_json_atomic(
+            bids / "derivatives" / "masks" / "dataset_description.json",
+            {
+                "Name": "brain masks of the simulated stacks",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [
+                    {
+                        "Name": "earlybrain simulate",
+                        "Version": __version__,
+                        "Description": "true masks of the simulator, standing in for manual masks",
+                    }
+                ],
+            },
+        )
     write_text_atomic(truth / "labels.tsv", _tsv(label_table_rows()))
     write_json_atomic(truth / "cohort.json", asdict(spec) | {"software_version": __version__})
     return bids, truth
