@@ -271,10 +271,3 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         simulate_cohort(tmp_path, CohortSpec(preset="huge"))
     with pytest.raises(ValueError, match="one age per subject"):
         CohortSpec(n_fetal=2, fetal_ages=(25.0,)).ages()
-
-
-def test_outputs_are_readable_by_the_group(tmp_path: Path) -> None:
-    from earlybrain.io.atomic import write_text_atomic
-
-    p = write_text_atomic(tmp_path / "x.txt", "hi")
-    assert p.stat().st_mode & 0o044  # not the 0600 of a bare temporary file
