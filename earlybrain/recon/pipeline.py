@@ -1,0 +1,565 @@
+"""SVR + SRR: alternate slice-to-volume registration and super-resolution reconstruction.
+
+Order of work (SVRTK's scheme, on one torch device):
+1. validate the stacks, choose the reference stack (least inter-slice inconsistency)
+   whose axes define the output grid (isotropic, covering the masked brains + margin);
+2. reconstruct from the reference stack alone and register every other stack to it
+   as a rigid whole (coarse to fine);
+3. reconstruct from all stacks, then for each outer iteration: register packets
+   (first iteration only: interleaved sweeps share a pose to start from), then single
+   slices, against the current volume; re-solve the volume by CG, re-fit bias and slice
+   scales, re-estimate the EM outlier weights; log convergence;
+4. final CG polish, QC metrics, poses/weights table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from earlybrain.recon import robust, srr, svr
+from earlybrain.recon.config import ReconConfig, resolve_device
+from earlybrain.recon.forward import ForwardModel, build_observations, smoothed_observations
+from earlybrain.recon.metrics import largest_component, motion_summary, slice_corners, slice_ncc
+from earlybrain.recon.stacks import Stack, check_stack_set, choose_reference
+from earlybrain.recon.transforms import (
+    from_matrices,
+    interpolate_in_time,
+    make_grid,
+    pose_table_params,
+    to_matrices,
+)
+
+log = logging.getLogger("earlybrain.recon")
+
+POSE_COLUMNS = (
+    "stack",
+    "stack_name",
+    "slice",
+    "packet",
+    "rot_x_deg",
+    "rot_y_deg",
+    "rot_z_deg",
+    "trans_x_mm",
+    "trans_y_mm",
+    "trans_z_mm",
+    "weight",
+    "scale",
+    "ncc",
+    "brain_pixels",
+    "rejected",
+)
+
+
+@dataclass
+class ReconResult:
+    """A reconstruction and everything needed to audit it."""
+
+    volume: np.ndarray  # float32 (X,Y,Z), 0 outside the observed region
+    affine: np.ndarray  # voxel -> scanner mm (reference stack's axes)
+    mask: np.ndarray  # uint8 brain mask of the reconstruction
+    transforms: np.ndarray  # (K,4,4) T_k: slice scanner mm -> reconstruction world mm
+    pose_centre: np.ndarray  # centre of the pose parameters in `slices`
+    slices: list[dict[str, Any]]  # one row per slice (POSE_COLUMNS)
+    metrics: dict[str, Any]
+    log: list[str] = field(default_factory=list)
+    reference: int = 0
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.perf_counter() - self.t0:7.1f}s] {msg}"
+        self.lines.append(line)
+        log.info(msg)
+
+
+def _coarse_pixels(obs, stride: int) -> torch.Tensor | None:
+    """Every `stride`-th pixel in both in-plane directions (coarse pyramid levels)."""
+    if stride <= 1:
+        return None
+    v = obs.vox
+    keep = ((v[:, 0] % stride) == 0) & ((v[:, 1] % stride) == 0)
+    return torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long, device=obs.pos.device)
+
+
+def _displacement(obs, R0, t0, R1, t1, brain_idx) -> float:
+    """Mean displacement (mm) of brain pixels between two sets of slice poses."""
+    p = obs.pos[brain_idx].double()
+    s = obs.slice_of[brain_idx]
+    a = torch.einsum("nij,nj->ni", R0[s], p) + t0[s]
+    b = torch.einsum("nij,nj->ni", R1[s], p) + t1[s]
+    return float(torch.linalg.norm(a - b, dim=1).mean())
+
+
+class _Recon:
+    """State of one reconstruction: slice poses, volume, intensity factors, robust weights."""
+
+    def __init__(
+        self,
+        stacks: list[Stack],
+        cfg: ReconConfig,
+        dev: torch.device,
+        say: _Log,
+        ref: int,
+        monitor=None,
+    ) -> None:
+        self.stacks, self.cfg, self.dev, self.say, self.ref = stacks, cfg, dev, say, ref
+        self.monitor = monitor
+        pts = []
+        for st in stacks:
+            idx = np.argwhere(st.mask).astype(float)
+            pts.append(idx @ st.affine[:3, :3].T + st.affine[:3, 3])
+        ref_st = stacks[ref]
+        rot = ref_st.affine[:3, :3] / ref_st.spacing
+        margin = cfg.margin_mm + cfg.mask_dilation_mm + 0.5 * max(s.thickness for s in stacks)
+        self.grid = make_grid(np.concatenate(pts), rot, cfg.resolution_mm, margin)
+        self.obs = build_observations(
+            stacks,
+            self.grid.origin,
+            cfg.mask_dilation_mm,
+            cfg.psf_inplane_fwhm_factor,
+            dev,
+            near_mm=cfg.svr_dilation_mm,
+        )
+        self.fm = ForwardModel(self.obs, self.grid, cfg.psf_step_factor)
+        obs = self.obs
+        self.K = obs.n_slices
+        self.y = obs.y
+        self.brain = obs.brain
+        self.brain_idx = torch.nonzero(self.brain)[:, 0]
+        self.R = torch.eye(3, dtype=torch.float64, device=dev).repeat(self.K, 1, 1)
+        self.t = torch.zeros((self.K, 3), dtype=torch.float64, device=dev)
+        med = [float(self.y[a:b][self.brain[a:b]].median()) for a, b in obs.stack_ranges]
+        self.factor = torch.ones_like(self.y)
+        for s, (a, b) in enumerate(obs.stack_ranges):
+            self.factor[a:b] = med[s] / med[ref]
+        self.scale = torch.ones(self.K, device=dev)
+        self.weights = robust.initial_weights(self.y, self.brain, self.K)
+        dark = np.concatenate([robust.dark_slices(st.data, st.mask) for st in stacks])
+        self.weights.slices = torch.as_tensor(~dark, dtype=torch.float32, device=dev)
+        self.pix_w = self.weights.pixel(obs.slice_of)
+        if dark.any():
+            say(
+                f"{int(dark.sum())} slice(s) much darker than their neighbours (signal drop-out): "
+                "excluded from the start"
+            )
+        self.pix_stack = obs.slice_stack[obs.slice_of]
+        self.brain_px = torch.zeros(self.K, dtype=torch.long, device=dev).index_add_(
+            0, obs.slice_of, self.brain.long()
+        )
+        self.delta = cfg.edge_delta * (med[ref] if med[ref] > 0 else 1.0)
+        self.x = torch.zeros(self.grid.shape, device=dev)
+        self.sim = torch.zeros_like(self.y)
+        self._smoothed: dict[float, torch.Tensor] = {}
+
+    # --- helpers
+    def observed(self, sigma: float) -> torch.Tensor:
+        key = round(float(sigma), 3)
+        if key not in self._smoothed:
+            self._smoothed[key] = smoothed_observations(self.obs, self.stacks, key)
+        return self._smoothed[key]
+
+    def trace(self, stage: str) -> None:
+        if self.monitor:
+            self.monitor(stage, to_matrices(self.R, self.t, self.grid.origin), self.x)
+
+    def solve(self, w_pix: torch.Tensor, steps: int, restart: bool = False) -> None:
+        if restart:
+            self.x = srr.initial_volume(self.fm, self.R, self.t, self.y, self.factor, w_pix)
+        self.x, hist = srr.solve(
+            self.fm,
+            self.x,
+            self.R,
+            self.t,
+            self.y,
+            self.factor,
+            w_pix,
+            self.cfg.regularisation,
+            self.delta,
+            steps,
+        )
+        self.say(f"  SRR {steps} CG steps: residual {hist[0]:.3g} -> {hist[-1]:.3g}")
+
+    def support(self, w_pix: torch.Tensor) -> torch.Tensor:
+        cov, mean_cov = srr.data_weights(self.fm, self.R, self.t, self.factor, w_pix)
+        return (cov / (0.2 * mean_cov)).clamp(0, 1)
+
+    def update_intensity_and_weights(self) -> None:
+        cfg, obs = self.cfg, self.obs
+        self.sim = self.fm.apply(self.x, self.R, self.t)
+        self.factor, self.scale, _ = robust.fit_intensity(
+            self.y,
+            self.sim,
+            self.weights.pixel(obs.slice_of),
+            self.brain,
+            obs.pos,
+            obs.slice_of,
+            obs.slice_stack,
+            obs.stack_ranges,
+            cfg.bias_order,
+            cfg.slice_scale_range,
+        )
+        if cfg.robust:
+            e = self.y - self.factor * self.sim
+            self.weights = robust.em_update(
+                e, self.weights, self.brain, obs.slice_of, self.K, cfg.min_slice_pixels
+            )
+            self.pix_w = self.weights.pixel(obs.slice_of)
+
+    def register(
+        self,
+        x: torch.Tensor,
+        support: torch.Tensor,
+        groups: torch.Tensor,
+        active: torch.Tensor,
+        sigma: float,
+        weight: torch.Tensor,
+        steps: int,
+        pixels: torch.Tensor | None = None,
+    ) -> svr.SVRResult:
+        coarse = _coarse_pixels(self.obs, 2 if sigma >= 1.5 else 1)
+        if pixels is None:
+            pixels = coarse
+        elif coarse is not None:
+            keep = torch.zeros(self.y.numel(), dtype=torch.bool, device=self.dev)
+            keep[coarse] = True
+            pixels = pixels[keep[pixels]]
+        res = svr.register_groups(
+            self.fm,
+            x,
+            support,
+            self.observed(sigma),
+            self.factor,
+            weight,
+            self.R,
+            self.t,
+            groups,
+            active,
+            sigma,
+            steps,
+            min_pixels=self.cfg.min_slice_pixels,
+            pixels=pixels,
+            max_move_mm=self.cfg.max_step_mm,
+        )
+        self.R, self.t = res.R, res.t
+        return res
+
+    def targets(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(volume, support, pixel indices, slice mask) to register each group of slices to.
+
+        Leave-one-stack-out: a volume solved from the other stacks only. A volume that
+        includes a slice has adapted to that slice's current pose (it has more unknowns
+        than there are pixels), which pins the slice where it is; without it, the
+        slice is pulled to where the other stacks put the anatomy.
+        """
+        obs, cfg = self.obs, self.cfg
+        if not cfg.leave_one_out or obs.n_stacks < 2:
+            pix = torch.arange(self.y.numel(), device=self.dev)
+            allk = torch.ones(self.K, dtype=torch.bool, device=self.dev)
+            return [(self.x, self.support(self.pix_w), pix, allk)]
+        out = []
+        for s, (a, b) in enumerate(obs.stack_ranges):
+            w_s = self.pix_w * (self.pix_stack != s).float()
+            x_s = srr.initial_volume(self.fm, self.R, self.t, self.y, self.factor, w_s)
+            x_s, _ = srr.solve(
+                self.fm,
+                x_s,
+                self.R,
+                self.t,
+                self.y,
+                self.factor,
+                w_s,
+                cfg.regularisation,
+                self.delta,
+                cfg.loo_cg_steps,
+            )
+            pix = torch.arange(a, b, device=self.dev)
+            out.append((x_s, self.support(w_s), pix, obs.slice_stack == s))
+        return out
+
+    # --- stages
+    def align_stacks(self) -> None:
+        """Register each stack, as a rigid whole, to a volume made from the reference alone."""
+        cfg, obs = self.cfg, self.obs
+        w_ref = (self.pix_stack == self.ref).float() * self.pix_w
+        self.solve(w_ref, cfg.cg_steps, restart=True)
+        sup = self.support(w_ref)
+        active = obs.slice_stack != self.ref
+        w_reg = self.obs.near.float() * (self.pix_stack != self.ref).float()
+        pix = torch.nonzero(self.pix_stack != self.ref)[:, 0]
+        for sigma in cfg.stack_sigmas_mm:
+            self.register(
+                self.x, sup, obs.slice_stack, active, sigma, w_reg, cfg.svr_steps + 4, pix
+            )
+            self.trace(f"stack sigma {sigma}")
+        for s in range(obs.n_stacks):
+            if s != self.ref:
+                k = int(torch.nonzero(obs.slice_stack == s)[0, 0])
+                cos = (float(torch.trace(self.R[k])) - 1) / 2
+                ang = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+                self.say(
+                    f"stack {s + 1} aligned to the reference: rotation {ang:.1f} deg, "
+                    f"translation {float(torch.linalg.norm(self.t[k])):.1f} mm "
+                    "(about the brain centre)"
+                )
+
+    def align_packets(self, targets) -> None:
+        cfg = self.cfg
+        w_reg = self.obs.near.float() * self.weights.voxel
+        for sigma in cfg.packet_sigmas_mm:
+            for x_s, sup_s, pix, act in targets:
+                self.register(
+                    x_s, sup_s, self.obs.slice_packet, act, sigma, w_reg, cfg.svr_steps, pix
+                )
+            self.trace(f"packet sigma {sigma}")
+
+    def align_slices(self, sigmas: tuple[float, ...], targets, label: str) -> None:
+        """Slice-level SVR, then a second chance for slices that failed: restart them from
+        their acquisition-time neighbours' poses and keep whichever start fits better."""
+        cfg, obs = self.cfg, self.obs
+        w_reg = self.obs.near.float() * self.weights.voxel
+        ids = torch.arange(self.K, device=self.dev)
+        cost = torch.full((self.K,), float("inf"), dtype=torch.float64, device=self.dev)
+        for i, sigma in enumerate(sigmas):
+            for x_s, sup_s, pix, act in targets:
+                res = self.register(x_s, sup_s, ids, act, sigma, w_reg, cfg.svr_steps, pix)
+                if i == len(sigmas) - 1:
+                    cost = torch.where(act, res.cost, cost)
+            self.trace(f"{label} slice sigma {sigma}")
+        if not sigmas:
+            return
+        enough = self.brain_px >= cfg.min_slice_pixels
+        c_ok = cost[enough & torch.isfinite(cost)]
+        if c_ok.numel() < 3:
+            return
+        med = c_ok.median()
+        mad = (c_ok - med).abs().median()
+        bad = (cost > med + 4.0 * 1.4826 * mad) | ~torch.isfinite(cost)
+        good = (enough & ~bad).cpu().numpy()
+        Ri, ti = interpolate_in_time(
+            self.R, self.t, obs.slice_stack.cpu().numpy(), obs.slice_rank, good
+        )
+        few = ~enough
+        self.R = torch.where(few[:, None, None], Ri, self.R)
+        self.t = torch.where(few[:, None], ti, self.t)
+        retry = enough & bad
+        if not bool(retry.any()):
+            return
+        R_keep, t_keep = self.R.clone(), self.t.clone()
+        self.R = torch.where(retry[:, None, None], Ri, self.R)
+        self.t = torch.where(retry[:, None], ti, self.t)
+        new_cost = torch.full_like(cost, float("inf"))
+        for x_s, sup_s, pix, act in targets:
+            act_r = act & retry
+            if not bool(act_r.any()):
+                continue
+            pix_r = pix[retry[obs.slice_of[pix]]]
+            for sigma in (max(sigmas[0], 1.0), sigmas[-1]):
+                res = self.register(x_s, sup_s, ids, act_r, sigma, w_reg, cfg.svr_steps, pix_r)
+            new_cost = torch.where(act_r, res.cost, new_cost)
+        better = retry & (new_cost < cost)
+        self.R = torch.where(better[:, None, None], self.R, R_keep)
+        self.t = torch.where(better[:, None], self.t, t_keep)
+        self.say(
+            f"  {int(retry.sum())} slice(s) fitted poorly; {int(better.sum())} improved when "
+            f"restarted from their acquisition neighbours' poses"
+        )
+        self.trace(f"{label} retry")
+
+    def run(self, initial: np.ndarray | None) -> list[dict[str, Any]]:
+        cfg, obs = self.cfg, self.obs
+        if initial is not None:
+            self.R, self.t = from_matrices(initial, self.grid.origin, self.dev)
+        elif cfg.motion_correction and obs.n_stacks > 1:
+            self.align_stacks()
+        self.solve(self.pix_w, cfg.cg_steps, restart=True)
+        self.update_intensity_and_weights()
+        convergence = []
+        for it in range(cfg.outer_iterations):
+            R_prev, t_prev = self.R.clone(), self.t.clone()
+            if cfg.motion_correction:
+                targets = self.targets()
+                if it == 0 and initial is None:
+                    self.align_packets(targets)
+                    targets = self.targets()
+                sigmas = cfg.slice_sigmas_mm[min(it, len(cfg.slice_sigmas_mm) - 1)]
+                self.align_slices(sigmas, targets, f"outer {it + 1}")
+            for _ in range(cfg.inner_iterations):
+                self.solve(self.pix_w, cfg.cg_steps)
+                self.update_intensity_and_weights()
+            moved = _displacement(obs, R_prev, t_prev, self.R, self.t, self.brain_idx)
+            with_brain = self.brain_px > 0
+            rej = float(((self.weights.slices < cfg.reject_weight) & with_brain).sum()) / max(
+                1, int(with_brain.sum())
+            )
+            kept = self.brain & (self.weights.slices >= cfg.reject_weight)[obs.slice_of]
+            fit = (self.sim * self.factor)[kept].cpu().numpy()
+            cc = float(np.corrcoef(self.y[kept].cpu().numpy(), fit)[0, 1])
+            convergence.append(
+                {
+                    "iteration": it + 1,
+                    "pose_change_mm": moved,
+                    "ncc": cc,
+                    "rejected_fraction": rej,
+                    "residual_sigma": self.weights.sigma,
+                }
+            )
+            self.say(
+                f"outer {it + 1}/{cfg.outer_iterations}: slices moved {moved:.3f} mm, "
+                f"NCC(observed, simulated) {cc:.4f}, rejected {100 * rej:.1f}% of slices, "
+                f"residual sigma {self.weights.sigma:.2f}"
+            )
+        self.solve(self.pix_w, cfg.final_cg_steps)
+        self.update_intensity_and_weights()
+        return convergence
+
+
+def reconstruct(
+    stacks: list[Stack],
+    config: ReconConfig | dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
+    transforms: np.ndarray | None = None,
+    monitor: Callable[[str, np.ndarray, torch.Tensor], None] | None = None,
+) -> ReconResult:
+    """Motion-corrected super-resolution volume from 1..N thick-slice stacks with brain masks.
+
+    `transforms` (K,4,4), optional: initial slice maps (scanner -> reconstruction world mm,
+    slices in stack order); with `motion_correction=False` they are used as they are
+    (e.g. known poses in tests). `monitor(stage, transforms, volume)` is called after
+    each registration stage (benchmarks use it to trace the pose error).
+    """
+    cfg = config if isinstance(config, ReconConfig) else ReconConfig.from_dict(config)
+    cfg.check()
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    say = _Log()
+    t_start = time.perf_counter()
+    check_stack_set(stacks)
+    n_st = len(stacks)
+    say(f"{n_st} stack(s) on {dev}; output {cfg.resolution_mm} mm isotropic")
+    if n_st > 10:
+        say(f"warning: {n_st} stacks; tested with 1..10")
+    ref, scores, why = choose_reference(stacks)
+    say(why)
+    rc = _Recon(stacks, cfg, dev, say, ref, monitor)
+    K = rc.K
+    if transforms is not None and np.shape(transforms) != (K, 4, 4):
+        raise ValueError(f"transforms must have shape ({K}, 4, 4), got {np.shape(transforms)}")
+    say(f"grid {rc.grid.shape} at {rc.grid.voxel} mm; {K} slices, {rc.y.numel()} observed pixels")
+    convergence = rc.run(transforms)
+    seconds = time.perf_counter() - t_start
+    grid, obs, fm = rc.grid, rc.obs, rc.fm
+    R, t, x, y, brain = rc.R, rc.t, rc.x, rc.y, rc.brain
+    factor, sim, weights = rc.factor, rc.sim, rc.weights
+    slice_of, slice_stack, brain_px = obs.slice_of, obs.slice_stack, rc.brain_px
+
+    # outputs
+    T = to_matrices(R, t, grid.origin)
+    cov, mean_cov = srr.data_weights(fm, R, t, factor, torch.ones_like(y))
+    observed = (cov > 0.05 * mean_cov).cpu().numpy()
+    brain_frac = (fm.adjoint(brain.float(), R, t) / cov.clamp_min(1e-6)).cpu().numpy()
+    bmask = largest_component(observed & (brain_frac >= 0.5))
+    bmask = ndimage.binary_fill_holes(bmask)
+    volume = np.where(observed, x.cpu().numpy(), 0.0).astype(np.float32)
+
+    y_np, fit_np = y.cpu().numpy(), (sim * factor).cpu().numpy()
+    b_np = brain.cpu().numpy()
+    so_np = slice_of.cpu().numpy()
+    ncc_k = slice_ncc(y_np[b_np], fit_np[b_np], so_np[b_np], K)
+    params = pose_table_params(T, grid.origin)
+    sw = weights.slices.cpu().numpy()
+    scale = rc.scale.cpu().numpy()
+    bp = brain_px.cpu().numpy()
+    rejected = (sw < cfg.reject_weight) & (bp > 0)
+    rows = []
+    ss_np = slice_stack.cpu().numpy()
+    si_np = obs.slice_index.cpu().numpy()
+    pk_np = obs.slice_packet.cpu().numpy()
+    for k in range(K):
+        s = int(ss_np[k])
+        rows.append(
+            {
+                "stack": s + 1,
+                "stack_name": Path(stacks[s].name).name,
+                "slice": int(si_np[k]),
+                "packet": int(pk_np[k] - pk_np[ss_np == s].min()),
+                **{c: float(v) for c, v in zip(POSE_COLUMNS[4:10], params[k], strict=True)},
+                "weight": float(sw[k]),
+                "scale": float(scale[k]),
+                "ncc": float(ncc_k[k]),
+                "brain_pixels": int(bp[k]),
+                "rejected": bool(rejected[k]),
+            }
+        )
+    per_stack = []
+    for s, st in enumerate(stacks):
+        ks = np.nonzero(ss_np == s)[0]
+        corners = slice_corners(st.mask, st.affine)
+        summ = motion_summary(T[ks], corners)
+        with_brain = bp[ks] > 0
+        per_stack.append(
+            {
+                "stack": s + 1,
+                "name": Path(st.name).name,
+                "slices": len(ks),
+                "slices_with_brain": int(with_brain.sum()),
+                "rejected_slices": int(rejected[ks].sum()),
+                "rejected_fraction": float(rejected[ks].sum() / max(1, with_brain.sum())),
+                "motion_score": scores[s],
+                "ncc": float(np.nanmean(ncc_k[ks])) if np.isfinite(ncc_k[ks]).any() else None,
+                **summ,
+            }
+        )
+    fin = np.isfinite(ncc_k)
+    inl = b_np & ~rejected[so_np]  # brain pixels of slices that were kept
+    metrics = {
+        "n_stacks": n_st,
+        "reference_stack": ref + 1,
+        "reference_reason": why,
+        "grid_shape": list(grid.shape),
+        "voxel_mm": grid.voxel,
+        "slices": int(K),
+        "slices_with_brain": int((bp > 0).sum()),
+        "rejected_slices": int(rejected.sum()),
+        "rejected_fraction": float(rejected.sum() / max(1, (bp > 0).sum())),
+        "ncc_observed_simulated": float(np.corrcoef(y_np[inl], fit_np[inl])[0, 1]),
+        "ncc_observed_simulated_all": float(np.corrcoef(y_np[b_np], fit_np[b_np])[0, 1]),
+        "mean_slice_ncc": float(np.average(ncc_k[fin], weights=bp[fin])) if fin.any() else None,
+        "per_stack": per_stack,
+        "convergence": convergence,
+        "residual_sigma": weights.sigma,
+        "brain_volume_ml": float(bmask.sum() * grid.voxel**3 / 1000.0),
+        "seconds": seconds,
+        "device": str(dev),
+        "motion_correction": cfg.motion_correction,
+    }
+    say(
+        f"done in {seconds:.1f} s: NCC(observed, simulated) "
+        f"{metrics['ncc_observed_simulated']:.4f}, "
+        f"{metrics['rejected_slices']} of {metrics['slices_with_brain']} slices rejected"
+    )
+    return ReconResult(
+        volume=volume,
+        affine=grid.affine,
+        mask=bmask.astype(np.uint8),
+        transforms=T,
+        pose_centre=grid.origin.copy(),
+        slices=rows,
+        metrics=metrics,
+        log=say.lines,
+        reference=ref,
+    )
