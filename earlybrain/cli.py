@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -46,7 +49,64 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), cores=args.cores)
 
 
+# step -> (the Snakemake rule that runs it, what it works on), for resource messages
+STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
+    "validate": (
+        "validate",
+        lambda a: f"{a.bids}/sub-{a.subject}" + (f"/ses-{a.session}" if a.session else ""),
+    ),
+    "n4": ("n4", lambda a: a.input),
+    "report": ("report", lambda a: a.validation),
+    "cohort": ("cohort", lambda a: a.out_tsv),
+    "dataset-description": ("dataset_description", lambda a: a.out),
+}
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (scancel, a SLURM time limit, a killed Snakemake) unwinds like Ctrl-C.
+
+    Python's default for SIGTERM is to die on the spot; raising SystemExit instead
+    lets the atomic writers remove their temporary files on the way out.
+    """
+    raise SystemExit(128 + signum)
+
+
+def _resource_message(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One actionable line for running out of memory or lacking a GPU; None otherwise."""
+    rule, target = STEP_RULES[args.step]  # tests/test_reliability.py: every step has one
+    where = f"{args.step} for {target(args)}"
+    if isinstance(exc, MemoryError):
+        return (
+            f"out of memory in {where}: raise mem_mb for rule {rule} (set-resources in "
+            f"profiles/<profile>/config.yaml, or --set-resources {rule}:mem_mb=<MB>) "
+            "or lower the resolution"
+        )
+    torch = sys.modules.get("torch")  # only a step that imported torch can raise its errors
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return (
+            f"GPU out of memory in {where}: lower the resolution, ask for a GPU with more "
+            "memory (gpu_model in profiles/slurm/config.yaml) or set device: cpu in the config"
+        )
+    device = sys.modules.get("earlybrain.device")
+    if device is not None and isinstance(exc, device.DeviceUnavailableError):
+        return f"{where}: {exc}"
+    return None
+
+
 def _step(args: argparse.Namespace) -> int:
+    """Run one step; resource failures become one line on stderr and exit status 1."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _run_step(args)
+    except (MemoryError, RuntimeError) as exc:
+        message = _resource_message(exc, args)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _run_step(args: argparse.Namespace) -> int:
     from earlybrain import steps
 
     if args.step == "validate":

@@ -28,7 +28,8 @@ def validate_step(
 ) -> int:
     """Always writes `out` (status pass/fail), so a bad session never stops the workflow.
 
-    Only a failure to write the JSON itself makes this step fail.
+    Only running out of memory (the job's problem, not the input's: a re-run with more
+    memory must validate again) and failing to write the JSON make this step fail.
     """
     from earlybrain.io.bids import discover_sessions
     from earlybrain.io.validate import ValidationSettings, validate_session, write_validation
@@ -46,6 +47,8 @@ def validate_step(
             min_slices=int(min_slices),
         )
         report = validate_session(records[0], settings)
+    except MemoryError:
+        raise
     except Exception as exc:  # report, don't crash: the session gets a report saying why
         traceback.print_exc()
         report = {

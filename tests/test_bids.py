@@ -9,6 +9,7 @@ from synth_fixtures import make_bids, make_stack
 
 from earlybrain.io.bids import (
     BIDSError,
+    DuplicateSubjectError,
     MissingAgeError,
     NoImagesError,
     NonBIDSNameError,
@@ -138,3 +139,19 @@ def test_parse_image_name_entities() -> None:
     e = parse_image_name(Path("sub-01_ses-a_acq-haste_run-2_T2w.nii.gz"))
     assert e.suffix == "T2w" and e.run == "2"
     assert e.stem == "sub-01_ses-a_acq-haste_run-2"
+
+
+def test_duplicate_subjects_raise_in_strict_mode(tmp_path: Path) -> None:
+    bids = make_bids(tmp_path / "bids", fetal={"f01": 25.0, "f02": 26.0})
+    (bids / "participants.tsv").write_text(
+        "participant_id\tga_weeks\nsub-f01\t25\nsub-f02\t26\nsub-F01\t25\n"
+    )
+    with pytest.raises(DuplicateSubjectError, match=r"2 rows for sub-f01 \(line 2: 'sub-f01', "):
+        discover_sessions(bids)
+
+
+def test_case_twin_is_found_even_when_only_one_is_selected(tmp_path: Path) -> None:
+    """sub-F01 and sub-f01 are one folder on macOS/Windows: selecting one does not hide it."""
+    bids = make_bids(tmp_path / "bids", fetal={"f01": 25.0, "F01": 25.0})
+    (rec,) = discover_sessions(bids, ["f01"], strict=False)
+    assert any("folders sub-F01 and sub-f01 differ only in letter case" in e for e in rec.errors)

@@ -104,13 +104,18 @@ def test_missing_bids_dir_is_reported(tmp_path: Path) -> None:
 def cohort_run(tmp_path_factory, tiny_cohort):
     """Simulated tiny cohort (2 fetal + 1 infant), one fetal stack corrupted, run once.
 
-    Works on a copy: the simulated cohort is shared with other test modules.
+    sub-f02 also lists a stack whose content is missing (a dangling DataLad symlink):
+    Snakemake must still start and process the other subjects. Works on a copy: the
+    simulated cohort is shared with other test modules.
     """
     root = tmp_path_factory.mktemp("cohort")
     bids = shutil.copytree(tiny_cohort[0], root / "bids")
     truth = tiny_cohort[1]
     bad = bids / "sub-f02" / "anat" / "sub-f02_run-2_T2w.nii.gz"
     corrupt_gzip(bad)
+    (bids / "sub-f02" / "anat" / "sub-f02_run-4_T2w.nii.gz").symlink_to(
+        "../../.git/annex/objects/Xy/SHA256E-s1234--abc.nii.gz"
+    )
     before = checksums(bids)
     out = root / "out"
     rc = run_workflow(bids, out, cores=2)
@@ -150,6 +155,7 @@ def test_failed_subject_gets_a_report(cohort_run) -> None:
     deriv = cohort_run["out"] / "earlybrain"
     text = (deriv / "sub-f02.html").read_text()
     assert "sub-f02_run-2_T2w.nii.gz: cannot read as NIfTI" in text
+    assert "sub-f02_run-4_T2w.nii.gz: broken symbolic link" in text
     assert NOT_YET in text
     assert not (deriv / "sub-f02" / "anat").exists()  # no N4 for a failed session
     rows = {
@@ -158,12 +164,14 @@ def test_failed_subject_gets_a_report(cohort_run) -> None:
     }
     assert set(rows) == {"sub-f01", "sub-f02", "sub-i01"}
     assert rows["sub-f02"]["status"] == "failed"
-    assert "sub-f02_run-2_T2w.nii.gz" in rows["sub-f02"]["reason"]
+    assert "sub-f02_run-2_T2w.nii.gz: cannot read as NIfTI" in rows["sub-f02"]["reason"]
+    assert "sub-f02_run-4_T2w.nii.gz: broken symbolic link" in rows["sub-f02"]["reason"]
     assert rows["sub-f01"]["status"] == "ok" and rows["sub-i01"]["status"] == "ok"
     assert rows["sub-f01"]["n_images"] == "3" and rows["sub-i01"]["kind"] == "infant"
     assert rows["sub-i01"]["age_measure"] == "PMA"
     cohort_html = (deriv / "group" / "cohort.html").read_text()
     assert 'href="../sub-f02.html"' in cohort_html
+    assert "sub-f02_run-4_T2w.nii.gz: broken symbolic link" in cohort_html  # the reason
 
 
 def test_inputs_unchanged(cohort_run) -> None:

@@ -18,7 +18,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -77,6 +77,10 @@ class NoImagesError(BIDSError):
 
 class NonBIDSNameError(BIDSError):
     """An image whose file name does not follow the BIDS naming scheme."""
+
+
+class DuplicateSubjectError(BIDSError):
+    """A subject or session listed twice (repeated rows, or two spellings of one label)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,51 @@ def _norm_sub(label: str) -> str:
 def _norm_ses(label: str) -> str:
     label = label.strip()
     return label[4:] if label.startswith("ses-") else label
+
+
+def _index_rows(
+    path: Path, column: str, norm: Callable[[str], str], entity: str
+) -> tuple[dict[str, dict[str, str]], dict[str, DuplicateSubjectError]]:
+    """Rows of a TSV by label, plus an error per repeated label (keys: lower case).
+
+    Labels are compared after removing the ``sub-``/``ses-`` prefix and ignoring letter
+    case: ``sub-01`` and ``01``, or ``sub-F01`` and ``sub-f01``, are one subject written
+    twice (and the latter pair collides on case-insensitive file systems).
+    """
+    rows: dict[str, dict[str, str]] = {}
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for line, row in enumerate(_read_tsv(path), start=2):  # line 1 is the header
+        raw = (row.get(column) or "").strip()
+        if raw:
+            rows[norm(raw)] = row
+            seen.setdefault(norm(raw).lower(), []).append((line, raw))
+    errors = {}
+    for key, hits in seen.items():
+        if len(hits) > 1:
+            where = ", ".join(f"line {n}: {raw!r}" for n, raw in hits)
+            errors[key] = DuplicateSubjectError(
+                f"{path}: {len(hits)} rows for {entity}-{norm(hits[0][1])} ({where}); "
+                f"keep one row per {'participant' if entity == 'sub' else 'session'}"
+            )
+    return rows, errors
+
+
+def _case_duplicates(dirs: Sequence[Path]) -> dict[str, DuplicateSubjectError]:
+    """Folders whose names differ only in letter case: one subject/session stored twice."""
+    groups: dict[str, list[Path]] = {}
+    for d in dirs:
+        groups.setdefault(d.name.lower(), []).append(d)
+    errors = {}
+    for group in groups.values():
+        if len(group) > 1:
+            names = " and ".join(d.name for d in group)
+            error = DuplicateSubjectError(
+                f"{group[0].parent}: folders {names} differ only in letter case: the same "
+                "subject twice? (they collide on case-insensitive file systems); rename or "
+                "remove one"
+            )
+            errors.update({d.name: error for d in group})
+    return errors
 
 
 def _lookup_age(
@@ -275,6 +324,7 @@ def discover_sessions(
     if not subdirs:
         raise BIDSError(f"{bids}: no sub-<label> folders; is this a BIDS raw dataset?")
     available = {p.name[4:] for p in subdirs}
+    duplicate_dirs = _case_duplicates(subdirs)  # before filtering: the twin may be left out
     if subjects:
         wanted = [_norm_sub(s) for s in subjects]
         unknown = [s for s in wanted if s not in available]
@@ -287,11 +337,11 @@ def discover_sessions(
 
     participants_path = bids / "participants.tsv"
     participants: dict[str, dict[str, str]] = {}
+    duplicate_rows: dict[str, DuplicateSubjectError] = {}
     if participants_path.is_file():
-        for row in _read_tsv(participants_path):
-            pid = row.get("participant_id")
-            if pid:
-                participants[_norm_sub(pid)] = row
+        participants, duplicate_rows = _index_rows(
+            participants_path, "participant_id", _norm_sub, "sub"
+        )
 
     records: list[SessionRecord] = []
     for subdir in subdirs:
@@ -300,21 +350,29 @@ def discover_sessions(
             raise NonBIDSNameError(f"{subdir}: subject label must be alphanumeric")
         sessions_tsv = subdir / f"sub-{sub}_sessions.tsv"
         ses_rows: dict[str, dict[str, str]] = {}
-        ses_errors: list[BIDSError] = []
+        duplicate_ses_rows: dict[str, DuplicateSubjectError] = {}
+        sub_errors: list[BIDSError] = [
+            e for e in (duplicate_rows.get(sub.lower()), duplicate_dirs.get(subdir.name)) if e
+        ]
         if sessions_tsv.is_file():
             try:
-                for row in _read_tsv(sessions_tsv):
-                    if row.get("session_id"):
-                        ses_rows[_norm_ses(row["session_id"])] = row
+                ses_rows, duplicate_ses_rows = _index_rows(
+                    sessions_tsv, "session_id", _norm_ses, "ses"
+                )
             except BIDSError as exc:
-                ses_errors.append(exc)
-        for ses, sesdir in _session_dirs(subdir):
+                sub_errors.append(exc)
+        sessions = _session_dirs(subdir)
+        duplicate_ses_dirs = _case_duplicates([d for ses, d in sessions if ses is not None])
+        for ses, sesdir in sessions:
             if ses is not None and not re.fullmatch(LABEL, ses):
                 raise NonBIDSNameError(f"{sesdir}: session label must be alphanumeric")
             rec, problems = _build_record(
                 sub, ses, sesdir, participants, participants_path, ses_rows, sessions_tsv
             )
-            problems = ses_errors + problems
+            duplicates = [duplicate_ses_dirs.get(sesdir.name)]
+            if ses is not None:
+                duplicates.append(duplicate_ses_rows.get(ses.lower()))
+            problems = sub_errors + [e for e in duplicates if e] + problems
             if problems and strict:
                 raise problems[0]
             if problems:

@@ -1,10 +1,19 @@
-"""NIfTI reading and writing with clear errors, atomic and byte-reproducible output."""
+"""NIfTI reading and writing with clear errors, atomic and byte-reproducible output.
+
+Reading is defensive because inputs come from scanners, converters and copies that can
+fail half-way: every way a file can be unusable becomes an ImageError whose one-line
+message names the file and the problem, and nothing is allocated from a header's claims
+before checking that the file can hold that much data.
+"""
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
+import stat
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -12,24 +21,197 @@ import numpy as np
 
 from earlybrain.io.atomic import write_bytes_atomic
 
+# deflate compresses at most about 1032:1, so a .nii.gz whose header claims more image
+# bytes than that is truncated or corrupt, whatever the data would decompress to
+MAX_DEFLATE_RATIO = 1032
+NIFTI1_MAGIC = b"n+1\0"  # at byte 344 of a single-file NIfTI-1
+NIFTI2_MAGIC = b"n+2\0"  # at byte 4 of a single-file NIfTI-2
+NIFTI1_HEADER, NIFTI2_HEADER = 348, 540
+
 
 class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and the problem."""
 
 
-def load_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
-    """Load a NIfTI image fully into memory, turning every failure into an ImageError."""
+def _check_file(path: Path) -> None:
+    """Missing, dangling, special, empty or unreadable files, each with its own message."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            hint = " (git-annex/DataLad content not fetched? run `datalad get`)"
+            raise ImageError(
+                f"{path}: broken symbolic link to {target}"
+                + (hint if ".git/annex" in target else "")
+            ) from None
+        raise ImageError(f"{path}: file does not exist") from None
+    except OSError as exc:  # e.g. a folder on the way that this user may not enter
+        raise ImageError(f"{path}: cannot access the file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ImageError(f"{path}: is {what}, expected a NIfTI file")
+    if st.st_size == 0:
+        raise ImageError(f"{path}: file is empty (0 bytes)")
+    try:
+        with path.open("rb"):
+            pass
+    except PermissionError:
+        raise ImageError(
+            f"{path}: permission denied: this user cannot read the file "
+            f"({stat.filemode(st.st_mode)}, owner uid {st.st_uid}); fix its permissions"
+        ) from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def _problem(exc: BaseException) -> str:
+    """One line saying what is wrong, for the exceptions reading a damaged file raises."""
+    if isinstance(exc, gzip.BadGzipFile) and "CRC" in str(exc):
+        return f"gzip data is corrupt ({exc}: damaged in storage or transfer?)"
+    if isinstance(exc, gzip.BadGzipFile):
+        return "not a gzip file although the name ends in .gz"
+    if isinstance(exc, EOFError):
+        return "gzip stream is truncated (incomplete copy or download?)"
+    if isinstance(exc, zlib.error):
+        return f"gzip data is corrupt ({exc})"
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the (decompressed) file: enough for either NIfTI header."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read(NIFTI2_HEADER)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImageError(f"{path}: cannot read as NIfTI: {_problem(exc)}") from None
+
+
+def _check_magic(path: Path, head: bytes) -> None:
+    if head[:2] == b"\x1f\x8b":
+        raise ImageError(
+            f"{path}: file is gzip-compressed but its name ends in .nii (rename it .nii.gz)"
+        )
+    if len(head) < NIFTI1_HEADER:
+        raise ImageError(
+            f"{path}: cannot read as NIfTI: only {len(head)} bytes, shorter than a NIfTI "
+            f"header ({NIFTI1_HEADER} bytes)"
+        )
+    if head[344:348] != NIFTI1_MAGIC and head[4:8] != NIFTI2_MAGIC:
+        raise ImageError(
+            f"{path}: cannot read as NIfTI: no single-file NIfTI-1/2 magic string "
+            f"({NIFTI1_MAGIC[:3].decode()!r} / {NIFTI2_MAGIC[:3].decode()!r}) in the header"
+        )
+
+
+def _parse_header(path: Path) -> nib.Nifti1Header:
+    head = _read_head(path)
+    _check_magic(path, head)
+    cls = nib.Nifti2Header if head[4:8] == NIFTI2_MAGIC else nib.Nifti1Header
+    return cls(binaryblock=head[: cls.sizeof_hdr], check=False)
+
+
+def read_header(path: str | os.PathLike[str]) -> nib.Nifti1Header:
+    """The header exactly as stored (NIfTI-1 or -2), without nibabel's silent fixes.
+
+    nibabel replaces zero pixdims by 1 and rewrites qform/sform when it rebuilds an
+    image, which would hide a broken header from validation.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: file does not exist")
+    _check_file(path)
+    return _parse_header(path)
+
+
+def _check_header(path: Path, hdr: nib.Nifti1Header) -> None:
+    """Fields that nibabel would reject with a confusing message, or trust blindly."""
+    ndim = int(hdr["dim"][0])
+    if not 1 <= ndim <= 7:
+        raise ImageError(
+            f"{path}: header dim[0] = {ndim}, but the number of dimensions must be 1 to 7 "
+            "(corrupt header)"
+        )
+    shape = tuple(int(s) for s in hdr["dim"][1 : ndim + 1])
+    if any(s < 0 for s in shape):
+        raise ImageError(f"{path}: header has a negative dimension (shape {shape})")
+    try:
+        hdr.get_data_dtype()
+    except KeyError:
+        raise ImageError(
+            f"{path}: unknown NIfTI datatype code {int(hdr['datatype'])} (corrupt header)"
+        ) from None
+    offset = float(hdr["vox_offset"])
+    if not math.isfinite(offset) or offset < 0:
+        raise ImageError(f"{path}: header has an invalid data offset (vox_offset = {offset})")
+    if hdr["qform_code"] > 0:
+        try:
+            hdr.get_qform()
+        except ValueError:  # nibabel: "w2 should be positive"
+            bcd = ", ".join(f"{float(hdr[k]):.4g}" for k in ("quatern_b", "quatern_c", "quatern_d"))
+            raise ImageError(
+                f"{path}: qform quaternion (b, c, d) = ({bcd}) is not a rotation "
+                "(b^2 + c^2 + d^2 must not exceed 1; corrupt header)"
+            ) from None
+
+
+def _check_data_size(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse headers that claim more data than the file can hold (before allocating)."""
+    shape = tuple(int(s) for s in img.shape)
+    dtype = img.get_data_dtype()
+    n_bytes = math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    gz = path.name.endswith(".gz")
+    room = size * MAX_DEFLATE_RATIO if gz else size - int(img.dataobj.offset)
+    if n_bytes > room:
+        held = f"a {size}-byte compressed file" if gz else f"{max(room, 0)} bytes after the header"
+        raise ImageError(
+            f"{path}: header claims shape {shape} of {dtype} ({n_bytes} bytes) "
+            f"but there are only {held}: truncated file or corrupt header"
+        )
+
+
+def _verify_gzip(path: Path, chunk: int = 1 << 22) -> None:
+    """Decompress a .gz to its end so that its CRC is checked (constant memory).
+
+    Reading an image stops after the voxel data, before the checksum at the end, so a
+    byte damaged in storage or transfer could otherwise pass as a plausible image.
+    """
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(chunk):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ImageError(f"{path}: cannot read as NIfTI: {_problem(exc)}") from None
+
+
+def load_nifti(path: str | os.PathLike[str], *, verify_checksum: bool = False) -> nib.Nifti1Image:
+    """Load a NIfTI image fully into memory, turning every failure into an ImageError.
+
+    ``verify_checksum`` also reads a .nii.gz to its end to check its CRC (input
+    validation does; steps reading validated inputs need not pay for it again).
+    """
+    path = Path(path)
+    _check_file(path)
+    if verify_checksum and path.name.endswith(".gz"):
+        _verify_gzip(path)
+    _check_header(path, _parse_header(path))
     try:
         img = nib.load(str(path))
-        img.get_fdata(dtype=np.float32)  # force the read so corrupt data fails here
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise ImageError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # nibabel raises many types for corrupt headers
+        raise ImageError(f"{path}: cannot read as NIfTI: {_problem(exc)}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ImageError(f"{path}: not a NIfTI image ({type(img).__name__})")
-    return nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine, img.header)
+    _check_data_size(path, img)
+    try:
+        data = np.asanyarray(img.dataobj)  # read everything now so corrupt data fails here
+    except MemoryError:  # the data is there (size checked): a resource problem, not the file's
+        raise
+    except Exception as exc:
+        raise ImageError(f"{path}: cannot read as NIfTI: {_problem(exc)}") from None
+    if not np.all(np.isfinite(img.affine)):  # nibabel cannot even rebuild such an image
+        raise ImageError(f"{path}: affine is singular or non-finite, cannot place the image")
+    return type(img)(data, img.affine, img.header)
 
 
 def save_nifti(

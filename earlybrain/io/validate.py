@@ -15,12 +15,11 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.openers import ImageOpener
 
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.bids import SessionRecord
-from earlybrain.io.nifti import ImageError, load_nifti
+from earlybrain.io.nifti import ImageError, load_nifti, read_header, voxel_sizes
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,11 @@ class ValidationSettings:
     fetal_ga_range: tuple[float, float] = (18.0, 45.0)
     infant_pma_range: tuple[float, float] = (37.0, 160.0)
     min_slices: int = 3  # per fetal stack: fewer cannot constrain a slice-to-volume fit
+    # MRI voxels outside this range mean a header in other units (m, um) or a broken affine
+    voxel_size_range_mm: tuple[float, float] = (0.1, 12.0)
+    # qform and sform are both "the" position of the image: tools pick different ones, so
+    # when they disagree by more than this the image's placement is ambiguous
+    max_qform_sform_mm: float = 1.0
 
 
 def slice_axis(shape: tuple[int, ...], spacing: np.ndarray) -> int:
@@ -43,56 +47,77 @@ def slice_axis(shape: tuple[int, ...], spacing: np.ndarray) -> int:
     return int(min(coarsest, key=lambda a: (shape[a], -a)))
 
 
-def _stored_zooms(path: Path, img: nib.Nifti1Image) -> np.ndarray:
-    """Voxel sizes as stored in the file.
-
-    nibabel silently replaces zero pixdims by 1 when loading, which would hide a broken
-    header (and give a wrong geometry), so read the header again without its fixes.
-    """
-    try:
-        with ImageOpener(path) as fh:
-            hdr = type(img.header).from_fileobj(fh, check=False)
-        return np.asarray(hdr["pixdim"][1:4], dtype=float)
-    except Exception:  # unreadable twice is reported by load_nifti already
-        return np.asarray(img.header.get_zooms()[:3], dtype=float)
+def _corners(shape: tuple[int, ...]) -> np.ndarray:
+    """Homogeneous voxel coordinates of the 8 corner voxels, as columns."""
+    ranges = [(0, max(n - 1, 0)) for n in shape[:3]]
+    pts = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1)
+    return np.vstack([pts, np.ones(pts.shape[1])])
 
 
-def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSettings) -> dict:
-    """Check one image; returns a dict with ``ok`` and ``problems`` ("<file>: <problem>")."""
-    path = Path(path)
-    info: dict[str, Any] = {"path": str(path), "name": path.name, "problems": []}
-    problems: list[str] = info["problems"]
-    try:
-        img = load_nifti(path)
-    except ImageError as exc:
-        problems.append(str(exc))
-        info["ok"] = False
-        return info
+def _usable(affine: np.ndarray) -> bool:
+    """Finite and invertible: an affine that can place voxels in the scanner."""
+    return bool(np.all(np.isfinite(affine))) and abs(np.linalg.det(affine[:3, :3])) > 1e-12
+
+
+def _geometry_problems(
+    path: Path, img: nib.Nifti1Image, hdr: nib.Nifti1Header, settings: ValidationSettings
+) -> list[str]:
+    """Affine, qform/sform agreement and voxel sizes: where the image is in the scanner."""
+    if not _usable(np.asarray(img.affine, dtype=float)):
+        return [f"{path}: affine is singular or non-finite, cannot place the image"]
+    forms = {"qform": hdr.get_qform(coded=True), "sform": hdr.get_sform(coded=True)}
+    coded = {name: aff for name, (aff, code) in forms.items() if code > 0}
+    for name, aff in coded.items():
+        if not _usable(aff):
+            return [f"{path}: {name} is singular or non-finite, cannot place the image"]
+    if len(coded) == 2:
+        corners = _corners(img.shape)
+        diff = (coded["qform"] - coded["sform"]) @ corners
+        dist = float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
+        if dist > settings.max_qform_sform_mm:
+            return [
+                f"{path}: qform and sform disagree by up to {dist:.1f} mm; software differs "
+                "in which one it uses, so the image's position is ambiguous: rewrite the "
+                "header so that both describe the same geometry"
+            ]
+    spacing = voxel_sizes(img.affine)
+    lo, hi = settings.voxel_size_range_mm
+    if np.any(spacing < lo) or np.any(spacing > hi):
+        units = hdr.get_xyzt_units()[0]
+        return [
+            f"{path}: voxel sizes {', '.join(f'{v:.4g}' for v in spacing)} mm are implausible "
+            f"for MRI (expected {lo:g}-{hi:g} mm; header spatial unit: {units}): "
+            "affine in other units or broken"
+        ]
+    return []
+
+
+def _image_problems(
+    path: Path, img: nib.Nifti1Image, kind: str, settings: ValidationSettings, info: dict
+) -> list[str]:
+    """Checks in order of dependence; the first level that fails ends the checking."""
     shape = tuple(int(s) for s in img.shape)
     info["shape"] = list(shape)
     info["dtype"] = str(img.get_data_dtype())
     if not shape or any(s == 0 for s in shape):
-        problems.append(f"{path}: image has zero size (shape {shape})")
-    elif len(shape) != 3:
-        problems.append(f"{path}: image is {len(shape)}D (shape {shape}), expected a 3D volume")
-    if problems:
-        info["ok"] = False
-        return info
-    zooms = _stored_zooms(path, img)
-    affine = np.asarray(img.affine, dtype=float)
+        return [f"{path}: image has zero size (shape {shape})"]
+    if len(shape) != 3:
+        return [f"{path}: image is {len(shape)}D (shape {shape}), expected a 3D volume"]
+    hdr = read_header(path)  # as stored: nibabel's fixes would hide problems
+    zooms = np.asarray(hdr["pixdim"][1:4], dtype=float)
     info["voxel_sizes_mm"] = [round(float(z), 4) for z in zooms]
-    if zooms.size < 3 or not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
-        problems.append(f"{path}: voxel sizes must be positive, header has {zooms.tolist()}")
-    elif not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        problems.append(f"{path}: affine is singular or non-finite, cannot place the image")
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        return [f"{path}: voxel sizes must be positive, header has {zooms.tolist()}"]
+    problems = _geometry_problems(path, img, hdr, settings)
     if problems:
-        info["ok"] = False
-        return info
+        return problems
+    info["bounds_mm"] = _world_bounds(img.affine, shape)
     data = np.asanyarray(img.dataobj)
+    if data.dtype.kind not in "biuf":
+        return [f"{path}: data type {data.dtype} is not a real-valued scalar image"]
     finite = np.isfinite(data)
     if not finite.all():
-        n_bad = int(data.size - finite.sum())
-        problems.append(f"{path}: {n_bad} voxels are NaN or Inf")
+        problems.append(f"{path}: {int(data.size - finite.sum())} voxels are NaN or Inf")
     elif float(data.max()) == float(data.min()):
         problems.append(f"{path}: image is constant (every voxel = {float(data.min()):g})")
     axis = slice_axis(shape, zooms)
@@ -103,8 +128,61 @@ def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSet
             f"{path}: stack has {shape[axis]} slice(s) along axis {axis}, "
             f"need at least {settings.min_slices}"
         )
-    info["ok"] = not problems
+    return problems
+
+
+def _world_bounds(affine: np.ndarray, shape: tuple[int, ...]) -> list[list[float]]:
+    """Scanner-space box (min and max corner, mm) around the image's voxel centres."""
+    pts = (np.asarray(affine, dtype=float) @ _corners(shape))[:3]
+    return [pts.min(axis=1).round(3).tolist(), pts.max(axis=1).round(3).tolist()]
+
+
+def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSettings) -> dict:
+    """Check one image; returns a dict with ``ok`` and ``problems`` ("<file>: <problem>").
+
+    Never raises: a malformed file must become a message about that file, not a crash
+    of the validation of the whole session.
+    """
+    path = Path(path)
+    info: dict[str, Any] = {"path": str(path), "name": path.name, "problems": []}
+    try:
+        img = load_nifti(path, verify_checksum=True)
+        info["problems"] = _image_problems(path, img, kind, settings, info)
+    except ImageError as exc:
+        info["problems"] = [str(exc)]
+    except MemoryError:  # the job needs more memory; the file may well be fine
+        raise
+    except Exception as exc:  # a case the checks above do not know: still name the file
+        text = " ".join(str(exc).split())
+        info["problems"] = [
+            f"{path}: unexpected error while checking ({type(exc).__name__}: {text})"
+        ]
+    info["ok"] = not info["problems"]
     return info
+
+
+def check_overlap(images: list[dict]) -> list[str]:
+    """Images of one session that share no scanner space with any other image of it.
+
+    Stacks (or T1w/T2w) of one session all cover the same head; one that lies elsewhere
+    has a wrong affine or belongs to another scan, and would wreck the reconstruction.
+    """
+    boxes = [(info, np.asarray(info["bounds_mm"])) for info in images if "bounds_mm" in info]
+    if len(boxes) < 2:
+        return []
+    problems = []
+    for info, box in boxes:
+        others = [b for i, b in boxes if i is not info]
+        if any(np.all(box[0] <= b[1]) and np.all(b[0] <= box[1]) for b in others):
+            continue
+        centre = box.mean(axis=0)
+        dist = min(float(np.linalg.norm(centre - b.mean(axis=0))) for b in others)
+        problems.append(
+            f"{info['path']}: does not overlap any other image of this session in scanner "
+            f"space (its centre is {dist:.0f} mm from the nearest other image's): wrong affine, "
+            "or an image from another scan?"
+        )
+    return problems
 
 
 def check_age(record: SessionRecord, settings: ValidationSettings) -> list[str]:
@@ -128,6 +206,7 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
     images = [check_image(im.path, record.kind, settings) for im in record.images]
     for info in images:
         errors.extend(info["problems"])
+    errors.extend(check_overlap(images))
     errors.extend(check_age(record, settings))
     return {
         "subject": record.subject,
@@ -147,6 +226,8 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
             "fetal_ga_range": list(settings.fetal_ga_range),
             "infant_pma_range": list(settings.infant_pma_range),
             "min_slices": settings.min_slices,
+            "voxel_size_range_mm": list(settings.voxel_size_range_mm),
+            "max_qform_sform_mm": settings.max_qform_sform_mm,
         },
         "software": {"name": "earlybrain", "version": __version__},
     }

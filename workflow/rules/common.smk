@@ -88,6 +88,16 @@ def session_option(wildcards):
     return f"--session {shlex.quote(ses)}" if ses else ""
 
 
+def existing_images(wildcards):
+    """The session's images that exist.
+
+    A listed image that is missing (e.g. a dangling DataLad/git-annex symlink) is then
+    reported by that session's validation instead of Snakemake refusing to start the
+    whole cohort over one missing input file.
+    """
+    return [str(p) for p in session_of(wildcards).image_paths if p.exists()]
+
+
 def raw_image(wildcards):
     return str(RAW_IMAGES[(wildcards.sdir, wildcards.ents, wildcards.suffix)])
 

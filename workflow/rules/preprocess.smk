@@ -4,7 +4,7 @@
 checkpoint validate:
     """Check one session's inputs; always succeeds, writing status pass/fail + reasons."""
     input:
-        images=lambda wc: [str(p) for p in session_of(wc).image_paths],
+        images=existing_images,
         tables=session_tables,
     output:
         json=f"{DERIV}/{{sdir}}/qc/{{prefix}}_validation.json",
