@@ -12,7 +12,9 @@ reconstruction, and the device.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import multiprocessing
 import resource
 import sys
 import tempfile
@@ -26,7 +28,6 @@ import torch
 from earlybrain.recon import ReconConfig, reconstruct
 from earlybrain.recon.evaluate import load_truth, ncc_to_truth, slice_pose_error
 from earlybrain.recon.stacks import make_stack
-from earlybrain.simulate.acquisition import StackProtocol
 from earlybrain.simulate.cohort import PRESETS, CohortSpec, simulate_cohort
 
 
@@ -47,6 +48,23 @@ def load_case(bids: Path, truth: Path, n: int, sub: str = "sub-f01"):
             )
         )
     return stacks
+
+
+def simulate(out: Path, args: argparse.Namespace) -> None:
+    if args.dropout > 0:
+        p = PRESETS[args.preset]
+        proto = dataclasses.replace(p.protocol, dropout_fraction=args.dropout)
+        PRESETS[args.preset] = dataclasses.replace(p, protocol=proto)
+    spec = CohortSpec(
+        n_fetal=1,
+        n_infant=0,
+        seed=args.seed,
+        motion=args.motion,
+        n_stacks=args.stacks,
+        preset=args.preset,
+        fetal_ages=(args.ga,),
+    )
+    simulate_cohort(out, spec)
 
 
 def peak_mem_mb() -> float:
@@ -75,20 +93,13 @@ def main() -> int:
         out = Path(tmp.name)
     bids, truth_dir = out / "bids", out / "groundtruth"
     if not (truth_dir / "sub-f01").exists():
-        if args.dropout > 0:
-            p = PRESETS[args.preset]
-            proto = StackProtocol(**{**p.protocol.__dict__, "dropout_fraction": args.dropout})
-            PRESETS[args.preset] = type(p)(p.truth_voxel_mm, proto, p.infant_voxel_mm)
-        spec = CohortSpec(
-            n_fetal=1,
-            n_infant=0,
-            seed=args.seed,
-            motion=args.motion,
-            n_stacks=args.stacks,
-            preset=args.preset,
-            fetal_ages=(args.ga,),
-        )
-        bids, truth_dir = simulate_cohort(out, spec)
+        # in a child process, so peak_mem_mb measures the reconstruction, not the simulator
+        ctx = multiprocessing.get_context("spawn")
+        proc = ctx.Process(target=simulate, args=(out, args))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError("simulation failed")
     stacks = load_case(bids, truth_dir, args.stacks)
     truth = load_truth(truth_dir)
     params = json.loads(args.params)

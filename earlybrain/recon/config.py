@@ -27,10 +27,12 @@ class ReconConfig:
     # SVR: Gaussian smoothing (mm) of each pyramid level, and Gauss-Newton steps per level
     stack_sigmas_mm: tuple[float, ...] = (4.0, 2.0)
     packet_sigmas_mm: tuple[float, ...] = (2.0,)
+    chunk_slices: int = 4  # then runs of this many consecutively acquired slices (1 = off)
     # per outer iteration (the last entry repeats); finer levels against an early, still
     # inconsistent volume make poses worse, so each iteration refines one step further
     slice_sigmas_mm: tuple[tuple[float, ...], ...] = ((1.5,), (0.75,), (0.0,))
     svr_steps: int = 10
+    svr_psf_step_mm: float = 1.5  # through-plane PSF sampling for SVR (SRR: psf_step_factor)
     leave_one_out: bool = True  # register each stack to a volume made from the others
     loo_cg_steps: int = 4
     min_slice_pixels: int = 40  # slices seeing less brain keep their packet's pose

@@ -222,6 +222,7 @@ class ForwardModel:
         self.w2g = grid.world_to_grid(self.device)
         self.step = psf_step_factor * grid.voxel
         self.batches = 1 if self.device.type == "cuda" else max(1, min(8, torch.get_num_threads()))
+        self._cache: tuple | None = None
         self.psf = []
         for sr in obs.sigma_rest:
             o, w = psf_samples(sr, self.step)
@@ -249,26 +250,30 @@ class ForwardModel:
             out.append(cache[sig])
         return out
 
-    def sample(
+    def _geometry(
         self,
-        vols: list[torch.Tensor],
         R: torch.Tensor,
         t: torch.Tensor,
-        moments: bool = False,
-        pixels: torch.Tensor | None = None,
-        psf_step: float | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """PSF-weighted samples of every channel at every pixel.
+        pixels: torch.Tensor | None,
+        psf_step: float | None,
+        keep_points: bool,
+    ) -> list[tuple]:
+        """Sample grids per stack chunk: (stack, grid (n,Q,3), weights, offsets, q0, m).
 
-        Returns (values (C,N), first moment sum_q w_q o_q v_q (C,N) if `moments`, the mapped
-        pixel centres q0 (N,3) and slice normals m (N,3) in centred reconstruction world
-        when `moments`). `pixels` restricts to a subset (sorted indices).
+        Poses are fixed during an SRR solve, so the grids of the last pose set are cached
+        (keyed on the very tensors, not their values) and each CG step only samples.
         """
+        key = (R, t, pixels, R._version, t._version, psf_step)
+        if not keep_points and self._cache is not None:
+            c = self._cache[0]
+            same = all(x is y for x, y in zip(c[:3], key[:3], strict=True)) and c[3:] == key[3:]
+            if same:
+                return self._cache[1]
         obs = self.obs
         R32 = R.float()
         t32 = t.float()
         W = self.w2g
-        vals, mom, q0s, ms = [], [], [], []
+        items = []
         for s, (a, b) in enumerate(obs.stack_ranges):
             if pixels is None:
                 idx = None
@@ -288,7 +293,6 @@ class ForwardModel:
                 w = torch.tensor(w_np, dtype=torch.float32, device=self.device)
             Q = o.numel()
             chunk = max(1, CHUNK_POINTS // Q)
-            vol = vols[s]
             n = obs.normals[s]
             for c0 in range(0, n_s, chunk):
                 c1 = min(n_s, c0 + chunk)
@@ -302,24 +306,57 @@ class ForwardModel:
                 g0 = q0 @ W[:, :3].T + W[:, 3]
                 gm = m @ W[:, :3].T
                 grid = g0[:, None, :] + o[None, :, None] * gm[:, None, :]
-                v = _grid_sample(vol, grid, self.batches)  # (C, n, Q)
-                vals.append(v @ w)
-                if moments:
-                    mom.append(v @ (w * o))
-                    q0s.append(q0)
-                    ms.append(m)
+                if keep_points:
+                    items.append((s, grid, w, o, q0, m))
+                else:
+                    items.append((s, grid, w, o, None, None))
+        if not keep_points:
+            self._cache = (key, items)
+        return items
+
+    def sample(
+        self,
+        vols: list[torch.Tensor],
+        R: torch.Tensor,
+        t: torch.Tensor,
+        moments: bool = False,
+        pixels: torch.Tensor | None = None,
+        psf_step: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """PSF-weighted samples of every channel at every pixel.
+
+        Returns (values (C,N), first moment sum_q w_q o_q v_q (C,N) if `moments`, the mapped
+        pixel centres q0 (N,3) and slice normals m (N,3) in centred reconstruction world
+        when `moments`). `pixels` restricts to a subset (sorted indices).
+        """
+        vals, mom, q0s, ms = [], [], [], []
+        for s, grid, w, o, q0, m in self._geometry(R, t, pixels, psf_step, moments):
+            v = _grid_sample(vols[s], grid, self.batches)  # (C, n, Q)
+            vals.append(v @ w)
+            if moments:
+                mom.append(v @ (w * o))
+                q0s.append(q0)
+                ms.append(m)
         values = torch.cat(vals, dim=1)
         if not moments:
             return values, None, None, None
         return values, torch.cat(mom, dim=1), torch.cat(q0s), torch.cat(ms)
 
-    def apply(self, x: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """A x for a volume (X,Y,Z): predicted pixel values (N,) before intensity factors."""
+    def apply(
+        self, x: torch.Tensor, R: torch.Tensor, t: torch.Tensor, pixels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A x for a volume (X,Y,Z): predicted pixel values (N,) before intensity factors
+        (only at `pixels`, sorted indices, when given)."""
         vols = self.stack_volumes(x.unsqueeze(0))
-        return self.sample(vols, R, t)[0][0]
+        return self.sample(vols, R, t, pixels=pixels)[0][0]
 
     def _sample_adjoint(
-        self, vols: list[torch.Tensor], R: torch.Tensor, t: torch.Tensor, u: torch.Tensor | None
+        self,
+        vols: list[torch.Tensor],
+        R: torch.Tensor,
+        t: torch.Tensor,
+        u,
+        pixels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(S vols, S^T applied to u or to d*S vols) through autograd of grid_sample only."""
         sigmas = self._sigmas(0.0)
@@ -330,7 +367,7 @@ class ForwardModel:
                 leaves[sig] = v.detach().requires_grad_(True)
             per_stack.append(leaves[sig])
         with torch.enable_grad():
-            out = self.sample(per_stack, R, t)[0]
+            out = self.sample(per_stack, R, t, pixels=pixels)[0]
             keys = list(leaves)
             grads = torch.autograd.grad(out, [leaves[k] for k in keys], grad_outputs=u(out))
         back = None
@@ -339,20 +376,29 @@ class ForwardModel:
             back = b if back is None else back + b
         return out.detach(), back
 
-    def adjoint(self, u: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """A^T u: (X,Y,Z) for u (N,), or (C,X,Y,Z) for u (C,N) in one pass (shared indexing)."""
+    def adjoint(
+        self, u: torch.Tensor, R: torch.Tensor, t: torch.Tensor, pixels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A^T u: (X,Y,Z) for u (N,), or (C,X,Y,Z) for u (C,N) in one pass (shared indexing).
+
+        With `pixels`, u holds values for those pixels only."""
         single = u.dim() == 1
         u2 = u[None] if single else u
         zero = torch.zeros((1, u2.shape[0], 1, 1, 1), device=self.device).expand(
             1, u2.shape[0], *self.grid.shape
         )
         vols = [zero for _ in self.obs.sigma_inplane]
-        back = self._sample_adjoint(vols, R, t, lambda out: u2)[1]
+        back = self._sample_adjoint(vols, R, t, lambda out: u2, pixels)[1]
         return back[0] if single else back
 
     def normal(
-        self, p: torch.Tensor, R: torch.Tensor, t: torch.Tensor, d: torch.Tensor
+        self,
+        p: torch.Tensor,
+        R: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        pixels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """A^T diag(d) A p, one forward and one backward pass."""
         vols = self.stack_volumes(p.unsqueeze(0))
-        return self._sample_adjoint(vols, R, t, lambda out: d * out.detach())[1][0]
+        return self._sample_adjoint(vols, R, t, lambda out: d * out.detach(), pixels)[1][0]

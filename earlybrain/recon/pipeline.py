@@ -5,10 +5,13 @@ Order of work (SVRTK's scheme, on one torch device):
    whose axes define the output grid (isotropic, covering the masked brains + margin);
 2. reconstruct from the reference stack alone and register every other stack to it
    as a rigid whole (coarse to fine);
-3. reconstruct from all stacks, then for each outer iteration: register packets
-   (first iteration only: interleaved sweeps share a pose to start from), then single
-   slices, against the current volume; re-solve the volume by CG, re-fit bias and slice
-   scales, re-estimate the EM outlier weights; log convergence;
+3. reconstruct from all stacks, then for each outer iteration: register packets and
+   then runs of a few consecutively acquired slices (first iteration only: slices
+   acquired close in time share a pose, which is robust for a start), then single
+   slices, each stack against a volume solved from the other stacks (leave-one-out);
+   slices that still fit poorly restart from their acquisition neighbours' poses;
+   re-solve the volume by CG, re-fit bias and slice scales, re-estimate the EM outlier
+   weights; log convergence;
 4. final CG polish, QC metrics, poses/weights table.
 """
 
@@ -94,6 +97,12 @@ def _coarse_pixels(obs, stride: int) -> torch.Tensor | None:
     return torch.as_tensor(np.nonzero(keep)[0], dtype=torch.long, device=obs.pos.device)
 
 
+def _support(cov: torch.Tensor) -> torch.Tensor:
+    """0..1 map of where the volume is determined by data (SVR ignores pixels outside)."""
+    mean_cov = cov[cov > 1e-6 * cov.max()].mean()
+    return (cov / (0.2 * mean_cov)).clamp(0, 1)
+
+
 def _displacement(obs, R0, t0, R1, t1, brain_idx) -> float:
     """Mean displacement (mm) of brain pixels between two sets of slice poses."""
     p = obs.pos[brain_idx].double()
@@ -163,6 +172,8 @@ class _Recon:
         self.x = torch.zeros(self.grid.shape, device=dev)
         self.sim = torch.zeros_like(self.y)
         self._smoothed: dict[float, torch.Tensor] = {}
+        self._loo: dict[int, torch.Tensor] = {}
+        self.last_support = torch.ones(self.grid.shape, device=dev)
 
     # --- helpers
     def observed(self, sigma: float) -> torch.Tensor:
@@ -175,10 +186,11 @@ class _Recon:
         if self.monitor:
             self.monitor(stage, to_matrices(self.R, self.t, self.grid.origin), self.x)
 
-    def solve(self, w_pix: torch.Tensor, steps: int, restart: bool = False) -> None:
+    def solve(self, w_pix: torch.Tensor, steps: int, restart: bool = False) -> torch.Tensor:
+        """Update the volume; returns its support (0..1 from the data coverage)."""
         if restart:
             self.x = srr.initial_volume(self.fm, self.R, self.t, self.y, self.factor, w_pix)
-        self.x, hist = srr.solve(
+        self.x, hist, cov = srr.solve(
             self.fm,
             self.x,
             self.R,
@@ -191,10 +203,8 @@ class _Recon:
             steps,
         )
         self.say(f"  SRR {steps} CG steps: residual {hist[0]:.3g} -> {hist[-1]:.3g}")
-
-    def support(self, w_pix: torch.Tensor) -> torch.Tensor:
-        cov, mean_cov = srr.data_weights(self.fm, self.R, self.t, self.factor, w_pix)
-        return (cov / (0.2 * mean_cov)).clamp(0, 1)
+        self.last_support = _support(cov)
+        return self.last_support
 
     def update_intensity_and_weights(self) -> None:
         cfg, obs = self.cfg, self.obs
@@ -252,6 +262,7 @@ class _Recon:
             min_pixels=self.cfg.min_slice_pixels,
             pixels=pixels,
             max_move_mm=self.cfg.max_step_mm,
+            psf_step=self.cfg.svr_psf_step_mm,
         )
         self.R, self.t = res.R, res.t
         return res
@@ -268,12 +279,14 @@ class _Recon:
         if not cfg.leave_one_out or obs.n_stacks < 2:
             pix = torch.arange(self.y.numel(), device=self.dev)
             allk = torch.ones(self.K, dtype=torch.bool, device=self.dev)
-            return [(self.x, self.support(self.pix_w), pix, allk)]
+            return [(self.x, self.last_support, pix, allk)]
         out = []
         for s, (a, b) in enumerate(obs.stack_ranges):
             w_s = self.pix_w * (self.pix_stack != s).float()
-            x_s = srr.initial_volume(self.fm, self.R, self.t, self.y, self.factor, w_s)
-            x_s, _ = srr.solve(
+            x_s = self._loo.get(s)
+            if x_s is None:  # later calls warm-start from the previous leave-one-out volume
+                x_s = srr.initial_volume(self.fm, self.R, self.t, self.y, self.factor, w_s)
+            x_s, _, cov = srr.solve(
                 self.fm,
                 x_s,
                 self.R,
@@ -285,8 +298,9 @@ class _Recon:
                 self.delta,
                 cfg.loo_cg_steps,
             )
+            self._loo[s] = x_s
             pix = torch.arange(a, b, device=self.dev)
-            out.append((x_s, self.support(w_s), pix, obs.slice_stack == s))
+            out.append((x_s, _support(cov), pix, obs.slice_stack == s))
         return out
 
     # --- stages
@@ -294,8 +308,7 @@ class _Recon:
         """Register each stack, as a rigid whole, to a volume made from the reference alone."""
         cfg, obs = self.cfg, self.obs
         w_ref = (self.pix_stack == self.ref).float() * self.pix_w
-        self.solve(w_ref, cfg.cg_steps, restart=True)
-        sup = self.support(w_ref)
+        sup = self.solve(w_ref, cfg.cg_steps, restart=True)
         active = obs.slice_stack != self.ref
         w_reg = self.obs.near.float() * (self.pix_stack != self.ref).float()
         pix = torch.nonzero(self.pix_stack != self.ref)[:, 0]
@@ -315,15 +328,30 @@ class _Recon:
                     "(about the brain centre)"
                 )
 
-    def align_packets(self, targets) -> None:
+    def chunk_groups(self, size: int) -> torch.Tensor:
+        """Group id per slice: runs of `size` slices acquired one after another (same packet)."""
+        obs = self.obs
+        st = obs.slice_stack.cpu().numpy()
+        pk = obs.slice_packet.cpu().numpy()
+        rank = obs.slice_rank
+        gid = np.zeros(self.K, dtype=np.int64)
+        nxt = 0
+        for p in np.unique(pk):
+            ks = np.nonzero(pk == p)[0]
+            ks = ks[np.argsort(rank[ks])]
+            for i in range(0, len(ks), size):
+                gid[ks[i : i + size]] = nxt
+                nxt += 1
+        del st
+        return torch.as_tensor(gid, device=self.dev)
+
+    def align_groups(self, targets, groups: torch.Tensor, sigmas, label: str) -> None:
         cfg = self.cfg
         w_reg = self.obs.near.float() * self.weights.voxel
-        for sigma in cfg.packet_sigmas_mm:
+        for sigma in sigmas:
             for x_s, sup_s, pix, act in targets:
-                self.register(
-                    x_s, sup_s, self.obs.slice_packet, act, sigma, w_reg, cfg.svr_steps, pix
-                )
-            self.trace(f"packet sigma {sigma}")
+                self.register(x_s, sup_s, groups, act, sigma, w_reg, cfg.svr_steps, pix)
+            self.trace(f"{label} sigma {sigma}")
 
     def align_slices(self, sigmas: tuple[float, ...], targets, label: str) -> None:
         """Slice-level SVR, then a second chance for slices that failed: restart them from
@@ -370,11 +398,17 @@ class _Recon:
                 res = self.register(x_s, sup_s, ids, act_r, sigma, w_reg, cfg.svr_steps, pix_r)
             new_cost = torch.where(act_r, res.cost, new_cost)
         better = retry & (new_cost < cost)
+        # no fit at all either way (R^2 < 0.5): the neighbours' interpolated pose is the
+        # best guess for where the slice was; its weight will say it explains nothing
+        hopeless = retry & ~better & (cost > 0.5)
         self.R = torch.where(better[:, None, None], self.R, R_keep)
         self.t = torch.where(better[:, None], self.t, t_keep)
+        self.R = torch.where(hopeless[:, None, None], Ri, self.R)
+        self.t = torch.where(hopeless[:, None], ti, self.t)
         self.say(
             f"  {int(retry.sum())} slice(s) fitted poorly; {int(better.sum())} improved when "
-            f"restarted from their acquisition neighbours' poses"
+            f"restarted from their acquisition neighbours' poses, {int(hopeless.sum())} fit "
+            "nowhere and take the interpolated pose"
         )
         self.trace(f"{label} retry")
 
@@ -392,8 +426,12 @@ class _Recon:
             if cfg.motion_correction:
                 targets = self.targets()
                 if it == 0 and initial is None:
-                    self.align_packets(targets)
+                    self.align_groups(targets, obs.slice_packet, cfg.packet_sigmas_mm, "packet")
                     targets = self.targets()
+                    if cfg.chunk_slices > 1:
+                        chunks = self.chunk_groups(cfg.chunk_slices)
+                        self.align_groups(targets, chunks, cfg.packet_sigmas_mm, "chunk")
+                        targets = self.targets()
                 sigmas = cfg.slice_sigmas_mm[min(it, len(cfg.slice_sigmas_mm) - 1)]
                 self.align_slices(sigmas, targets, f"outer {it + 1}")
             for _ in range(cfg.inner_iterations):
@@ -469,9 +507,11 @@ def reconstruct(
 
     # outputs
     T = to_matrices(R, t, grid.origin)
-    cov, mean_cov = srr.data_weights(fm, R, t, factor, torch.ones_like(y))
+    in_brain, cov = fm.adjoint(torch.stack([brain.float(), torch.ones_like(y)]), R, t)
+    mean_cov = cov[cov > 1e-6 * cov.max()].mean()
     observed = (cov > 0.05 * mean_cov).cpu().numpy()
-    brain_frac = (fm.adjoint(brain.float(), R, t) / cov.clamp_min(1e-6)).cpu().numpy()
+    # share of the observations at each voxel that lie in a brain mask
+    brain_frac = (in_brain / cov.clamp_min(1e-6)).cpu().numpy()
     bmask = largest_component(observed & (brain_frac >= 0.5))
     bmask = ndimage.binary_fill_holes(bmask)
     volume = np.where(observed, x.cpu().numpy(), 0.0).astype(np.float32)

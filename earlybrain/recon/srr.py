@@ -42,13 +42,13 @@ def regulariser(p: torch.Tensor, kappa: list[torch.Tensor]) -> torch.Tensor:
     return sum(_diff_t(k * _diff(p, a), a) for a, k in enumerate(kappa))
 
 
-def data_weights(
-    fm: ForwardModel, R: torch.Tensor, t: torch.Tensor, factor: torch.Tensor, weight: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coverage A^T (W f^2) (how strongly each voxel is observed) and its mean over the support."""
-    cov = fm.adjoint(weight * factor * factor, R, t)
-    pos = cov[cov > 1e-6 * cov.max()]
-    return cov, pos.mean()
+def _subset(weight: torch.Tensor, *arrays: torch.Tensor):
+    """Pixels with weight > 0 when that saves work (leave-one-out, single stacks)."""
+    keep = weight > 0
+    if int(keep.sum()) > 0.9 * weight.numel():
+        return None, arrays
+    pix = torch.nonzero(keep)[:, 0]
+    return pix, tuple(a[pix] for a in arrays)
 
 
 def initial_volume(
@@ -60,7 +60,8 @@ def initial_volume(
     weight: torch.Tensor,
 ) -> torch.Tensor:
     """PSF-weighted average of the observations: A^T(W f y) / A^T(W f^2)."""
-    num, den = fm.adjoint(torch.stack([weight * factor * y, weight * factor * factor]), R, t)
+    pix, (y, factor, weight) = _subset(weight, y, factor, weight)
+    num, den = fm.adjoint(torch.stack([weight * factor * y, weight * factor * factor]), R, t, pix)
     thr = 1e-3 * den.max()
     return torch.where(den > thr, num / den.clamp_min(thr), torch.zeros_like(num))
 
@@ -76,16 +77,20 @@ def solve(
     lam: float,
     delta: float,
     steps: int,
-) -> tuple[torch.Tensor, list[float]]:
-    """`steps` CG iterations from x0; returns (x >= 0, relative residual norms)."""
+) -> tuple[torch.Tensor, list[float], torch.Tensor]:
+    """`steps` CG iterations from x0.
+
+    Returns (x >= 0, relative residual norms, coverage A^T(W f^2) = how strongly each
+    voxel is observed, which callers use as the volume's support)."""
+    pix, (y, factor, weight) = _subset(weight, y, factor, weight)
     d = weight * factor * factor
-    rhs, cov = fm.adjoint(torch.stack([weight * factor * y, d]), R, t)
+    rhs, cov = fm.adjoint(torch.stack([weight * factor * y, d]), R, t, pix)
     mean_cov = cov[cov > 1e-6 * cov.max()].mean()
     lam_eff = float(lam) * float(mean_cov)
     kappa = edge_weights(x0, delta)
 
     def op(p: torch.Tensor) -> torch.Tensor:
-        return fm.normal(p, R, t, d) + lam_eff * regulariser(p, kappa)
+        return fm.normal(p, R, t, d, pix) + lam_eff * regulariser(p, kappa)
 
     x = x0.clone()
     r = rhs - op(x)
@@ -102,4 +107,4 @@ def solve(
         hist.append(float(torch.sqrt(rr_new)) / r0)
         p = r + (rr_new / rr.clamp_min(1e-30)) * p
         rr = rr_new
-    return x.clamp_min(0.0), hist
+    return x.clamp_min(0.0), hist, cov

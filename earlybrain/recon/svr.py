@@ -149,10 +149,10 @@ def register_groups(
         beta = SsJ / vs[:, None]
         Jt = J - SJ[slice_of] - beta[slice_of] * (sim - ms[slice_of])[:, None]
         aJ = a[slice_of][:, None] * Jt
-        H = _segment_sum(
-            (w[:, None, None] * aJ[:, :, None] * aJ[:, None, :]).reshape(-1, 36), gid, n_groups
-        )
-        H = H.reshape(n_groups, 6, 6)
+        # per-pixel outer products in float32 (half the memory traffic), summed in float64
+        v = (torch.sqrt(w)[:, None] * aJ).float()
+        H = _segment_sum((v[:, :, None] * v[:, None, :]).reshape(-1, 36), gid, n_groups)
+        H = H.reshape(n_groups, 6, 6).double()
         b = _segment_sum(w[:, None] * aJ * r[:, None], gid, n_groups)
         # LM bookkeeping per group: accept improvements, else revert and damp harder;
         # a group that wandered beyond the trust region counts as not improved
