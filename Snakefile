@@ -1,9 +1,11 @@
 # earlybrain: fetal/infant brain MRI workflow.
 #
 # Stages built in this version: BIDS discovery, input validation, N4 bias-field
-# correction + intensity normalisation, subject and cohort QC reports. SVR/SRR, atlas
-# registration, segmentation and brain age are NOT in this version; the reports list
-# them as "not yet available in this version" and no rule fakes their outputs.
+# correction + intensity normalisation, SVR/SRR of fetal stacks (with brain masks from
+# masks_dir), subject and cohort QC reports. Atlas registration, segmentation and brain
+# age are NOT in this version; the reports list them as "not yet available in this
+# version" and no rule fakes their outputs. When a job fails, `onerror` still writes a
+# report for the session it belonged to and the cohort table (earlybrain.report.salvage).
 #
 #   snakemake --cores 2 --config bids_dir=/data/bids output_dir=/data/out
 #   snakemake --profile profiles/local --config bids_dir=... output_dir=...
@@ -24,6 +26,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/recon.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cohort.smk"
 
@@ -35,3 +38,10 @@ rule all:
         COHORT_TSV,
         COHORT_HTML,
         all_reports(),
+        # the stage JSONs too: a report salvaged after a failed job has none, so the next
+        # run re-runs that report (and the failed job) (earlybrain.report.salvage)
+        all_stages(),
+
+
+onerror:
+    salvage_reports(log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -56,6 +57,8 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
         lambda a: f"{a.bids}/sub-{a.subject}" + (f"/ses-{a.session}" if a.session else ""),
     ),
     "n4": ("n4", lambda a: a.input),
+    "recon": ("recon", lambda a: a.out_volume),
+    "recon-figures": ("recon_figures", lambda a: a.volume),
     "report": ("report", lambda a: a.validation),
     "cohort": ("cohort", lambda a: a.out_tsv),
     "dataset-description": ("dataset_description", lambda a: a.out),
@@ -135,6 +138,28 @@ def _run_step(args: argparse.Namespace) -> int:
             upper_percentile=args.upper_percentile,
             threads=args.threads,
         )
+    if args.step == "recon":
+        return steps.recon_step(
+            [Path(p) for p in args.stacks],
+            [Path(p) for p in args.masks],
+            Path(args.out_volume),
+            Path(args.out_mask),
+            Path(args.out_slices),
+            Path(args.out_metrics),
+            params=json.loads(args.params),
+            device=args.device,
+            device_fallback=args.device_fallback,
+            threads=args.threads,
+        )
+    if args.step == "recon-figures":
+        return steps.recon_figures_step(
+            Path(args.volume),
+            Path(args.mask),
+            Path(args.slices),
+            Path(args.metrics),
+            Path(args.out_views),
+            Path(args.out_motion),
+        )
     if args.step == "report":
         return steps.report_step(
             Path(args.validation),
@@ -144,6 +169,9 @@ def _run_step(args: argparse.Namespace) -> int:
             Path(args.out_html),
             Path(args.out_stages),
             args.cohort_link,
+            brain_masks=[Path(p) for p in args.brain_masks],
+            recon_metrics=Path(args.recon_metrics) if args.recon_metrics else None,
+            recon_figures=[Path(p) for p in args.recon_figures],
         )
     if args.step == "cohort":
         return steps.cohort_step(
@@ -190,11 +218,36 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--upper-percentile", type=float, default=99.0)
     n.add_argument("--threads", type=int, default=1)
 
+    rc = steps.add_parser("recon", help="SVR + SRR of one fetal session (torch, CPU/CUDA)")
+    rc.add_argument("--stacks", nargs="+", required=True, help="bias-corrected stacks")
+    rc.add_argument("--masks", nargs="+", required=True, help="brain mask per stack, same order")
+    rc.add_argument("--out-volume", required=True)
+    rc.add_argument("--out-mask", required=True)
+    rc.add_argument("--out-slices", required=True, help="per-slice poses and weights (TSV)")
+    rc.add_argument("--out-metrics", required=True, help="QC metrics (JSON)")
+    rc.add_argument("--params", default="{}", help="JSON object of recon parameters")
+    rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    rc.add_argument("--device-fallback", choices=["cpu", "none"], default="cpu")
+    rc.add_argument("--threads", type=int, default=1)
+
+    rf = steps.add_parser("recon-figures", help="PNG figures of one reconstruction")
+    rf.add_argument("--volume", required=True)
+    rf.add_argument("--mask", required=True)
+    rf.add_argument("--slices", required=True)
+    rf.add_argument("--metrics", required=True)
+    rf.add_argument("--out-views", required=True)
+    rf.add_argument("--out-motion", required=True)
+
     r = steps.add_parser("report", help="subject/session HTML report + stage status JSON")
     r.add_argument("--validation", required=True)
     r.add_argument("--n4", nargs="*", default=[])
     r.add_argument("--bias", nargs="*", default=[])
     r.add_argument("--mask", nargs="*", default=[])
+    r.add_argument("--brain-masks", nargs="*", default=[], help="brain mask per stack")
+    r.add_argument(
+        "--recon-metrics", nargs="?", default="", const="", help="SVR/SRR QC JSON (fetal)"
+    )
+    r.add_argument("--recon-figures", nargs="*", default=[], help="SVR/SRR PNG figures")
     r.add_argument("--out-html", required=True)
     r.add_argument("--out-stages", required=True)
     r.add_argument("--cohort-link", default="group/cohort.html")
@@ -237,13 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_simulate)
 
-    r = sub.add_parser("run", help="run the Snakemake workflow on a BIDS dataset")
+    r = sub.add_parser(
+        "run",
+        help="run the Snakemake workflow on a BIDS dataset",
+        usage="earlybrain run BIDS OUT [--cores N] [--profile P] [--configfile F] "
+        "[-- SNAKEMAKE ARGS...]",
+    )
     r.add_argument("bids")
     r.add_argument("out")
     r.add_argument("--cores", type=int, default=2)
     r.add_argument("--profile", help="Snakemake profile folder, e.g. profiles/slurm")
     r.add_argument("--configfile", help="YAML overriding config/config.yaml")
-    r.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to snakemake")
     r.set_defaults(func=_run)
 
     d = sub.add_parser("demo", help="simulate a small cohort and run the whole workflow on it")
@@ -256,7 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `earlybrain run ... -- <snakemake args>`: everything after `--` goes to Snakemake
+    # untouched, so our own options may come before or after the two paths.
+    passthrough: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        args.snakemake_args = passthrough
     return int(args.func(args) or 0)
 
 

@@ -10,6 +10,7 @@ is reported before anything runs, and written into OUT for the record.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -114,10 +115,7 @@ def snakemake_command(
     ]
     if profile:
         cmd += ["--profile", str(resolve_profile(profile))]
-    extra = list(extra or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
-    return cmd + extra
+    return cmd + list(extra or [])
 
 
 def run_workflow(
@@ -127,8 +125,12 @@ def run_workflow(
     profile: str | None = None,
     configfile: Path | None = None,
     extra: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> int:
-    """Run the workflow on a BIDS dataset; returns Snakemake's exit status."""
+    """Run the workflow on a BIDS dataset; returns Snakemake's exit status.
+
+    `overrides` (a config mapping) win over `configfile` and the defaults.
+    """
     if not SNAKEFILE.is_file():
         print(
             f"error: the workflow files are not next to the package ({SNAKEFILE} missing); "
@@ -138,7 +140,7 @@ def run_workflow(
         return 2
     out = Path(out).resolve()
     try:
-        config = resolve_config(Path(bids), out, configfile)
+        config = resolve_config(Path(bids), out, configfile, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -152,24 +154,57 @@ def run_workflow(
     env = dict(os.environ)
     # the rules call `earlybrain`; make the one beside this interpreter win
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return subprocess.call(cmd, env=env)
+    return run_until_done(cmd, env)
+
+
+def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
+    """Run Snakemake; Ctrl-C / SIGTERM reach it exactly once and it stops its jobs itself.
+
+    Snakemake runs in its own session so that a terminal's Ctrl-C goes to us only; we
+    pass it on once and wait. (subprocess.call would SIGKILL Snakemake 0.25 s after a
+    Ctrl-C, leaving its jobs running and its outputs unmarked.)
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if not stopping:
+            print(
+                "\nstopping: Snakemake is ending the running jobs; run the same command "
+                "again to resume (finished work is kept)",
+                file=sys.stderr,
+                flush=True,
+            )
+            proc.send_signal(signum)
+        stopping.append(signum)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return 130 if stopping and rc != 0 else rc
 
 
 def run_demo(out: Path, cores: int = 2) -> int:
     """Simulate 2 fetal + 1 infant subjects, run the workflow, print where the reports are.
 
     Layout: OUT/data/bids (input), OUT/data/groundtruth, OUT/results (workflow output).
+    The fetal stacks come with brain masks in OUT/data/bids/derivatives/masks, the way a
+    lab hands over manual masks; the workflow reconstructs from them.
     """
     from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 
     out = Path(out).resolve()
     print(f"simulating a small cohort into {out / 'data'} ...", flush=True)
     bids, truth = simulate_cohort(
-        out / "data", CohortSpec(n_fetal=2, n_infant=1, seed=1, preset="demo")
+        out / "data", CohortSpec(n_fetal=2, n_infant=1, seed=1, preset="demo", write_masks=True)
     )
     print(f"BIDS dataset: {bids}\nground truth: {truth}", flush=True)
     results = out / "results"
-    rc = run_workflow(bids, results, cores=cores)
+    masks = bids / "derivatives" / "masks"
+    rc = run_workflow(bids, results, cores=cores, overrides={"masks_dir": str(masks)})
     deriv = results / "earlybrain"
     cohort = deriv / "group" / "cohort.html"
     if cohort.is_file():

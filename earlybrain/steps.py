@@ -8,6 +8,7 @@ debugging one subject.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -110,6 +111,67 @@ def n4_step(
     return 0
 
 
+def recon_step(
+    stacks: list[Path],
+    masks: list[Path],
+    out_volume: Path,
+    out_mask: Path,
+    out_slices: Path,
+    out_metrics: Path,
+    *,
+    params: dict,
+    device: str,
+    device_fallback: str,
+    threads: int,
+) -> int:
+    """SVR + SRR of one fetal session; progress goes to the job log as it happens."""
+    import logging
+
+    from earlybrain.device import resolve_device
+    from earlybrain.recon.io import run_recon
+    from earlybrain.recon.stacks import ReconInputError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dev = resolve_device(device, allow_cpu_fallback=device_fallback == "cpu")
+    try:
+        result = run_recon(
+            stacks,
+            masks,
+            out_volume,
+            out_slices,
+            out_metrics,
+            params={"threads": threads, **params},
+            device=dev,
+            out_mask=out_mask,
+        )
+    except ReconInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(
+        f"{out_volume.name}: {m['n_stacks']} stack(s), reference stack {m['reference_stack']}"
+        f" ({m['reference_reason']}), {m['rejected_slices']} of {m['slices_with_brain']}"
+        f" slices rejected, NCC observed/simulated {m['ncc_observed_simulated']:.3f},"
+        f" {m['seconds']:.0f} s on {m['device']}"
+    )
+    return 0
+
+
+def recon_figures_step(
+    volume: Path, mask: Path, slices: Path, metrics: Path, out_views: Path, out_motion: Path
+) -> int:
+    """The SVR/SRR figures as PNG files (embedded by the report, usable on their own)."""
+    import json
+
+    from earlybrain.io.atomic import write_bytes_atomic
+    from earlybrain.report.recon_figures import motion_figure, orthogonal_views
+
+    reject_weight = json.loads(metrics.read_text())["reject_weight"]
+    write_bytes_atomic(out_views, orthogonal_views(volume, mask))
+    write_bytes_atomic(out_motion, motion_figure(slices, reject_weight))
+    return 0
+
+
 def report_step(
     validation: Path,
     n4: list[Path],
@@ -118,10 +180,27 @@ def report_step(
     out_html: Path,
     out_stages: Path,
     cohort_link: str,
+    *,
+    brain_masks: list[Path],
+    recon_metrics: Path | None,
+    recon_figures: list[Path],
 ) -> int:
+    from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
 
-    result = build_subject_report(validation, n4, bias, masks, out_html, out_stages, cohort_link)
+    salvaged_stages(out_stages).unlink(missing_ok=True)  # a failed run's stand-in
+    result = build_subject_report(
+        validation,
+        n4,
+        bias,
+        masks,
+        out_html,
+        out_stages,
+        cohort_link,
+        brain_masks=brain_masks,
+        recon_metrics=recon_metrics,
+        recon_figures=recon_figures,
+    )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install earlybrain and its test tools into ./.venv (idempotent; re-runs only when
 # pyproject.toml changed). Needs Python 3.11; on Debian 12 it installs python3-venv
-# if that is missing.
+# and chromium (for the report browser test) if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,20 @@ if [ ! -x .venv/bin/python ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv
     "$PY" -m venv .venv
+  fi
+fi
+
+# Debian's Chromium for tests/test_report_browser.py: Playwright drives this system
+# browser, so no browser is downloaded at test time. EARLYBRAIN_NO_CHROMIUM=1 skips it
+# (that test then skips, or fails under CI=true).
+if [ "${EARLYBRAIN_NO_CHROMIUM:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "chromium is missing; installing Debian's chromium with apt-get (report browser test)" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: no chromium and no apt-get; install Chromium for the report browser test" >&2
   fi
 fi
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from synth_fixtures import corrupt_gzip
 
+from earlybrain.runner import run_workflow
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,6 +18,55 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two fetuses (moderate motion) and one infant, preset tiny; (bids_dir, truth_dir)."""
+    """Two fetuses (moderate motion) and one infant, preset tiny; (bids_dir, truth_dir).
+
+    The stacks' true brain masks are in bids_dir/derivatives/masks (like manual masks).
+    """
     out = tmp_path_factory.mktemp("tiny_cohort")
-    return simulate_cohort(out, CohortSpec(n_fetal=2, n_infant=1, seed=11, preset="tiny"))
+    spec = CohortSpec(n_fetal=2, n_infant=1, seed=11, preset="tiny", write_masks=True)
+    return simulate_cohort(out, spec)
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path (to prove inputs are untouched)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def cohort_workflow_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -> dict[str, Any]:
+    """The real workflow run once per session on `tiny_cohort` with one failing subject.
+
+    sub-f02 has a truncated stack (run-2) and lists a stack whose content is missing (a
+    dangling DataLad symlink), so its validation fails and the failed-subject path of
+    the reports is exercised; the other subjects run through, sub-f01 with SVR/SRR from
+    the simulator's brain masks (given as precomputed masks). Works on a copy: the
+    simulated cohort is shared. Keys: rc, bids, truth, out, bad, before (input checksums).
+    Session-scoped so the workflow tests and the browser test of the reports share one
+    run (a few minutes on 2 cores).
+    """
+    root = tmp_path_factory.mktemp("cohort_run")
+    bids = shutil.copytree(tiny_cohort[0], root / "bids")
+    bad = bids / "sub-f02" / "anat" / "sub-f02_run-2_T2w.nii.gz"
+    corrupt_gzip(bad)
+    (bids / "sub-f02" / "anat" / "sub-f02_run-4_T2w.nii.gz").symlink_to(
+        "../../.git/annex/objects/Xy/SHA256E-s1234--abc.nii.gz"
+    )
+    before = file_checksums(bids)
+    out = root / "out"
+    overrides = {
+        "masks_dir": str(bids / "derivatives" / "masks"),
+        "recon": {"resolution_mm": 1.2, "outer_iterations": 2},  # tiny preset: 1.6 mm truth
+    }
+    rc = run_workflow(bids, out, cores=2, overrides=overrides)
+    return {
+        "rc": rc,
+        "bids": bids,
+        "truth": tiny_cohort[1],
+        "out": out,
+        "bad": bad,
+        "before": before,
+    }

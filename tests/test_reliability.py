@@ -410,5 +410,44 @@ def test_killed_job_leaves_no_outputs_and_the_rerun_fixes_it(tmp_path: Path, bid
     _assert_nothing_half_written(out)
     others = {Path(o) for j in done for o in jobs[j][1]}
     assert len(others) == 2 * 6, "keep-going: the two other stacks were corrected"
+    # the session still has a report saying what failed, and the cohort a table
+    report = (out / "earlybrain" / "sub-f01.html").read_text()
+    assert "rule n4 failed" in report and "Failed steps" in report
+    rows = (out / "earlybrain" / "group" / "cohort.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 1 and "\tfailed\t" in rows[0] and "rule n4 failed" in rows[0]
     log2 = _rerun_keeps(cmd, out, {p: p.stat().st_mtime_ns for p in others})
     assert len(_finished(log2, "n4")) == 1  # only the killed job is redone
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_earlybrain_run_lets_snakemake_stop_its_jobs(tmp_path: Path, bids: Path) -> None:
+    """Ctrl-C on `earlybrain run` reaches Snakemake once; it ends its jobs, then we exit 130."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.yaml"
+    config.write_text(FAST + "subjects: [f01]\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "earlybrain",
+        "run",
+        str(bids),
+        str(out),
+        "--configfile",
+        str(config),
+    ]
+    log = tmp_path / "run.log"
+    proc = _run(cmd, log)
+    try:
+        _wait_for(lambda: _running(proc, "n4"), proc, log)
+        proc.send_signal(signal.SIGINT)  # a terminal's Ctrl-C: Snakemake runs in its own session
+        assert proc.wait(120) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "run the same command again to resume" in log.read_text()
+    leftovers = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(str(out) in arg for arg in p.info["cmdline"] or []):
+            leftovers.append(p)
+    assert not leftovers, [p.info["cmdline"] for p in leftovers]
+    _assert_nothing_half_written(out)

@@ -66,10 +66,11 @@ def test_stage_table_is_honest(processed) -> None:
     _, stages_path = processed["sub-f01"]
     stages = {s["key"]: s["status"] for s in json.loads(stages_path.read_text())["stages"]}
     assert stages["inputs"] == "done" and stages["n4"] == "done"
-    for key in ("svr_srr", "atlas_registration", "segmentation", "brain_age", "brain_mask"):
+    assert stages["svr_srr"] == "skipped"  # no brain masks given
+    for key in ("atlas_registration", "segmentation", "brain_age", "brain_mask"):
         assert stages[key] == NOT_YET
     text = processed["sub-f01"][0].read_text()
-    for label in ("SVR/SRR", "Atlas registration", "segmentation", "Brain age"):
+    for label in ("Atlas registration", "segmentation", "Brain age"):
         row = re.search(rf"<tr><td>[^<]*{label}[^<]*</td><td[^>]*>([^<]*)</td>", text)
         assert row and row.group(1) == NOT_YET, label
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from earlybrain.cli import main as cli_main
 from earlybrain.runner import (
     REPO_ROOT,
     ConfigError,
@@ -60,7 +61,7 @@ def test_run_workflow_stops_on_bad_config(tmp_path: Path, capsys) -> None:
 
 
 def test_snakemake_command(tmp_path: Path) -> None:
-    cmd = snakemake_command(tmp_path / "c.yaml", tmp_path, 3, "profiles/local", ["--", "-n"])
+    cmd = snakemake_command(tmp_path / "c.yaml", tmp_path, 3, "profiles/local", ["-n"])
     assert cmd[:3] == [sys.executable, "-m", "snakemake"]
     assert cmd[cmd.index("--snakefile") + 1] == str(REPO_ROOT / "Snakefile")
     assert cmd[cmd.index("--directory") + 1] == str(tmp_path)
@@ -69,6 +70,18 @@ def test_snakemake_command(tmp_path: Path) -> None:
     # a profile path relative to the repository works from any folder
     assert cmd[cmd.index("--profile") + 1] == str(REPO_ROOT / "profiles" / "local")
     assert cmd[-1] == "-n" and "--" not in cmd
+
+
+def test_run_options_after_paths_and_passthrough(monkeypatch) -> None:
+    """Our options may follow the paths; what follows `--` goes to Snakemake as is."""
+    seen = {}
+    monkeypatch.setattr("earlybrain.runner.run_workflow", lambda **kw: seen.update(kw) or 0)
+    argv = ["run", "b", "o", "--configfile", "x.yaml", "--cores", "3", "--", "-n", "--cores", "9"]
+    assert cli_main(argv) == 0
+    assert seen["configfile"] == Path("x.yaml") and seen["cores"] == 3
+    assert seen["extra"] == ["-n", "--cores", "9"]
+    cli_main(["run", "b", "o"])
+    assert seen["extra"] == []
 
 
 def test_profile_and_env_files_parse() -> None:

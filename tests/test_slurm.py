@@ -50,27 +50,34 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
     """A dry run with the GPU profile: only torch rules get gpu=1 and the GPU partition."""
     if shutil.which("sbatch") is None:
         pytest.skip("the slurm executor plugin needs sbatch on PATH, even for a dry run")
-    bids, _ = simulate_cohort(tmp_path / "data", CohortSpec(n_fetal=1, n_stacks=2, preset="tiny"))
+    spec = CohortSpec(n_fetal=1, n_stacks=2, preset="tiny", write_masks=True)
+    bids, _ = simulate_cohort(tmp_path / "data", spec)
+    config = [
+        "--directory",
+        str(tmp_path),
+        "--config",
+        f"bids_dir={bids}",
+        f"output_dir={tmp_path / 'out'}",
+        f"masks_dir={bids / 'derivatives' / 'masks'}",
+    ]
+    # validate locally first: the jobs after the validation checkpoint (N4, recon, ...)
+    # only appear in a dry run once the checkpoint has run
+    subprocess.run(
+        [*SNAKEMAKE, "--cores", "1", "--until", "validate", *config],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     out = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "--profile",
-            str(REPO / "profiles" / "slurm"),
-            "--directory",
-            str(tmp_path),
-            "--dry-run",
-            "--config",
-            f"bids_dir={bids}",
-            f"output_dir={tmp_path / 'out'}",
-        ],
+        [*SNAKEMAKE, "--profile", str(REPO / "profiles" / "slurm"), "--dry-run", *config],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     jobs = re.findall(r"^(?:local)?rule (\w+):.*?^\s+resources: ([^\n]*)", out.stdout, re.M | re.S)
-    assert jobs, out.stdout
     torch_rules = _torch_rules()
+    assert torch_rules <= {rule for rule, _ in jobs}, out.stdout
     for rule, resources in jobs:
         wants_gpu = "gpu=1" in resources
         assert wants_gpu == (rule in torch_rules), (rule, resources)

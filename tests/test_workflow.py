@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from synth_fixtures import corrupt_gzip, make_bids, make_stack
+from conftest import file_checksums
+from synth_fixtures import make_bids, make_stack
 
-from earlybrain.runner import REPO_ROOT, RESOLVED_CONFIG_NAME, run_workflow
+from earlybrain.recon.evaluate import load_truth, ncc_to_truth
+from earlybrain.runner import REPO_ROOT, RESOLVED_CONFIG_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,6 @@ def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.Compl
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -101,25 +93,9 @@ def test_missing_bids_dir_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cohort_run(tmp_path_factory, tiny_cohort):
-    """Simulated tiny cohort (2 fetal + 1 infant), one fetal stack corrupted, run once.
-
-    sub-f02 also lists a stack whose content is missing (a dangling DataLad symlink):
-    Snakemake must still start and process the other subjects. Works on a copy: the
-    simulated cohort is shared with other test modules.
-    """
-    root = tmp_path_factory.mktemp("cohort")
-    bids = shutil.copytree(tiny_cohort[0], root / "bids")
-    truth = tiny_cohort[1]
-    bad = bids / "sub-f02" / "anat" / "sub-f02_run-2_T2w.nii.gz"
-    corrupt_gzip(bad)
-    (bids / "sub-f02" / "anat" / "sub-f02_run-4_T2w.nii.gz").symlink_to(
-        "../../.git/annex/objects/Xy/SHA256E-s1234--abc.nii.gz"
-    )
-    before = checksums(bids)
-    out = root / "out"
-    rc = run_workflow(bids, out, cores=2)
-    return {"rc": rc, "bids": bids, "truth": truth, "out": out, "bad": bad, "before": before}
+def cohort_run(cohort_workflow_run):
+    """The shared session run (tests/conftest.py): 2 fetal + 1 infant, sub-f02 broken."""
+    return cohort_workflow_run
 
 
 def test_run_completes_good_subjects(cohort_run) -> None:
@@ -174,8 +150,49 @@ def test_failed_subject_gets_a_report(cohort_run) -> None:
     assert "sub-f02_run-4_T2w.nii.gz: broken symbolic link" in cohort_html  # the reason
 
 
+def test_recon_in_the_workflow(cohort_run) -> None:
+    """SVR/SRR ran for the valid fetal session from its masks, and matches the truth."""
+    deriv, truth_dir = cohort_run["out"] / "earlybrain", cohort_run["truth"]
+    anat, qc = deriv / "sub-f01" / "anat", deriv / "sub-f01" / "qc"
+    img = nib.load(anat / "sub-f01_rec-svr_T2w.nii.gz")
+    assert np.allclose(nib.affines.voxel_sizes(img.affine), 1.2)
+    side = json.loads((anat / "sub-f01_rec-svr_T2w.json").read_text())
+    assert side["Parameters"]["resolution_mm"] == 1.2
+    assert side["Parameters"]["outer_iterations"] == 2
+    assert sum("desc-n4" in s for s in side["Sources"]) == 3
+    assert sum("derivatives/masks" in s for s in side["Sources"]) == 3
+    assert (anat / "sub-f01_rec-svr_desc-brain_mask.json").is_file()
+    rows = list(csv.DictReader((qc / "sub-f01_rec-svr_slices.tsv").open(), delimiter="\t"))
+    n_slices = sum(
+        nib.load(deriv / "sub-f01" / "anat" / f"sub-f01_run-{k}_desc-n4_T2w.nii.gz").shape[2]
+        for k in (1, 2, 3)
+    )
+    assert len(rows) == n_slices and {r["stack"] for r in rows} == {"1", "2", "3"}
+    metrics = json.loads((qc / "sub-f01_rec-svr_metrics.json").read_text())
+    assert metrics["n_stacks"] == 3 and metrics["reference_reason"]
+    assert metrics["ncc_observed_simulated"] > 0.9
+    truth = load_truth(truth_dir, "sub-f01")
+    ncc, _ = ncc_to_truth(np.asanyarray(img.dataobj), img.affine, truth)
+    assert ncc > 0.85
+    # only fetal sessions that passed validation are reconstructed
+    assert not list((deriv / "sub-i01").rglob("*rec-svr*"))
+    assert not list((deriv / "sub-f02").rglob("*rec-svr*"))
+    # figures made by their own rule, embedded in the report with the stage marked done
+    for kind in ("views", "motion"):
+        png = deriv / "sub-f01" / "figures" / f"sub-f01_rec-svr_{kind}.png"
+        assert png.read_bytes().startswith(b"\x89PNG")
+    stages = json.loads((deriv / "group" / "stages" / "sub-f01_stages.json").read_text())
+    status = {s["key"]: s["status"] for s in stages["stages"]}
+    assert status["svr_srr"] == "done" and status["brain_mask"] == "done"
+    assert "Slice-to-volume reconstruction" in (deriv / "sub-f01.html").read_text()
+    assert (
+        "reference stack"
+        in (cohort_run["out"] / "logs" / "recon" / "sub-f01" / "sub-f01.log").read_text()
+    )
+
+
 def test_inputs_unchanged(cohort_run) -> None:
-    assert checksums(cohort_run["bids"]) == cohort_run["before"]
+    assert file_checksums(cohort_run["bids"]) == cohort_run["before"]
 
 
 def test_n4_reduces_the_simulated_bias(cohort_run) -> None:

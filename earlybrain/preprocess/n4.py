@@ -10,6 +10,7 @@ stage) and is named "foreground" everywhere to avoid that confusion.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,31 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
-from earlybrain.io.sidecar import write_sidecar
+from earlybrain.io.sidecar import sidecar_path, write_sidecar
+
+# Raw sidecar fields the corrected image keeps: the geometry and timing of the
+# acquisition (SVR takes the slice order, i.e. the packets, from SliceTiming).
+ACQUISITION_FIELDS = (
+    "MRAcquisitionType",
+    "SliceTiming",
+    "SliceThickness",
+    "SliceEncodingDirection",
+    "PhaseEncodingDirection",
+    "RepetitionTime",
+    "EchoTime",
+    "MagneticFieldStrength",
+    "Manufacturer",
+)
+
+
+def acquisition_metadata(image_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Acquisition fields of a raw image's BIDS sidecar ({} when there is none)."""
+    side = sidecar_path(image_path)
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: meta[k] for k in ACQUISITION_FIELDS if k in meta} if isinstance(meta, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -190,6 +215,7 @@ def run_n4(
         parameters=parameters,
         sources=[in_path],
         extra={
+            **acquisition_metadata(in_path),
             "Description": "N4 bias-field corrected (inside a rough Otsu foreground mask, not a "
             "brain mask), then intensities scaled so that the foreground's lower/upper "
             "percentiles map to 0/1",

@@ -5,7 +5,7 @@ validated with `make_stack`/`load_stacks`, and `run_recon(...)` for files (the
 workflow's rule).
 """
 
-from earlybrain.recon.config import ReconConfig, resolve_device
+from earlybrain.recon.config import ReconConfig
 from earlybrain.recon.io import run_recon
 from earlybrain.recon.pipeline import ReconResult, reconstruct
 from earlybrain.recon.stacks import ReconInputError, Stack, load_stacks, make_stack
@@ -18,6 +18,5 @@ __all__ = [
     "load_stacks",
     "make_stack",
     "reconstruct",
-    "resolve_device",
     "run_recon",
 ]

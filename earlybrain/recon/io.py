@@ -102,10 +102,20 @@ def run_recon(
     metrics = dict(result.metrics)
     metrics["pose_centre_mm"] = [float(v) for v in result.pose_centre]
     metrics["pose_convention"] = convention
+    metrics["reject_weight"] = cfg.reject_weight
     metrics["sources"] = [str(p) for p in stack_paths]
     write_json_atomic(out_metrics_json, _clean(metrics))
     if out_mask is not None:
         save_nifti(result.mask, result.affine, out_mask, dtype=np.uint8)
+        write_sidecar(
+            out_mask,
+            step="recon",
+            sources=[out_volume, *mask_paths],
+            extra={
+                "Description": "brain mask of the reconstruction: voxels where at least "
+                "half of the observing slice pixels lie in a stack brain mask"
+            },
+        )
     if out_log is not None:
         write_text_atomic(out_log, "\n".join(result.log) + "\n")
     return result

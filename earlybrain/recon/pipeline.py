@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from earlybrain.device import resolve_device
 from earlybrain.recon import robust, srr, svr
-from earlybrain.recon.config import ReconConfig, resolve_device
+from earlybrain.recon.config import ReconConfig
 from earlybrain.recon.forward import ForwardModel, build_observations, smoothed_observations
 from earlybrain.recon.metrics import largest_component, motion_summary, slice_corners, slice_ncc
 from earlybrain.recon.stacks import Stack, check_stack_set, choose_reference
@@ -480,7 +481,7 @@ def reconstruct(
     """
     cfg = config if isinstance(config, ReconConfig) else ReconConfig.from_dict(config)
     cfg.check()
-    dev = resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device, False)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

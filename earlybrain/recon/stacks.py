@@ -93,8 +93,13 @@ def make_stack(
     mask_affine: np.ndarray | None = None,
     slice_timing: np.ndarray | None = None,
     interleave: int = 2,
+    mask_name: str | None = None,
 ) -> Stack:
-    """Validate one stack and its mask and put the thick axis last."""
+    """Validate one stack and its mask and put the thick axis last.
+
+    Errors name the file at fault: `mask_name` (the mask's path) for mask problems.
+    """
+    mname = f"{mask_name} (mask of {name})" if mask_name else f"{name}: mask"
     data = np.asarray(data)
     mask = np.asarray(mask)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -107,12 +112,12 @@ def make_stack(
     _check_affine(name, affine)
     if mask.shape != data.shape:
         raise ReconInputError(
-            f"{name}: mask shape {mask.shape} does not match the stack's {data.shape}"
+            f"{mname}: shape {mask.shape} does not match the stack's {data.shape}"
         )
     if mask_affine is not None:
         mask_affine = np.asarray(mask_affine, dtype=np.float64)
         if np.abs(mask_affine - affine).max() > 1e-2:
-            raise ReconInputError(f"{name}: mask affine differs from the stack's affine")
+            raise ReconInputError(f"{mname}: affine differs from the stack's affine")
     if not np.isfinite(data).all():
         raise ReconInputError(f"{name}: stack contains NaN or infinite values")
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
@@ -127,9 +132,9 @@ def make_stack(
         raise ReconInputError(f"{name}: a single slice cannot be reconstructed (need >= 2)")
     mask_b = mask > 0.5
     if not mask_b.any():
-        raise ReconInputError(f"{name}: brain mask is empty")
+        raise ReconInputError(f"{mname}: brain mask is empty")
     if np.count_nonzero(mask_b.any(axis=(0, 1))) < 2:
-        raise ReconInputError(f"{name}: brain mask covers a single slice (need >= 2)")
+        raise ReconInputError(f"{mname}: brain mask covers a single slice (need >= 2)")
     if slice_timing is not None:
         timing = np.asarray(slice_timing, dtype=float)
         if timing.size != data.shape[2]:
@@ -206,6 +211,7 @@ def load_stacks(
                 msk.affine,
                 slice_timing=timing,
                 interleave=interleave,
+                mask_name=str(mp),
             )
         )
     check_stack_set(stacks)

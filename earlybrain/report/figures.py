@@ -63,7 +63,7 @@ def mosaic(
     slices = list(slices) if slices is not None else pick_slices(first, axis)
     ncol = len(slices)
     plane = [s for i, s in enumerate(first.shape) if i != axis]
-    aspect = plane[0] / max(plane[1], 1)
+    aspect = plane[1] / max(plane[0], 1)  # height/width of a slice as drawn (transposed)
     fig = Figure(figsize=(1.6 * ncol + 0.4, 1.6 * aspect * len(rows) + 0.3))
     axes = fig.subplots(len(rows), ncol, squeeze=False)
     colorbars = []

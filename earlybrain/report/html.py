@@ -31,6 +31,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 text-align:left;font-size:.9em;vertical-align:top}th{background:#f3f3f3}
 .ok{background:#e3f4e3}.bad{background:#fbe0e0}.warn{background:#fff4d6}.na{background:#eeeeee;color:#555}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#444}img{max-width:100%;height:auto}
+pre.fail{background:#fbe0e0;padding:.5em;white-space:pre-wrap;font-size:.8em}
 .muted{color:#666;font-size:.85em}code{font-size:.9em}ul.err li{color:#a00000}
 """
 
@@ -85,18 +86,24 @@ def subject_page(
     notes: Sequence[str],
     image_rows: Sequence[Sequence[str]],
     stages: Sequence[dict[str, str]],
-    figures: Sequence[tuple[str, bytes]],
-    figure_heading: str,
+    sections: Sequence[tuple[str, Sequence[tuple[str, bytes]]]],
     version: str,
     cohort_link: str | None = "group/cohort.html",
+    failures: Sequence[str] = (),
 ) -> str:
-    """The subject report: summary, validation, stage table and figures."""
+    """The subject report: summary, validation, stage table, then a figure section per stage.
+
+    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order.
+    """
     parts = [f"<h1>{esc(title)}</h1>"]
     parts.append(f'<p class="muted">earlybrain {esc(version)}')
     if cohort_link:
         parts.append(f' &middot; <a href="{esc(cohort_link)}">cohort overview</a>')
     parts.append("</p>")
     parts.append(table(["", ""], [[td(k), td(v)] for k, v in summary]))
+    if failures:
+        parts.append("<h2>Failed steps</h2>")
+        parts.extend(f'<pre class="fail">{esc(f)}</pre>' for f in failures)
 
     parts.append("<h2>Input validation</h2>")
     parts.append(f"<table><tr><th>result</th>{status_cell(validation_status)}</tr></table>")
@@ -120,11 +127,12 @@ def subject_page(
         )
     )
 
-    parts.append(f"<h2>{esc(figure_heading)}</h2>")
-    if figures:
-        parts.extend(figure(png, caption) for caption, png in figures)
-    else:
-        parts.append('<p class="muted">no images could be displayed</p>')
+    for heading, figures in sections:
+        parts.append(f"<h2>{esc(heading)}</h2>")
+        if figures:
+            parts.extend(figure(png, caption) for caption, png in figures)
+        else:
+            parts.append('<p class="muted">no images could be displayed</p>')
     return page(title, "\n".join(parts))
 
 

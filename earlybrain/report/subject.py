@@ -35,14 +35,57 @@ STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("segmentation", "Tissue segmentation and volumetry", ("fetal", "infant")),
     ("brain_age", "Brain age estimation", ("fetal", "infant")),
 )
-IMPLEMENTED = {"inputs", "n4"}
+IMPLEMENTED = {"inputs", "n4", "brain_mask", "svr_srr"}
 
 
-def stage_table(validation: dict, n4_outputs: list[Path], n4_missing: list[str]) -> list[dict]:
+def _recon_row(passed: bool, recon_metrics: Path | None) -> dict:
+    if not passed:
+        return {"status": "skipped", "detail": "inputs failed validation"}
+    if recon_metrics is None:
+        return {"status": "skipped", "detail": "no brain mask for the stacks (see Brain masking)"}
+    if not recon_metrics.is_file():
+        return {"status": "failed", "detail": f"no output ({recon_metrics.name}); see logs/recon"}
+    m = _read_json(recon_metrics)
+    return {
+        "status": "done",
+        "detail": (
+            f"{m.get('n_stacks')} stack(s), reference stack {m.get('reference_stack')} "
+            f"({m.get('reference_reason')}); {m.get('rejected_slices')} of "
+            f"{m.get('slices_with_brain')} slices rejected; observed vs simulated slice NCC "
+            f"{m.get('ncc_observed_simulated', float('nan')):.3f}; "
+            f"{m.get('seconds', float('nan')):.0f} s on {m.get('device')}"
+        ),
+    }
+
+
+def _mask_row(passed: bool, brain_masks: list[Path]) -> dict:
+    if not passed:
+        return {"status": "skipped", "detail": "inputs failed validation"}
+    if not brain_masks:
+        return {
+            "status": NOT_YET,
+            "detail": "automatic brain masking is not in this version: give precomputed "
+            "masks with masks_dir",
+        }
+    missing = [p.name for p in brain_masks if not p.is_file()]
+    if missing:
+        return {"status": "failed", "detail": "missing: " + ", ".join(missing)}
+    folder = brain_masks[0].parent.parent.parent
+    return {"status": "done", "detail": f"{len(brain_masks)} precomputed mask(s) from {folder}"}
+
+
+def stage_table(
+    validation: dict,
+    n4_outputs: list[Path],
+    n4_missing: list[str],
+    brain_masks: list[Path] | None = None,
+    recon_metrics: Path | None = None,
+) -> list[dict]:
     """Status of every stage for this session, with a reason where it is not 'done'."""
     kind = validation.get("kind", "fetal")
     passed = validation.get("status") == "pass"
     n_images = len(validation.get("images", []))
+    brain_masks = list(brain_masks or [])
     rows: list[dict[str, str]] = []
     for key, label, kinds in STAGES:
         row = {"key": key, "stage": label}
@@ -62,6 +105,10 @@ def stage_table(validation: dict, n4_outputs: list[Path], n4_missing: list[str])
                 row |= {"status": "failed", "detail": "missing output(s): " + ", ".join(n4_missing)}
             else:
                 row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
+        elif key == "brain_mask" and kind == "fetal":
+            row |= _mask_row(passed, brain_masks)
+        elif key == "svr_srr":
+            row |= _recon_row(passed, recon_metrics)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
@@ -79,6 +126,31 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+RECON_CAPTIONS = {
+    "views": "The reconstruction (SVR + SRR) through the centre of the brain: sagittal, "
+    "coronal and axial planes in the reconstruction's own voxel grid, no resampling.",
+    "motion": "Per input stack, slice by slice in acquisition order: rotation and translation "
+    "of each slice relative to the stack's median pose (x red, y green, z blue), and the "
+    "slice's robust weight (dashed: rejection threshold; red crosses and bars: rejected "
+    "slices, down-weighted because they disagree with the other stacks).",
+}
+
+
+def _recon_section(
+    metrics: Path | None, figure_paths: list[str | os.PathLike[str]]
+) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    """The SVR/SRR figures (made by their own rule) with captions, when they exist."""
+    figs = []
+    for path in map(Path, figure_paths):
+        if not path.is_file():
+            continue
+        kind = path.stem.rsplit("_", 1)[-1]
+        figs.append((RECON_CAPTIONS.get(kind, path.name), path.read_bytes()))
+    if metrics is None or not figs:
+        return []
+    return [("Slice-to-volume reconstruction", figs)]
+
+
 def build_subject_report(
     validation_path: str | os.PathLike[str],
     n4_paths: list[str | os.PathLike[str]],
@@ -87,11 +159,17 @@ def build_subject_report(
     out_html: str | os.PathLike[str],
     out_stages: str | os.PathLike[str],
     cohort_link: str | None = "group/cohort.html",
+    *,
+    brain_masks: list[str | os.PathLike[str]] = (),
+    recon_metrics: str | os.PathLike[str] | None = None,
+    recon_figures: list[str | os.PathLike[str]] = (),
+    failures: list[str] = (),
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
     `n4_paths`, `bias_paths` and `mask_paths` are in the order of the validated images;
-    they are empty for a session that failed validation.
+    they are empty for a session that failed validation. `failures` describe jobs of this
+    session that failed (see earlybrain.report.salvage); they head the report.
     """
     validation = json.loads(Path(validation_path).read_text())
     images = validation.get("images", [])
@@ -103,7 +181,9 @@ def build_subject_report(
             f"{len(bias_paths)} bias and {len(mask_paths)} mask path(s) were given"
         )
     missing = [p.name for p in n4_paths if not p.exists()]
-    stages = stage_table(validation, n4_paths, missing)
+    brain_masks = [Path(p) for p in brain_masks]
+    recon_metrics = Path(recon_metrics) if recon_metrics is not None else None
+    stages = stage_table(validation, n4_paths, missing, brain_masks, recon_metrics)
 
     figs: list[tuple[str, bytes]] = []
     notes = list(validation.get("notes", []))
@@ -151,7 +231,7 @@ def build_subject_report(
     )
     prefix = validation["prefix"]
     failed = [s for s in stages if s["status"] == "failed"]
-    overall = "failed" if failed else "ok"
+    overall = "failed" if failed or failures else "ok"
     summary = [
         ("subject", f"sub-{validation['subject']}"),
         ("session", validation.get("session") or "-"),
@@ -178,10 +258,10 @@ def build_subject_report(
         notes=notes,
         image_rows=image_rows,
         stages=stages,
-        figures=figs,
-        figure_heading=heading,
+        sections=[(heading, figs), *_recon_section(recon_metrics, recon_figures)],
         version=__version__,
         cohort_link=cohort_link,
+        failures=failures,
     )
     write_text_atomic(out_html, html_text)
     result = {
@@ -194,8 +274,9 @@ def build_subject_report(
         "age_column": validation.get("age_column"),
         "n_images": len(images),
         "status": overall,
-        "failed_stage": failed[0]["stage"] if failed else "",
-        "reason": failed[0]["detail"] if failed else "",
+        "failed_stage": failed[0]["stage"] if failed else ("a job" if failures else ""),
+        "reason": (failed[0]["detail"] if failed else "")
+        + "".join(f" | {f.splitlines()[0]}" for f in failures),
         "stages": stages,
         "report": Path(out_html).name,
     }

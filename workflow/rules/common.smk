@@ -10,6 +10,8 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 from earlybrain.io.bids import BIDSError, discover_sessions
+from earlybrain.io.masks import MaskNotFoundError, find_mask
+from earlybrain.recon.config import ReconConfig
 from snakemake.exceptions import WorkflowError
 
 BIDS = config["bids_dir"]
@@ -40,7 +42,7 @@ EARLYBRAIN = earlybrain_command()
 
 # Rules whose jobs run torch. The SLURM GPU profile (profiles/slurm) sends exactly these
 # to the GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal.
-TORCH_RULES = set()
+TORCH_RULES = {"recon"}
 
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
@@ -60,6 +62,11 @@ except BIDSError as exc:
         "--config bids_dir=/path/to/bids output_dir=/path/to/out"
     ) from exc
 BY_PREFIX = {s.prefix: s for s in SESSIONS}
+
+try:  # a misspelt recon key stops the run now, not after every N4 job
+    ReconConfig.from_dict(config["recon"])
+except ValueError as exc:
+    raise WorkflowError(f"config recon: {exc}") from exc
 RAW_IMAGES = {(s.reldir, im.stem, im.suffix): im.path for s in SESSIONS for im in s.images}
 
 
@@ -119,22 +126,94 @@ def preprocessed(rec, kind):
     ]
 
 
-def report_inputs(wildcards):
-    """Validation result always; N4 outputs only when validation passed.
+def brain_masks(rec):
+    """Brain mask per stack from masks_dir, or [] when any is missing (no recon then)."""
+    if not config.get("masks_dir"):
+        return []
+    try:
+        return [str(find_mask(config["masks_dir"], rec.reldir, im.stem)) for im in rec.images]
+    except MaskNotFoundError:
+        return []
 
-    validate is a checkpoint: Snakemake re-evaluates this function after the session
-    is validated, so a failed session never schedules N4 jobs but still gets a report.
-    """
+
+def recon_outputs(rec):
+    """SVR/SRR outputs of a fetal session (see workflow/rules/recon.smk)."""
+    base = f"{DERIV}/{rec.reldir}"
+    return {
+        "volume": f"{base}/anat/{rec.prefix}_rec-svr_T2w.nii.gz",
+        "brainmask": f"{base}/anat/{rec.prefix}_rec-svr_desc-brain_mask.nii.gz",
+        "slices": f"{base}/qc/{rec.prefix}_rec-svr_slices.tsv",
+        "metrics": f"{base}/qc/{rec.prefix}_rec-svr_metrics.json",
+        "figures": [
+            f"{base}/figures/{rec.prefix}_rec-svr_views.png",
+            f"{base}/figures/{rec.prefix}_rec-svr_motion.png",
+        ],
+    }
+
+
+def recon_inputs(wildcards):
     rec = session_of(wildcards)
-    validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
+    return {"stacks": preprocessed(rec, "image"), "masks": brain_masks(rec)}
+
+
+def session_report_inputs(rec, validation):
+    """A session's report inputs once its validation JSON exists: the stages it reaches.
+
+    A fetal session is reconstructed when every stack has a brain mask.
+    """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
+    masks = brain_masks(rec) if passed and rec.kind == "fetal" else []
+    recon = recon_outputs(rec) if masks else {}
     return {
         "validation": validation,
         "n4": preprocessed(rec, "image") if passed else [],
         "bias": preprocessed(rec, "bias") if passed else [],
         "mask": preprocessed(rec, "mask") if passed else [],
+        "brain_masks": masks,
+        "recon_metrics": recon.get("metrics", []),
+        "recon_figures": recon.get("figures", []),
     }
+
+
+def report_inputs(wildcards):
+    """validate is a checkpoint: Snakemake re-evaluates this function after the session
+    is validated, so a failed session never schedules N4 jobs but still gets a report."""
+    rec = session_of(wildcards)
+    validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
+    return session_report_inputs(rec, validation)
+
+
+def salvage_reports(log):
+    """onerror: sessions hit by a failed job still get a report, the cohort a table."""
+    from earlybrain.report.salvage import salvage_reports as salvage
+
+    sessions = []
+    for rec in SESSIONS:
+        validation = validation_json(rec)
+        if not Path(validation).is_file():
+            continue
+        given = session_report_inputs(rec, validation)
+        sessions.append(
+            {
+                "prefix": rec.prefix,
+                "html": report_html(rec.prefix),
+                "stages": stages_json(rec.prefix),
+                "inputs": {
+                    "validation_path": validation,
+                    "n4_paths": given["n4"],
+                    "bias_paths": given["bias"],
+                    "mask_paths": given["mask"],
+                    "brain_masks": given["brain_masks"],
+                    "recon_metrics": given["recon_metrics"] or None,
+                    "recon_figures": given["recon_figures"],
+                },
+            }
+        )
+    done = salvage(log, sessions, COHORT_TSV, COHORT_HTML)
+    if done:
+        print(f"reports written for the sessions with a failed job: {', '.join(done)}")
+        print(f"cohort table: {COHORT_HTML}")
 
 
 def stages_json(prefix):

@@ -1,4 +1,4 @@
-# Subject (session) report: validation, stage table, before/after N4 figures.
+# Subject (session) report: validation, stage table, figures of every stage that ran.
 
 
 rule report:
@@ -14,6 +14,9 @@ rule report:
         n4=quoted_input("n4"),
         bias=quoted_input("bias"),
         mask=quoted_input("mask"),
+        brain_masks=quoted_input("brain_masks"),
+        recon_metrics=quoted_input("recon_metrics"),
+        recon_figures=quoted_input("recon_figures"),
     log:
         f"{LOGS}/report/{{prefix}}.log",
     benchmark:
@@ -27,4 +30,6 @@ rule report:
     shell:
         "{params.eb} step report --validation {params.validation}"
         " --n4 {params.n4} --bias {params.bias} --mask {params.mask}"
+        " --brain-masks {params.brain_masks} --recon-metrics {params.recon_metrics}"
+        " --recon-figures {params.recon_figures}"
         " --out-html {output.html:q} --out-stages {output.stages:q} > {log:q} 2>&1"
