@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from shared_data import fetpype_or_skip
 
 from earlybrain.io.masks import MaskNotFoundError, find_mask
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
@@ -32,9 +33,7 @@ def test_missing_mask_names_the_stack_and_the_places_looked(tmp_path: Path) -> N
 
 
 def test_shared_fetpype_layout_is_understood() -> None:
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "fetpype-simu001"
-    if not data.is_dir():
-        pytest.skip("shared data not present")
+    data = fetpype_or_skip()
     path = find_mask(
         data / "derivatives" / "masks", "sub-simu001/ses-01", "sub-simu001_ses-01_run-2"
     )

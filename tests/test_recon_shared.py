@@ -14,29 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import ndimage
+from shared_data import fetpype_or_skip, fetpype_pairs
 
 from earlybrain.recon import load_stacks, reconstruct
 from earlybrain.recon.metrics import sharpness
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fetpype-simu001"
-if not DATA.exists():
-    DATA = Path("/work/shared/data/fetpype-simu001")
-
-pytestmark = [
-    pytest.mark.shared_data,
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATA.exists(), reason="fetpype-simu001 not available"),
-]
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 def _paths() -> tuple[list[Path], list[Path]]:
-    anat = DATA / "sub-simu001" / "ses-01" / "anat"
-    masks = DATA / "derivatives" / "masks" / "sub-simu001" / "ses-01" / "anat"
-    runs = (1, 2, 3)
-    return (
-        [anat / f"sub-simu001_ses-01_run-{r}_T2w.nii.gz" for r in runs],
-        [masks / f"sub-simu001_ses-01_run-{r}_mask.nii.gz" for r in runs],
-    )
+    fetpype_or_skip()
+    pairs = fetpype_pairs()
+    return [s for s, _ in pairs], [m for _, m in pairs]
 
 
 def test_shared_stacks_reconstruct_sharp_and_consistent() -> None:

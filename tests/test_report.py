@@ -12,11 +12,21 @@ import pytest
 from synth_fixtures import corrupt_gzip, make_bids
 
 from earlybrain.io.bids import discover_sessions
+from earlybrain.io.sidecar import sidecar_path, write_sidecar
 from earlybrain.io.validate import validate_session, write_validation
-from earlybrain.preprocess.n4 import run_n4
+from earlybrain.preprocess.n4 import N4Params, NormaliseParams, PreprocessParams, run_n4
+from earlybrain.recon.config import ReconConfig
 from earlybrain.report.cohort import write_cohort
-from earlybrain.report.html import esc
+from earlybrain.report.html import cohort_page, esc
+from earlybrain.report.methods import REFERENCES
 from earlybrain.report.subject import NOT_YET, build_subject_report
+
+# not the defaults, so that the Methods can only have them from the sidecars; the shrink
+# factor 3 is capped to 2 for the 8-slice stacks
+N4_USED = PreprocessParams(
+    n4=N4Params(shrink_factor=3, iterations=(60, 40), spline_distance_mm=150.0),
+    normalise=NormaliseParams(lower_percentile=2.0, upper_percentile=98.0),
+)
 
 IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -41,11 +51,12 @@ def processed(tmp_path_factory):
                 n4.append(Path(f"{stem}_desc-n4_T2w.nii.gz"))
                 bias.append(Path(f"{stem}_desc-biasfield_T2w.nii.gz"))
                 mask.append(Path(f"{stem}_desc-foregroundT2w_mask.nii.gz"))
-                run_n4(im.path, n4[-1], bias[-1], mask[-1], threads=1)
+                run_n4(im.path, n4[-1], bias[-1], mask[-1], N4_USED, threads=1)
         html = deriv / f"{rec.prefix}.html"
         stages = deriv / "group" / "stages" / f"{rec.prefix}_stages.json"
         build_subject_report(val, n4, bias, mask, html, stages)
         result[rec.prefix] = (html, stages)
+        result[f"{rec.prefix} inputs"] = (val, n4, bias, mask)
     return result
 
 
@@ -105,3 +116,152 @@ def test_cohort_tsv_and_html(processed) -> None:
         assert f'href="../{r["participant_id"]}.html"' in text
         assert (html.parent / f"../{r['participant_id']}.html").resolve().is_file()
     assert "http://" not in text and "https://" not in text
+
+
+def _methods(html_text: str) -> str:
+    """The Methods section of a subject report (it closes the page)."""
+    assert html_text.count('<h2 id="methods">Methods</h2>') == 1
+    return html_text.split('<h2 id="methods">Methods</h2>', 1)[1]
+
+
+def test_methods_give_the_n4_parameters_used_and_cite(processed) -> None:
+    html_path, stages_path = processed["sub-f01"]
+    methods = _methods(html_path.read_text())
+    side = json.loads(sidecar_path(processed["sub-f01 inputs"][1][0]).read_text())
+    assert side["N4"] == {"shrink_factor_used": 2, "spline_distance_mm_used": 150}
+    for used in (
+        "each of the 2 input image(s)",
+        "initial knot spacing of 150 mm over 2 resolution level(s) of 60, 40 iterations",
+        "shrink factor of 2 (requested 3, reduced for small images)",
+        "convergence threshold 1e-06",
+        "2nd and 98th percentiles",
+    ):
+        assert used in methods, used
+    assert "(Tustison et al. 2010)" in methods and esc(REFERENCES["n4"][1]) in methods
+    assert esc(REFERENCES["snakemake"][1]) in methods and "(Mölder et al. 2021)" in methods
+    for software in ("earlybrain ", "antspyx ", "numpy ", "nibabel "):
+        assert software in methods, software
+    # stages that did not run get no sentence and no citation
+    for absent in ("SVR", "Kuklisova", "Kainz", "MONAI", "torch "):
+        assert absent not in methods, absent
+    recorded = json.loads(stages_path.read_text())["methods"]
+    assert recorded["references"] == [REFERENCES["n4"][1], REFERENCES["snakemake"][1]]
+
+
+def test_methods_of_a_reconstruction_come_from_its_sidecar(processed, tmp_path: Path) -> None:
+    """The recon sidecar is found beside the metrics (anat/ vs qc/) and its values used."""
+    val, n4, bias, mask = processed["sub-f01 inputs"]
+    sdir = tmp_path / "sub-f01"
+    metrics = sdir / "qc" / "sub-f01_rec-svr_metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(
+        json.dumps(
+            {
+                "n_stacks": 2,
+                "reference_stack": 1,
+                "reference_reason": "least motion",
+                "rejected_slices": 3,
+                "slices_with_brain": 14,
+                "ncc_observed_simulated": 0.9,
+                "seconds": 12.0,
+                "device": "cpu",
+            }
+        )
+    )
+    cfg = {"resolution_mm": 1.2, "outer_iterations": 2, "reject_weight": 0.4}
+    volume = sdir / "anat" / "sub-f01_rec-svr_T2w.nii.gz"
+    write_sidecar(
+        volume,
+        step="recon",
+        parameters=ReconConfig.from_dict(cfg).to_dict(),
+        extra={"Device": "cpu"},
+    )
+    html = tmp_path / "sub-f01.html"
+    brain = [tmp_path / "m1.nii.gz", tmp_path / "m2.nii.gz"]
+    for b in brain:
+        b.write_bytes(b"")  # only their existence is read
+    build_subject_report(
+        val, n4, bias, mask, html, tmp_path / "s.json", brain_masks=brain, recon_metrics=metrics
+    )
+    methods = _methods(html.read_text())
+    for used in (
+        "The 2 bias-corrected stacks were combined into one volume with isotropic 1.2 mm",
+        "in the first of 2 outer iteration(s)",
+        "slices with a weight below 0.4 are reported as rejected (3 of 14 slices",
+        "in-plane FWHM of 1.2 times the pixel spacing",
+        "(Kuklisova-Murgasova et al. 2012; Kainz et al. 2015)",
+        esc(REFERENCES["svr_em"][1]),
+        esc(REFERENCES["svr_gpu"][1]),
+        "Brain masks of the stacks were given, not computed",
+        "torch ",
+    ):
+        assert used in methods, used
+    # an explicit sidecar wins over the derived one; without one, nothing is made up
+    missing = tmp_path / "nowhere.json"
+    build_subject_report(
+        val,
+        n4,
+        bias,
+        mask,
+        html,
+        tmp_path / "s.json",
+        brain_masks=brain,
+        recon_metrics=metrics,
+        recon_sidecar=missing,
+    )
+    methods = _methods(html.read_text())
+    assert "its parameter sidecar could not be read" in methods
+    assert "1.2 mm" not in methods and "Kainz" not in methods
+
+
+def test_failed_session_has_no_methods(processed) -> None:
+    methods = _methods(processed["sub-f02"][0].read_text())
+    assert "No processing ran for this session" in methods
+    for absent in ("N4", "Tustison", "Snakemake", "SVR", "<li>", "Software"):
+        assert absent not in methods, absent
+    recorded = json.loads(processed["sub-f02"][1].read_text())["methods"]
+    assert len(recorded["paragraphs"]) == 1 and recorded["references"] == []
+
+
+COHORT_COLUMNS = [
+    "participant_id",
+    "session_id",
+    "kind",
+    "age_weeks",
+    "age_measure",
+    "age_column",
+    "n_images",
+    "status",
+    "failed_stage",
+    "reason",
+    "report",
+]
+
+
+def test_cohort_is_sortable_and_lists_the_failed(processed) -> None:
+    deriv = processed["deriv"]
+    tsv, html = deriv / "group" / "c2.tsv", deriv / "group" / "c2.html"
+    write_cohort(
+        [processed[p][1] for p in ("sub-f01", "sub-f02")],
+        [processed[p][0] for p in ("sub-f01", "sub-f02")],
+        tsv,
+        html,
+    )
+    assert tsv.read_text().splitlines()[0].split("\t") == COHORT_COLUMNS
+    text = html.read_text()
+    assert '<table class="sortable">' in text
+    assert text.count("<script>") == 1 and "<script src" not in text
+    assert 'addEventListener("click"' in text
+    assert "2 session(s): 2 fetal, 0 infant; 1 ok, 1 failed" in text
+    failed = text.split('<h2 id="failed">Failed sessions</h2>', 1)[1]
+    assert "sub-f02" in failed and "sub-f01" not in failed
+    assert "Input discovery and validation" in failed and "cannot read as NIfTI" in failed
+    assert '<a href="../sub-f02.html">' in failed
+
+
+def test_cohort_without_failures_says_so() -> None:
+    rows = [{"participant_id": "sub-i01", "kind": "infant", "status": "ok", "report": "n/a"}]
+    text = cohort_page(title="t", header=["participant_id", "report"], rows=rows, version="0")
+    assert "1 session(s): 0 fetal, 1 infant; 1 ok, 0 failed" in text
+    assert "None: every session ran through." in text
+    assert 'href="n/a"' not in text  # no link to a report that does not exist

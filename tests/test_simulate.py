@@ -137,14 +137,21 @@ def test_bids_layout_and_participants(tiny_cohort: tuple[Path, Path]) -> None:
     assert part.ga_weeks.notna().tolist() == [True, True, False]
     assert part.pma_weeks.notna().tolist() == [False, False, True]
     pattern = re.compile(r"^sub-[a-z0-9]+(_run-\d+)?_(T1w|T2w)\.(nii\.gz|json)$")
-    files = [p for p in bids.rglob("sub-*/anat/*") if p.is_file()]
+    raw = [p for p in bids.rglob("*") if "derivatives" not in p.relative_to(bids).parts]
+    files = [p for p in raw if p.is_file() and p.parent.name == "anat"]
     assert files and all(pattern.match(p.name) for p in files)
     for p in bids.rglob("*_T2w.nii.gz"):
         img = nib.load(p)
         assert img.ndim == 3 and np.isfinite(img.affine).all()
         assert img.header.get_sform(coded=True)[1] == 1  # scanner-space affine
-    # ground truth never leaks into the raw dataset
-    assert not any("truth" in p.name or "mask" in p.name for p in bids.rglob("*"))
+    # ground truth never leaks into the raw dataset; masks only as a derivatives dataset
+    assert not any("truth" in p.name for p in bids.rglob("*"))
+    assert not any("mask" in p.name for p in raw)
+    masks = bids / "derivatives" / "masks"
+    assert (masks / "dataset_description.json").is_file()
+    assert len(list(masks.rglob("*_mask.nii.gz"))) == len(
+        list(bids.glob("sub-f*/anat/*_T2w.nii.gz"))
+    )
     assert (truth / "sub-f01" / "sub-f01_motion.tsv").exists()
 
 

@@ -1,4 +1,6 @@
-"""Self-contained HTML assembly: inline CSS, images as base64 data URIs, no JS, no CDN.
+"""Self-contained HTML assembly: inline CSS, images as base64 data URIs, no CDN.
+
+The only script is the cohort table's inline column sort (subject reports have none).
 
 Reports must open from a laptop, an e-mail attachment or an air-gapped cluster, so
 nothing is fetched from the network. All text coming from data is escaped.
@@ -33,6 +35,9 @@ text-align:left;font-size:.9em;vertical-align:top}th{background:#f3f3f3}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#444}img{max-width:100%;height:auto}
 pre.fail{background:#fbe0e0;padding:.5em;white-space:pre-wrap;font-size:.8em}
 .muted{color:#666;font-size:.85em}code{font-size:.9em}ul.err li{color:#a00000}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
+table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
 """
 
 
@@ -90,10 +95,12 @@ def subject_page(
     version: str,
     cohort_link: str | None = "group/cohort.html",
     failures: Sequence[str] = (),
+    appendix: Sequence[str] = (),
 ) -> str:
     """The subject report: summary, validation, stage table, then a figure section per stage.
 
-    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order.
+    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order; `appendix`
+    holds ready-made (escaped) HTML fragments that close the page, e.g. the Methods.
     """
     parts = [f"<h1>{esc(title)}</h1>"]
     parts.append(f'<p class="muted">earlybrain {esc(version)}')
@@ -133,30 +140,130 @@ def subject_page(
             parts.extend(figure(png, caption) for caption, png in figures)
         else:
             parts.append('<p class="muted">no images could be displayed</p>')
+    parts.extend(appendix)
     return page(title, "\n".join(parts))
+
+
+# Click (or Enter/Space on) a header of a table.sortable to sort by that column, again to
+# reverse. Numbers compare as numbers, text case-insensitively; empty and "n/a" cells stay
+# last in both directions; ties keep their previous order.
+SORT_JS = """
+(function () {
+  var NUM = /^[-+]?(\\d+\\.?\\d*|\\.\\d+)([eE][-+]?\\d+)?$/;
+  function key(cell) {
+    var t = cell ? cell.textContent.trim() : "";
+    if (t === "" || t.toLowerCase() === "n/a") return null;
+    return NUM.test(t) ? parseFloat(t) : t.toLowerCase();
+  }
+  function compare(a, b) {
+    var na = typeof a === "number", nb = typeof b === "number";
+    if (na && nb) return a - b;
+    if (na !== nb) return na ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  function sortBy(table, heads, th, col) {
+    var asc = th.getAttribute("aria-sort") !== "ascending";
+    for (var h = 0; h < heads.length; h++) heads[h].removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = [];
+    for (var i = 0; i < body.rows.length; i++) {
+      rows.push({ row: body.rows[i], key: key(body.rows[i].cells[col]), index: i });
+    }
+    rows.sort(function (x, y) {
+      if (x.key === null || y.key === null) {
+        if (x.key === y.key) return x.index - y.index;
+        return x.key === null ? 1 : -1;
+      }
+      var c = compare(x.key, y.key);
+      return (asc ? c : -c) || x.index - y.index;
+    });
+    for (var j = 0; j < rows.length; j++) body.appendChild(rows[j].row);
+  }
+  var tables = document.querySelectorAll("table.sortable");
+  for (var t = 0; t < tables.length; t++) {
+    (function (table) {
+      if (!table.tHead || !table.tBodies.length) return;
+      var heads = table.tHead.rows[0].cells;
+      for (var c = 0; c < heads.length; c++) {
+        (function (th, col) {
+          th.tabIndex = 0;
+          th.title = "sort by this column";
+          th.addEventListener("click", function () { sortBy(table, heads, th, col); });
+          th.addEventListener("keydown", function (e) {
+            if (e.key === "Enter" || e.key === " ") {
+              e.preventDefault();
+              sortBy(table, heads, th, col);
+            }
+          });
+        })(heads[c], c);
+      }
+    })(tables[t]);
+  }
+})();
+"""
+
+
+def _count_line(rows: Sequence[dict[str, Any]]) -> str:
+    """One line of counts, e.g. '3 session(s): 2 fetal, 1 infant; 2 ok, 1 failed'."""
+    kinds: dict[str, int] = {"fetal": 0, "infant": 0}
+    for r in rows:
+        kind = str(r.get("kind") or "n/a")
+        kind = "unknown kind" if kind == "n/a" else kind
+        kinds[kind] = kinds.get(kind, 0) + 1
+    kinds = {k: n for k, n in kinds.items() if n or k in ("fetal", "infant")}
+    n_ok = sum(1 for r in rows if r.get("status") == "ok")
+    by_kind = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    return f"{len(rows)} session(s): {by_kind}; {n_ok} ok, {len(rows) - n_ok} failed"
+
+
+def _failed_row(row: dict[str, Any]) -> list[str]:
+    """Cells of the failed-sessions table: who, which stage, why, and the report link."""
+    session = row.get("session_id", "n/a")
+    who = row.get("participant_id", "") + (f" {session}" if session != "n/a" else "")
+    report = row.get("report", "n/a")
+    link = (
+        f'<td><a href="{esc(report)}">{esc(report)}</a></td>'
+        if report and report != "n/a"
+        else td("no report")
+    )
+    return [td(who), td(row.get("failed_stage", "n/a")), td(row.get("reason", "n/a")), link]
 
 
 def cohort_page(
     *, title: str, header: Sequence[str], rows: Sequence[dict[str, Any]], version: str
 ) -> str:
-    """Cohort table: one row per session, status coloured, link to its report."""
+    """Cohort table (sortable by column), a line of counts, and the failed sessions.
+
+    One row per session, status coloured, link to its report; each failed session is
+    listed again below with its failed stage and reason, so nothing has to be scrolled for.
+    """
     body_rows = []
     for row in rows:
         cells = []
         for key in header:
             value = row.get(key, "")
-            if key == "report" and value:
+            if key == "report" and value and value != "n/a":
                 cells.append(f'<td><a href="{esc(value)}">{esc(value)}</a></td>')
             elif key == "status":
                 cells.append(status_cell(str(value)))
             else:
                 cells.append(td(value))
         body_rows.append(cells)
-    n_ok = sum(1 for r in rows if r.get("status") == "ok")
+    failed = [r for r in rows if r.get("status") != "ok"]
     parts = [
         f"<h1>{esc(title)}</h1>",
-        f'<p class="muted">earlybrain {esc(version)} &middot; {len(rows)} session(s), '
-        f"{n_ok} processed, {len(rows) - n_ok} failed</p>",
-        table(header, body_rows),
+        f'<p class="muted">earlybrain {esc(version)}</p>',
+        f'<p id="counts">{esc(_count_line(rows))}</p>',
+        table(header, body_rows).replace("<table>", '<table class="sortable">', 1),
+        '<p class="muted">Click a column header to sort by it (again to reverse).</p>',
+        '<h2 id="failed">Failed sessions</h2>',
     ]
+    if failed:
+        parts.append(
+            table(["session", "failed stage", "reason", "report"], map(_failed_row, failed))
+        )
+    else:
+        parts.append("<p>None: every session ran through.</p>")
+    parts.append(f"<script>{SORT_JS}</script>")
     return page(title, "\n".join(parts))

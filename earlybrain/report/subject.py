@@ -21,6 +21,7 @@ from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
 from earlybrain.report.html import subject_page
+from earlybrain.report.methods import build_methods, methods_html, read_json, recon_sidecar_for
 
 NOT_YET = "not yet available in this version"
 
@@ -164,12 +165,15 @@ def build_subject_report(
     recon_metrics: str | os.PathLike[str] | None = None,
     recon_figures: list[str | os.PathLike[str]] = (),
     failures: list[str] = (),
+    recon_sidecar: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
     `n4_paths`, `bias_paths` and `mask_paths` are in the order of the validated images;
     they are empty for a session that failed validation. `failures` describe jobs of this
     session that failed (see earlybrain.report.salvage); they head the report.
+    `recon_sidecar` (default: derived from `recon_metrics`) gives the Methods section the
+    reconstruction's parameters.
     """
     validation = json.loads(Path(validation_path).read_text())
     images = validation.get("images", [])
@@ -250,6 +254,15 @@ def build_subject_report(
         ]
         for info in images
     ]
+    if recon_metrics is not None and recon_sidecar is None:
+        recon_sidecar = recon_sidecar_for(recon_metrics)
+    methods = build_methods(
+        stages,
+        n4_sidecars=[read_json(sidecar_path(p)) for p in n4_paths] if passed else [],
+        recon_sidecar=read_json(recon_sidecar),
+        recon_metrics=read_json(recon_metrics),
+        brain_mask_detail=next((s["detail"] for s in stages if s["key"] == "brain_mask"), ""),
+    )
     html_text = subject_page(
         title=f"earlybrain report: {prefix}",
         summary=summary,
@@ -262,6 +275,7 @@ def build_subject_report(
         version=__version__,
         cohort_link=cohort_link,
         failures=failures,
+        appendix=[methods_html(methods)],
     )
     write_text_atomic(out_html, html_text)
     result = {
@@ -279,6 +293,7 @@ def build_subject_report(
         + "".join(f" | {f.splitlines()[0]}" for f in failures),
         "stages": stages,
         "report": Path(out_html).name,
+        "methods": methods.as_dict(),
     }
     write_json_atomic(out_stages, result)
     return result
