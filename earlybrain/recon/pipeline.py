@@ -493,7 +493,7 @@ def reconstruct(
     if n_st > 10:
         say(f"warning: {n_st} stacks; tested with 1..10")
     ref, scores, why = choose_reference(stacks)
-    say(why)
+    say(f"reference stack {ref + 1} of {len(stacks)}: {why}")
     rc = _Recon(stacks, cfg, dev, say, ref, monitor)
     K = rc.K
     if transforms is not None and np.shape(transforms) != (K, 4, 4):

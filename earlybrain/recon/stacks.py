@@ -252,7 +252,7 @@ def choose_reference(stacks: list[Stack]) -> tuple[int, list[float], str]:
     ref = int(np.argmin(scores))
     listing = ", ".join(f"{Path(s.name).name}={v:.3f}" for s, v in zip(stacks, scores, strict=True))
     why = (
-        f"reference stack {ref} ({Path(stacks[ref].name).name}): least inter-slice "
+        f"{Path(stacks[ref].name).name} has the least inter-slice "
         f"inconsistency (1 - NCC of each slice with its neighbours' mean; lower = less "
         f"motion): {listing}"
     )
