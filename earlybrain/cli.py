@@ -50,6 +50,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), cores=args.cores)
 
 
+def _build_atlas(args: argparse.Namespace) -> int:
+    from earlybrain.atlas.build import main as build_main
+
+    return build_main(args.args)
+
+
+def _train_masking(args: argparse.Namespace) -> int:
+    from earlybrain.preprocess.train_masking import main as train_main
+
+    return train_main(args.args)
+
+
+PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build-atlas": _build_atlas,
+    "train-masking": _train_masking,
+}
+
+
 # step -> (the Snakemake rule that runs it, what it works on), for resource messages
 STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "validate": (
@@ -57,8 +75,12 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
         lambda a: f"{a.bids}/sub-{a.subject}" + (f"/ses-{a.session}" if a.session else ""),
     ),
     "n4": ("n4", lambda a: a.input),
+    "brain-mask": ("brain_mask", lambda a: a.input),
+    "stack-qc": ("stack_qc", lambda a: a.out_tsv),
     "recon": ("recon", lambda a: a.out_volume),
     "recon-figures": ("recon_figures", lambda a: a.volume),
+    "register-atlas": ("register_atlas", lambda a: a.volume),
+    "register-figures": ("register_figures", lambda a: a.volume),
     "report": ("report", lambda a: a.validation),
     "cohort": ("cohort", lambda a: a.out_tsv),
     "dataset-description": ("dataset_description", lambda a: a.out),
@@ -138,6 +160,40 @@ def _run_step(args: argparse.Namespace) -> int:
             upper_percentile=args.upper_percentile,
             threads=args.threads,
         )
+    if args.step == "brain-mask":
+        return steps.brain_mask_step(
+            Path(args.input),
+            Path(args.out),
+            precomputed=Path(args.precomputed) if args.precomputed else None,
+            weights=Path(args.weights) if args.weights else None,
+            threshold=args.threshold,
+            min_volume_ml=args.min_volume_ml,
+            device=args.device,
+            device_fallback=args.device_fallback,
+        )
+    if args.step == "stack-qc":
+        return steps.stack_qc_step(
+            [Path(p) for p in args.stacks],
+            [Path(p) for p in args.masks],
+            Path(args.out_tsv),
+            json.loads(args.rules),
+        )
+    if args.step == "register-atlas":
+        return steps.register_atlas_step(
+            Path(args.volume),
+            Path(args.mask),
+            args.age,
+            Path(args.atlas),
+            Path(args.out_anat),
+            Path(args.out_xfm),
+            args.prefix,
+            params=json.loads(args.params),
+            threads=args.threads,
+        )
+    if args.step == "register-figures":
+        return steps.register_figures_step(
+            Path(args.volume), Path(args.mask), Path(args.labels), Path(args.out)
+        )
     if args.step == "recon":
         return steps.recon_step(
             [Path(p) for p in args.stacks],
@@ -150,6 +206,7 @@ def _run_step(args: argparse.Namespace) -> int:
             device=args.device,
             device_fallback=args.device_fallback,
             threads=args.threads,
+            stack_qc=Path(args.stack_qc) if args.stack_qc else None,
         )
     if args.step == "recon-figures":
         return steps.recon_figures_step(
@@ -172,6 +229,11 @@ def _run_step(args: argparse.Namespace) -> int:
             brain_masks=[Path(p) for p in args.brain_masks],
             recon_metrics=Path(args.recon_metrics) if args.recon_metrics else None,
             recon_figures=[Path(p) for p in args.recon_figures],
+            stack_qc=Path(args.stack_qc) if args.stack_qc else None,
+            registration_qc=Path(args.registration_qc) if args.registration_qc else None,
+            registration_figure=(
+                Path(args.registration_figure) if args.registration_figure else None
+            ),
         )
     if args.step == "cohort":
         return steps.cohort_step(
@@ -218,6 +280,41 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--upper-percentile", type=float, default=99.0)
     n.add_argument("--threads", type=int, default=1)
 
+    bm = steps.add_parser("brain-mask", help="brain mask of one stack (network or precomputed)")
+    bm.add_argument("--input", required=True, help="stack")
+    bm.add_argument("--out", required=True, help="mask (uint8 NIfTI + JSON sidecar)")
+    bm.add_argument("--precomputed", nargs="?", default="", const="", help="use this mask")
+    bm.add_argument(
+        "--weights", nargs="?", default="", const="", help="network weights (empty: shipped)"
+    )
+    bm.add_argument("--threshold", type=float, default=None, help="default: the weights' own")
+    bm.add_argument("--min-volume-ml", type=float, default=1.0)
+    bm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bm.add_argument("--device-fallback", choices=["cpu", "none"], default="cpu")
+
+    sq = steps.add_parser("stack-qc", help="score, rank and exclude the stacks of a session")
+    sq.add_argument("--stacks", nargs="+", required=True)
+    sq.add_argument("--masks", nargs="+", required=True, help="brain mask per stack")
+    sq.add_argument("--out-tsv", required=True)
+    sq.add_argument("--rules", default="{}", help="JSON object of QualityRules fields")
+
+    ra = steps.add_parser("register-atlas", help="register a volume to its age-matched template")
+    ra.add_argument("--volume", required=True)
+    ra.add_argument("--mask", required=True, help="brain mask of the volume")
+    ra.add_argument("--age", type=float, required=True, help="age in weeks (GA or PMA)")
+    ra.add_argument("--atlas", required=True, help="atlas manifest.json")
+    ra.add_argument("--out-anat", required=True, help="folder for images")
+    ra.add_argument("--out-xfm", required=True, help="folder for transforms")
+    ra.add_argument("--prefix", required=True, help="e.g. sub-01_rec-svr")
+    ra.add_argument("--params", default="{}", help="JSON object of RegistrationParams fields")
+    ra.add_argument("--threads", type=int, default=1)
+
+    rg = steps.add_parser("register-figures", help="atlas labels over the reconstruction (PNG)")
+    rg.add_argument("--volume", required=True)
+    rg.add_argument("--mask", required=True)
+    rg.add_argument("--labels", required=True, help="atlas labels warped to the volume")
+    rg.add_argument("--out", required=True)
+
     rc = steps.add_parser("recon", help="SVR + SRR of one fetal session (torch, CPU/CUDA)")
     rc.add_argument("--stacks", nargs="+", required=True, help="bias-corrected stacks")
     rc.add_argument("--masks", nargs="+", required=True, help="brain mask per stack, same order")
@@ -229,6 +326,7 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     rc.add_argument("--device-fallback", choices=["cpu", "none"], default="cpu")
     rc.add_argument("--threads", type=int, default=1)
+    rc.add_argument("--stack-qc", default="", help="stack-quality TSV: use its kept stacks")
 
     rf = steps.add_parser("recon-figures", help="PNG figures of one reconstruction")
     rf.add_argument("--volume", required=True)
@@ -248,6 +346,13 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
         "--recon-metrics", nargs="?", default="", const="", help="SVR/SRR QC JSON (fetal)"
     )
     r.add_argument("--recon-figures", nargs="*", default=[], help="SVR/SRR PNG figures")
+    r.add_argument("--stack-qc", nargs="?", default="", const="", help="stack quality TSV")
+    r.add_argument(
+        "--registration-qc", nargs="?", default="", const="", help="atlas registration QC JSON"
+    )
+    r.add_argument(
+        "--registration-figure", nargs="?", default="", const="", help="registration check PNG"
+    )
     r.add_argument("--out-html", required=True)
     r.add_argument("--out-stages", required=True)
     r.add_argument("--cohort-link", default="group/cohort.html")
@@ -308,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cores", type=int, default=2)
     d.set_defaults(func=_demo)
 
+    # listed for --help; main() hands their arguments to the library modules' own parsers
+    for name, text in (
+        ("build-atlas", "build a spatiotemporal atlas from a cohort (ANTsPy)"),
+        ("train-masking", "train the fetal brain masking network"),
+    ):
+        sub.add_parser(name, help=f"{text} (see {name} --help)", add_help=False)
+
     _add_step_parsers(sub)
     return p
 
@@ -320,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"] and "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
+    if argv[:1] in (["build-atlas"], ["train-masking"]):
+        # argparse's REMAINDER drops leading options: hand everything over as it is
+        return int(PASSTHROUGH[argv[0]](argparse.Namespace(args=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     if args.command == "run":
         args.snakemake_args = passthrough

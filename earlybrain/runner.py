@@ -191,20 +191,18 @@ def run_demo(out: Path, cores: int = 2) -> int:
     """Simulate 2 fetal + 1 infant subjects, run the workflow, print where the reports are.
 
     Layout: OUT/data/bids (input), OUT/data/groundtruth, OUT/results (workflow output).
-    The fetal stacks come with brain masks in OUT/data/bids/derivatives/masks, the way a
-    lab hands over manual masks; the workflow reconstructs from them.
+    The workflow finds the fetal brains itself (masking network), as on a lab's data.
     """
     from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 
     out = Path(out).resolve()
     print(f"simulating a small cohort into {out / 'data'} ...", flush=True)
     bids, truth = simulate_cohort(
-        out / "data", CohortSpec(n_fetal=2, n_infant=1, seed=1, preset="demo", write_masks=True)
+        out / "data", CohortSpec(n_fetal=2, n_infant=1, seed=1, preset="demo")
     )
     print(f"BIDS dataset: {bids}\nground truth: {truth}", flush=True)
     results = out / "results"
-    masks = bids / "derivatives" / "masks"
-    rc = run_workflow(bids, results, cores=cores, overrides={"masks_dir": str(masks)})
+    rc = run_workflow(bids, results, cores=cores)
     deriv = results / "earlybrain"
     cohort = deriv / "group" / "cohort.html"
     if cohort.is_file():

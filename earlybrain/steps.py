@@ -111,6 +111,79 @@ def n4_step(
     return 0
 
 
+def brain_mask_step(
+    in_path: Path,
+    out: Path,
+    *,
+    precomputed: Path | None,
+    weights: Path | None,
+    threshold: float | None,
+    min_volume_ml: float,
+    device: str,
+    device_fallback: str,
+) -> int:
+    """Brain mask of one stack: the lab's own mask when given, else the network's."""
+    import logging
+
+    from earlybrain.io.nifti import ImageError
+    from earlybrain.preprocess.masking import MaskingError, copy_precomputed_mask, mask_stack_file
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if precomputed is not None:
+            copy_precomputed_mask(in_path, precomputed, out)
+            print(f"{in_path.name}: precomputed brain mask {precomputed}")
+        else:
+            mask_stack_file(
+                in_path,
+                out,
+                weights,
+                device=device,
+                allow_cpu_fallback=device_fallback == "cpu",
+                threshold=threshold,
+                min_volume_ml=min_volume_ml,
+            )
+    except (MaskingError, ImageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stack_qc_step(stacks: list[Path], masks: list[Path], out_tsv: Path, rules: dict) -> int:
+    """Rank a session's stacks; too few usable stacks is this job's (clear) failure."""
+    import logging
+
+    from earlybrain.preprocess.stack_quality import MinimumStacksError, QualityRules, rank_stacks
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if "volume_ratio_range" in rules:
+        rules = rules | {"volume_ratio_range": tuple(rules["volume_ratio_range"])}
+    quality = QualityRules(**rules)
+    try:
+        kept = rank_stacks(stacks, masks, out_tsv, quality.min_stacks, quality)
+    except MinimumStacksError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(kept)} of {len(stacks)} stack(s) kept, best first: {[p.name for p in kept]}")
+    return 0
+
+
+def kept_stacks(stack_qc: Path, stacks: list[Path], masks: list[Path]) -> tuple[list, list]:
+    """The stacks (and their masks) that stack QC kept, in the given order."""
+    import csv
+
+    with open(stack_qc, newline="") as fh:
+        rows = {Path(r["stack"]).name: r for r in csv.DictReader(fh, delimiter="\t")}
+    missing = [p.name for p in stacks if p.name not in rows]
+    if missing:
+        raise ValueError(f"{stack_qc}: no row for {', '.join(missing)}")
+    keep = [rows[p.name]["kept"] == "true" for p in stacks]
+    return (
+        [p for p, k in zip(stacks, keep, strict=True) if k],
+        [m for m, k in zip(masks, keep, strict=True) if k],
+    )
+
+
 def recon_step(
     stacks: list[Path],
     masks: list[Path],
@@ -123,8 +196,12 @@ def recon_step(
     device: str,
     device_fallback: str,
     threads: int,
+    stack_qc: Path | None = None,
 ) -> int:
-    """SVR + SRR of one fetal session; progress goes to the job log as it happens."""
+    """SVR + SRR of one fetal session; progress goes to the job log as it happens.
+
+    With `stack_qc` (the stack-quality TSV) only the stacks it kept are used.
+    """
     import logging
 
     from earlybrain.device import resolve_device
@@ -133,6 +210,8 @@ def recon_step(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dev = resolve_device(device, allow_cpu_fallback=device_fallback == "cpu")
+    if stack_qc is not None:
+        stacks, masks = kept_stacks(stack_qc, stacks, masks)
     try:
         result = run_recon(
             stacks,
@@ -172,6 +251,50 @@ def recon_figures_step(
     return 0
 
 
+def register_atlas_step(
+    volume: Path,
+    mask: Path,
+    age_weeks: float,
+    manifest: Path,
+    out_anat: Path,
+    out_xfm: Path,
+    prefix: str,
+    *,
+    params: dict,
+    threads: int,
+) -> int:
+    """Reconstruction -> age-matched template (rigid, affine, SyN); QC JSON for the report."""
+    import logging
+
+    from earlybrain.register.register import register_to_atlas
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    qc = register_to_atlas(
+        volume,
+        mask,
+        age_weeks,
+        manifest,
+        out_anat,
+        prefix,
+        params={"threads": threads, **params},
+        xfm_dir=out_xfm,
+    )
+    print(
+        f"{prefix}: template {qc['template']['age_weeks']} w, NCC {qc['ncc']:.3f}, "
+        f"mask Dice {qc['mask_dice']:.3f}, QC {'pass' if qc['qc_pass'] else 'FAIL'}"
+    )
+    return 0
+
+
+def register_figures_step(volume: Path, mask: Path, labels: Path, out: Path) -> int:
+    """The reconstruction with the atlas labels warped onto it: the registration check."""
+    from earlybrain.io.atomic import write_bytes_atomic
+    from earlybrain.report.recon_figures import orthogonal_views
+
+    write_bytes_atomic(out, orthogonal_views(volume, mask, labels))
+    return 0
+
+
 def report_step(
     validation: Path,
     n4: list[Path],
@@ -184,6 +307,9 @@ def report_step(
     brain_masks: list[Path],
     recon_metrics: Path | None,
     recon_figures: list[Path],
+    stack_qc: Path | None = None,
+    registration_qc: Path | None = None,
+    registration_figure: Path | None = None,
 ) -> int:
     from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
@@ -200,6 +326,9 @@ def report_step(
         brain_masks=brain_masks,
         recon_metrics=recon_metrics,
         recon_figures=recon_figures,
+        stack_qc=stack_qc,
+        registration_qc=registration_qc,
+        registration_figure=registration_figure,
     )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0

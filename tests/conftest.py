@@ -42,8 +42,9 @@ def cohort_workflow_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -
 
     sub-f02 has a truncated stack (run-2) and lists a stack whose content is missing (a
     dangling DataLad symlink), so its validation fails and the failed-subject path of
-    the reports is exercised; the other subjects run through, sub-f01 with SVR/SRR from
-    the simulator's brain masks (given as precomputed masks). Works on a copy: the
+    the reports is exercised; the other subjects run through, sub-f01 masked, ranked,
+    reconstructed and registered to the atlas: its run-1 stack by the masking network,
+    run-2 and run-3 from the simulator's masks given in masks_dir. Works on a copy: the
     simulated cohort is shared. Keys: rc, bids, truth, out, bad, before (input checksums).
     Session-scoped so the workflow tests and the browser test of the reports share one
     run (a few minutes on 2 cores).
@@ -55,6 +56,7 @@ def cohort_workflow_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -
     (bids / "sub-f02" / "anat" / "sub-f02_run-4_T2w.nii.gz").symlink_to(
         "../../.git/annex/objects/Xy/SHA256E-s1234--abc.nii.gz"
     )
+    (bids / "derivatives" / "masks" / "sub-f01" / "anat" / "sub-f01_run-1_mask.nii.gz").unlink()
     before = file_checksums(bids)
     out = root / "out"
     overrides = {

@@ -14,6 +14,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+# Workflow settings for tests that run the whole DAG on the tiny preset (1.6 mm truth):
+# the same jobs as the defaults, each doing less work.
+FAST_WORKFLOW_CONFIG = """\
+preprocess:
+  n4:
+    iterations: [20]
+recon:
+  resolution_mm: 1.6
+  outer_iterations: 1
+register:
+  syn_iterations: [20, 10, 5]
+"""
+
 
 def phantom(shape: Sequence[int] = (48, 48, 12), spacing=(2.0, 2.0, 4.0), seed: int = 0):
     """Ellipsoidal 'head' with three intensity classes plus Rician-like noise.

@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from synth_fixtures import make_bids
+from synth_fixtures import FAST_WORKFLOW_CONFIG, make_bids
 
 import earlybrain.io.validate as validation
 from earlybrain import cli, steps
@@ -226,7 +226,7 @@ def test_every_step_names_its_rule() -> None:
 
 # --- real Snakemake runs: interruption and a killed job ------------------------------
 
-FAST = "preprocess:\n  n4:\n    iterations: [20]\n"  # the same jobs, less waiting
+FAST = FAST_WORKFLOW_CONFIG  # the same jobs, less waiting
 
 
 def _snakemake(out: Path, bids: Path, subjects: list[str]) -> list[str]:

@@ -77,11 +77,12 @@ def test_stage_table_is_honest(processed) -> None:
     _, stages_path = processed["sub-f01"]
     stages = {s["key"]: s["status"] for s in json.loads(stages_path.read_text())["stages"]}
     assert stages["inputs"] == "done" and stages["n4"] == "done"
-    assert stages["svr_srr"] == "skipped"  # no brain masks given
-    for key in ("atlas_registration", "segmentation", "brain_age", "brain_mask"):
+    for key in ("brain_mask", "stack_qc", "svr_srr", "atlas_registration"):
+        assert stages[key] == "skipped"  # built, but not given their outputs here
+    for key in ("segmentation", "brain_age"):
         assert stages[key] == NOT_YET
     text = processed["sub-f01"][0].read_text()
-    for label in ("Atlas registration", "segmentation", "Brain age"):
+    for label in ("segmentation", "Brain age"):
         row = re.search(rf"<tr><td>[^<]*{label}[^<]*</td><td[^>]*>([^<]*)</td>", text)
         assert row and row.group(1) == NOT_YET, label
 
@@ -178,8 +179,9 @@ def test_methods_of_a_reconstruction_come_from_its_sidecar(processed, tmp_path: 
     )
     html = tmp_path / "sub-f01.html"
     brain = [tmp_path / "m1.nii.gz", tmp_path / "m2.nii.gz"]
-    for b in brain:
-        b.write_bytes(b"")  # only their existence is read
+    for b, fg in zip(brain, mask, strict=True):  # stand-ins for masks taken from masks_dir
+        b.write_bytes(fg.read_bytes())
+        write_sidecar(b, step="brain_mask", parameters={"method": "precomputed (masks_dir)"})
     build_subject_report(
         val, n4, bias, mask, html, tmp_path / "s.json", brain_masks=brain, recon_metrics=metrics
     )
@@ -192,7 +194,7 @@ def test_methods_of_a_reconstruction_come_from_its_sidecar(processed, tmp_path: 
         "(Kuklisova-Murgasova et al. 2012; Kainz et al. 2015)",
         esc(REFERENCES["svr_em"][1]),
         esc(REFERENCES["svr_gpu"][1]),
-        "Brain masks of the stacks were given, not computed",
+        "Brain masks of 2 stack(s) were given (masks_dir), not computed.",
         "torch ",
     ):
         assert used in methods, used
@@ -265,3 +267,54 @@ def test_cohort_without_failures_says_so() -> None:
     assert "1 session(s): 0 fetal, 1 infant; 1 ok, 0 failed" in text
     assert "None: every session ran through." in text
     assert 'href="n/a"' not in text  # no link to a report that does not exist
+
+
+def test_stack_ranking_and_a_flagged_registration_are_reported(processed, tmp_path: Path) -> None:
+    """Stack QC table (excluded stack with its reason) and registration QC below threshold."""
+    val, n4, bias, mask = processed["sub-f01 inputs"]
+    tsv = tmp_path / "qc" / "sub-f01_desc-stackquality.tsv"
+    tsv.parent.mkdir()
+    header = "stack\trank\tscore\tncc_adjacent\tkept\treason\n"
+    tsv.write_text(
+        header
+        + f"{n4[1]}\t1\t0.5\t0.8\ttrue\tn/a\n"
+        + f"{n4[0]}\t2\t0.1\t0.2\tfalse\tsignal drop-out in 5 of 9 brain slices\n"
+    )
+    write_sidecar(
+        tsv, step="stack_quality", parameters={"min_stacks": 1, "max_dropout_fraction": 0.25}
+    )
+    qc = tmp_path / "sub-f01_rec-svr_desc-registration_qc.json"
+    qc.write_text(
+        json.dumps(
+            {
+                "template": {
+                    "atlas": "earlybrain-fetal",
+                    "space": "earlybrainFetal",
+                    "age_weeks": 27.0,
+                    "requested_age_weeks": 27.0,
+                },
+                "initialisation": {"chosen": {"name": "pca-03"}},
+                "ncc": 0.61,
+                "mask_dice": 0.93,
+                "qc_pass": False,
+                "qc_warnings": ["atlas-space NCC 0.610 < 0.7"],
+                "parameters": {"linear_metric": "GC", "syn_metric": "mattes"},
+            }
+        )
+    )
+    html = tmp_path / "r.html"
+    build_subject_report(
+        val, n4, bias, mask, html, tmp_path / "s.json", stack_qc=tsv, registration_qc=qc
+    )
+    stages = {s["key"]: s for s in json.loads((tmp_path / "s.json").read_text())["stages"]}
+    assert stages["stack_qc"]["status"] == "done"
+    assert "1 of 2 stack(s) kept" in stages["stack_qc"]["detail"]
+    assert "signal drop-out in 5 of 9 brain slices" in stages["stack_qc"]["detail"]
+    reg = stages["atlas_registration"]
+    assert reg["status"] == "flagged" and "NCC 0.610 < 0.7" in reg["detail"]
+    assert "27.0-week template of earlybrain-fetal" in reg["detail"] and "pca-03" in reg["detail"]
+    text = html.read_text()
+    assert "Stack quality ranking" in text and 'class="warn">flagged<' in text
+    methods = _methods(text)
+    assert "1 of 2 stacks were kept" in methods and "The registration was flagged" in methods
+    assert "(Avants et al. 2008)" in methods and "(Tustison et al. 2021)" in methods

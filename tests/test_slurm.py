@@ -23,16 +23,17 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
+from synth_fixtures import FAST_WORKFLOW_CONFIG
 
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 
-def _torch_rules() -> set[str]:
+def _gpu_rules() -> set[str]:
     text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    match = re.search(r"^TORCH_RULES\s*=\s*(\{.*?\}|set\(\))", text, re.M | re.S)
-    assert match, "common.smk must define TORCH_RULES"
+    match = re.search(r"^GPU_RULES\s*=\s*(\{.*?\}|set\(\))", text, re.M | re.S)
+    assert match, "common.smk must define GPU_RULES"
     return set(eval(match.group(1)))  # a literal set of rule names
 
 
@@ -41,13 +42,13 @@ def _profile_gpu_rules(profile: str) -> set[str]:
     return {rule for rule, res in (cfg.get("set-resources") or {}).items() if res.get("gpu")}
 
 
-def test_gpu_profile_requests_gpus_for_exactly_the_torch_rules() -> None:
-    assert _profile_gpu_rules("slurm") == _torch_rules()
+def test_gpu_profile_requests_gpus_for_exactly_the_gpu_rules() -> None:
+    assert _profile_gpu_rules("slurm") == _gpu_rules()
     assert _profile_gpu_rules("slurm-ci") == set()  # the CI cluster has no GPUs
 
 
 def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
-    """A dry run with the GPU profile: only torch rules get gpu=1 and the GPU partition."""
+    """A dry run with the GPU profile: only the GPU rules get gpu=1 and the GPU partition."""
     if shutil.which("sbatch") is None:
         pytest.skip("the slurm executor plugin needs sbatch on PATH, even for a dry run")
     spec = CohortSpec(n_fetal=1, n_stacks=2, preset="tiny", write_masks=True)
@@ -69,19 +70,27 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
         timeout=300,
     )
     out = subprocess.run(
-        [*SNAKEMAKE, "--profile", str(REPO / "profiles" / "slurm"), "--dry-run", *config],
+        [
+            *SNAKEMAKE,
+            "all",
+            "train_masking",  # on demand, not part of all
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+            "--dry-run",
+            *config,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     jobs = re.findall(r"^(?:local)?rule (\w+):.*?^\s+resources: ([^\n]*)", out.stdout, re.M | re.S)
-    torch_rules = _torch_rules()
-    assert torch_rules <= {rule for rule, _ in jobs}, out.stdout
+    gpu_rules = _gpu_rules()
+    assert gpu_rules <= {rule for rule, _ in jobs}, out.stdout
     for rule, resources in jobs:
         wants_gpu = "gpu=1" in resources
-        assert wants_gpu == (rule in torch_rules), (rule, resources)
-        assert ("slurm_partition=gpu" in resources) == (rule in torch_rules), (rule, resources)
+        assert wants_gpu == (rule in gpu_rules), (rule, resources)
+        assert ("slurm_partition=gpu" in resources) == (rule in gpu_rules), (rule, resources)
 
 
 # ------------------------------------------------------------------ real cluster
@@ -109,6 +118,12 @@ def slurm_cluster():
     subprocess.run(["bash", str(REPO / "scripts" / "slurm_cluster.sh"), "down"], timeout=120)
 
 
+def _fast_config(folder: Path) -> Path:
+    path = folder / "fast.yaml"
+    path.write_text(FAST_WORKFLOW_CONFIG)
+    return path
+
+
 def _run_local(bids: Path, workdir: Path) -> None:
     r = subprocess.run(
         [
@@ -117,9 +132,12 @@ def _run_local(bids: Path, workdir: Path) -> None:
             "2",
             "--directory",
             str(workdir),
+            "--configfile",
+            str(_fast_config(workdir.parent)),
             "--config",
             f"bids_dir={bids}",
             f"output_dir={workdir / 'out'}",
+            f"masks_dir={bids / 'derivatives' / 'masks'}",
         ],
         capture_output=True,
         text=True,
@@ -146,9 +164,9 @@ def _kill_one_running_job(proc: subprocess.Popen, deadline: float) -> str | None
 def test_workflow_runs_through_sbatch_survives_a_killed_job_and_matches_local(
     slurm_cluster, tmp_path: Path
 ) -> None:
-    bids, _ = simulate_cohort(
-        tmp_path / "data", CohortSpec(n_fetal=1, n_infant=1, n_stacks=2, preset="tiny", seed=4)
-    )
+    # the simulator's masks as masks_dir: this test is about SLURM, not the masking network
+    spec = CohortSpec(n_fetal=1, n_infant=1, n_stacks=2, preset="tiny", seed=4, write_masks=True)
+    bids, _ = simulate_cohort(tmp_path / "data", spec)
     _run_local(bids, tmp_path / "local")
 
     workdir = tmp_path / "slurm"
@@ -163,9 +181,12 @@ def test_workflow_runs_through_sbatch_survives_a_killed_job_and_matches_local(
         str(REPO / "profiles" / "slurm-ci"),
         "--directory",
         str(workdir),
+        "--configfile",
+        str(_fast_config(tmp_path)),
         "--config",
         f"bids_dir={bids}",
         f"output_dir={workdir / 'out'}",
+        f"masks_dir={bids / 'derivatives' / 'masks'}",
     ]
     log_path = tmp_path / "snakemake-slurm.log"
     with open(log_path, "w") as log:

@@ -151,7 +151,8 @@ def test_failed_subject_gets_a_report(cohort_run) -> None:
 
 
 def test_recon_in_the_workflow(cohort_run) -> None:
-    """SVR/SRR ran for the valid fetal session from its masks, and matches the truth."""
+    """Masks (network + given), stack QC and SVR/SRR ran for the valid fetal session, and
+    the reconstruction matches the truth."""
     deriv, truth_dir = cohort_run["out"] / "earlybrain", cohort_run["truth"]
     anat, qc = deriv / "sub-f01" / "anat", deriv / "sub-f01" / "qc"
     img = nib.load(anat / "sub-f01_rec-svr_T2w.nii.gz")
@@ -159,17 +160,30 @@ def test_recon_in_the_workflow(cohort_run) -> None:
     side = json.loads((anat / "sub-f01_rec-svr_T2w.json").read_text())
     assert side["Parameters"]["resolution_mm"] == 1.2
     assert side["Parameters"]["outer_iterations"] == 2
-    assert sum("desc-n4" in s for s in side["Sources"]) == 3
-    assert sum("derivatives/masks" in s for s in side["Sources"]) == 3
-    assert (anat / "sub-f01_rec-svr_desc-brain_mask.json").is_file()
-    rows = list(csv.DictReader((qc / "sub-f01_rec-svr_slices.tsv").open(), delimiter="\t"))
-    n_slices = sum(
-        nib.load(deriv / "sub-f01" / "anat" / f"sub-f01_run-{k}_desc-n4_T2w.nii.gz").shape[2]
-        for k in (1, 2, 3)
+    assert sum("desc-n4" in s for s in side["Sources"]) == sum(
+        "desc-brainT2w_mask" in s for s in side["Sources"]
     )
-    assert len(rows) == n_slices and {r["stack"] for r in rows} == {"1", "2", "3"}
+    masks = [
+        json.loads((anat / f"sub-f01_run-{k}_desc-brainT2w_mask.json").read_text())
+        for k in (1, 2, 3)
+    ]
+    assert "U-Net" in masks[0]["Parameters"]["method"]  # no mask given: the network's
+    for given in masks[1:]:
+        assert given["Parameters"]["method"] == "precomputed (masks_dir)"
+        assert any("derivatives/masks" in s for s in given["Sources"])
+    ranking = list(csv.DictReader((qc / "sub-f01_desc-stackquality.tsv").open(), delimiter="\t"))
+    assert sorted(int(r["rank"]) for r in ranking) == [1, 2, 3]
+    kept = sorted(Path(r["stack"]).name for r in ranking if r["kept"] == "true")
+    assert len(kept) >= 2, ranking
+    assert all(r["reason"] != "n/a" for r in ranking if r["kept"] != "true")
+    assert (anat / "sub-f01_rec-svr_desc-brain_mask.json").is_file()
+    # the reconstruction used exactly the stacks stack QC kept
+    assert sorted(Path(s).name for s in side["Sources"] if "desc-n4" in s) == kept
+    rows = list(csv.DictReader((qc / "sub-f01_rec-svr_slices.tsv").open(), delimiter="\t"))
+    n_slices = sum(nib.load(anat / name).shape[2] for name in kept)
+    assert len(rows) == n_slices
     metrics = json.loads((qc / "sub-f01_rec-svr_metrics.json").read_text())
-    assert metrics["n_stacks"] == 3 and metrics["reference_reason"]
+    assert metrics["n_stacks"] == len(kept) and metrics["reference_reason"]
     assert metrics["ncc_observed_simulated"] > 0.9
     truth = load_truth(truth_dir, "sub-f01")
     ncc, _ = ncc_to_truth(np.asanyarray(img.dataobj), img.affine, truth)
@@ -184,11 +198,79 @@ def test_recon_in_the_workflow(cohort_run) -> None:
     stages = json.loads((deriv / "group" / "stages" / "sub-f01_stages.json").read_text())
     status = {s["key"]: s["status"] for s in stages["stages"]}
     assert status["svr_srr"] == "done" and status["brain_mask"] == "done"
-    assert "Slice-to-volume reconstruction" in (deriv / "sub-f01.html").read_text()
+    assert status["stack_qc"] == "done"
+    html = (deriv / "sub-f01.html").read_text()
+    assert "Slice-to-volume reconstruction" in html and "Stack quality ranking" in html
+    assert "1 by the masking network, 2 precomputed (masks_dir)" in html
     assert (
         "reference stack"
         in (cohort_run["out"] / "logs" / "recon" / "sub-f01" / "sub-f01.log").read_text()
     )
+
+
+def test_atlas_registration_in_the_workflow(cohort_run) -> None:
+    """sub-f01's reconstruction went to its age's template; the atlas labels warped back
+    onto it overlap the simulator's true labels; QC, figure and report section exist."""
+    deriv, truth_dir = cohort_run["out"] / "earlybrain", cohort_run["truth"]
+    anat = deriv / "sub-f01" / "anat"
+    qc = json.loads((anat / "sub-f01_rec-svr_desc-registration_qc.json").read_text())
+    truth = load_truth(truth_dir, "sub-f01")
+    age = json.loads((truth_dir / "sub-f01" / "sub-f01_truth.json").read_text())["ga_weeks"]
+    assert abs(qc["template"]["age_weeks"] - age) <= 0.5  # the nearest week
+    assert qc["mask_dice"] > 0.8 and qc["ncc"] > 0.5
+    for name in ("space-earlybrainFetal_T2w", "desc-atlas_dseg"):
+        assert (anat / f"sub-f01_rec-svr_{name}.nii.gz").is_file()
+        assert (anat / f"sub-f01_rec-svr_{name}.json").is_file()
+    assert list((deriv / "sub-f01" / "xfm").glob("*_xfm.json"))
+    # atlas labels in the reconstruction's space vs the truth: bring the truth's brain
+    # voxels into the reconstruction with the rigid map the NCC evaluation finds
+    rec = nib.load(anat / "sub-f01_rec-svr_T2w.nii.gz")
+    _, G = ncc_to_truth(np.asanyarray(rec.dataobj), rec.affine, truth)
+    labels = nib.load(anat / "sub-f01_rec-svr_desc-atlas_dseg.nii.gz")
+    true_dseg = np.asanyarray(
+        nib.load(truth_dir / "sub-f01" / "sub-f01_desc-truth_dseg.nii.gz").dataobj
+    )
+    idx = np.argwhere(truth["brain"])
+    world = idx @ truth["affine"][:3, :3].T + truth["affine"][:3, 3]
+    to_vox = np.linalg.inv(labels.affine) @ np.linalg.inv(G)
+    vox = np.rint(world @ to_vox[:3, :3].T + to_vox[:3, 3]).astype(int)
+    inside = np.all((vox >= 0) & (vox < labels.shape), axis=1)
+    warped = np.zeros(len(vox), dtype=int)
+    warped[inside] = np.asanyarray(labels.dataobj)[tuple(vox[inside].T)]
+    true = true_dseg[tuple(idx.T)].astype(int)
+    dice = [
+        2 * np.sum((warped == k) & (true == k)) / (np.sum(warped == k) + np.sum(true == k))
+        for k in np.unique(true)
+        if k > 0
+    ]
+    print(f"warped atlas labels vs truth: mean Dice {np.mean(dice):.3f}", np.round(dice, 2))
+    assert np.mean(dice) > 0.55
+    png = deriv / "sub-f01" / "figures" / "sub-f01_rec-svr_desc-atlas_dseg.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    stages = json.loads((deriv / "group" / "stages" / "sub-f01_stages.json").read_text())
+    status = {s["key"]: s["status"] for s in stages["stages"]}
+    assert status["atlas_registration"] in ("done", "flagged")
+    html = (deriv / "sub-f01.html").read_text()
+    assert "Atlas registration" in html and "Avants et al. 2008" in html
+
+
+def test_build_atlas_from_the_cohorts_reconstructions(cohort_run) -> None:
+    """`snakemake build_atlas` with no cohort configured: this run's reconstructions."""
+    from earlybrain.atlas.manifest import load_manifest
+
+    out = cohort_run["out"]
+    res = snakemake(
+        out, "build_atlas", "--cores", "2", "--configfile", str(out / RESOLVED_CONFIG_NAME)
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "rule recon:" not in res.stdout  # the finished reconstructions are reused
+    manifest = load_manifest(out / "atlas")
+    assert manifest.ages == [22.0]  # the weeks sub-f01 (22.0 w, the only one) spans
+    (template,) = manifest.templates
+    subject = [s["name"] for s in manifest.provenance["subjects"]]
+    assert subject == ["sub-f01_rec-svr_T2w"], manifest.provenance
+    assert nib.load(template.images["T2w"]).get_fdata().std() > 0
+    assert nib.load(template.mask).get_fdata().sum() > 0
 
 
 def test_inputs_unchanged(cohort_run) -> None:
@@ -209,7 +291,8 @@ def test_n4_reduces_the_simulated_bias(cohort_run) -> None:
 
 
 def test_sessions_and_missing_age(tmp_path: Path) -> None:
-    """ses-<label> folders, sessions.tsv ages, a session without age gets a report."""
+    """ses-<label> folders, sessions.tsv ages, a session without age gets a report; a
+    session with a single stack stops at stack QC (minimum 2) and its report says so."""
     bids = tmp_path / "bids"
     for ses in ("1", "2"):
         make_stack(
@@ -222,15 +305,18 @@ def test_sessions_and_missing_age(tmp_path: Path) -> None:
     res = snakemake(
         out, "--cores", "2", "--keep-going", "--config", f"bids_dir={bids}", f"output_dir={out}"
     )
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode != 0  # stack_qc failed for ses-1; the rest went on
     deriv = out / "earlybrain"
     assert (deriv / "sub-f01/ses-1/anat/sub-f01_ses-1_run-1_desc-n4_T2w.nii.gz").is_file()
     assert not (deriv / "sub-f01/ses-2/anat").exists()
     text = (deriv / "sub-f01_ses-2.html").read_text()
     assert "sub-f01 ses-2: no gestational age (GA, weeks) found" in text
+    text = (deriv / "sub-f01_ses-1.html").read_text()
+    assert "rule stack_qc failed" in text
+    assert "only 1 of 1 stacks are usable, at least 2 are needed" in text
     rows = list(csv.DictReader((deriv / "group/cohort.tsv").open(), delimiter="\t"))
     assert [(r["session_id"], r["status"], r["age_column"]) for r in rows] == [
-        ("ses-1", "ok", "GA"),
+        ("ses-1", "failed", "GA"),
         ("ses-2", "failed", "n/a"),
     ]
     # the age table changes (here: ses-2 gets its age): sessions are validated and

@@ -50,14 +50,13 @@ def mosaic(
     rows: Sequence[tuple[str, np.ndarray, dict]],
     axis: int,
     slices: Sequence[int] | None = None,
-    contour: np.ndarray | None = None,
-    contour_row: int = 0,
+    contours: Sequence[tuple[int, np.ndarray, str]] = (),
 ) -> bytes:
     """Rows of slices (one row per image) as PNG.
 
     Each row is (label, 3D array, imshow options such as cmap/vmin/vmax). The same slice
-    indices are used for every row so before/after/bias line up. `contour` (a boolean
-    volume) is outlined on row `contour_row`.
+    indices are used for every row so before/after/bias line up. `contours` are
+    (row, boolean volume, colour): the volume is outlined on that row.
     """
     first = rows[0][1]
     slices = list(slices) if slices is not None else pick_slices(first, axis)
@@ -75,13 +74,10 @@ def mosaic(
         for c, k in enumerate(slices):
             ax = axes[r][c]
             im = ax.imshow(np.take(vol, k, axis=axis).T, **kw)
-            if contour is not None and r == contour_row:
-                ax.contour(
-                    np.take(contour, k, axis=axis).T.astype(float),
-                    levels=[0.5],
-                    colors="#ffb000",
-                    linewidths=0.6,
-                )
+            for row, outline, colour in contours:
+                cut = np.take(outline, k, axis=axis)
+                if row == r and cut.any():
+                    ax.contour(cut.T.astype(float), levels=[0.5], colors=colour, linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -103,8 +99,10 @@ def n4_figure(
     bias: np.ndarray,
     foreground: np.ndarray | None,
     axis: int,
+    brain: np.ndarray | None = None,
 ) -> bytes:
-    """Raw (with the foreground outline) / N4-corrected and normalised / bias field.
+    """Raw (with the foreground outline) / N4-corrected and normalised (with the brain
+    mask's outline) / bias field.
 
     N4's field has an arbitrary overall scale, so it is shown relative to its median
     inside the foreground: 1 = average, 1.2 = 20 % brighter than average.
@@ -121,8 +119,13 @@ def n4_figure(
             ("relative bias", rel, {"cmap": "coolwarm", "vmin": 1.0 - span, "vmax": 1.0 + span}),
         ],
         axis=axis,
-        contour=foreground.astype(bool) if foreground is not None else None,
-        contour_row=0,
+        slices=pick_slices(brain.astype(np.float32), axis)
+        if brain is not None and brain.any()
+        else None,
+        contours=[
+            *([(0, foreground.astype(bool), "#ffb000")] if foreground is not None else []),
+            *([(1, brain.astype(bool), "#00d0ff")] if brain is not None else []),
+        ],
     )
 
 

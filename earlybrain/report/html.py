@@ -20,6 +20,7 @@ STATUS_CLASS = {
     "failed": "bad",
     "fail": "bad",
     "skipped": "warn",
+    "flagged": "warn",
     "not yet available in this version": "na",
     "not applicable": "na",
 }
@@ -96,11 +97,13 @@ def subject_page(
     cohort_link: str | None = "group/cohort.html",
     failures: Sequence[str] = (),
     appendix: Sequence[str] = (),
+    details: Sequence[str] = (),
 ) -> str:
     """The subject report: summary, validation, stage table, then a figure section per stage.
 
-    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order; `appendix`
-    holds ready-made (escaped) HTML fragments that close the page, e.g. the Methods.
+    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order; `details`
+    (after the stage table) and `appendix` (closing the page, e.g. the Methods) hold
+    ready-made (escaped) HTML fragments.
     """
     parts = [f"<h1>{esc(title)}</h1>"]
     parts.append(f'<p class="muted">earlybrain {esc(version)}')
@@ -133,6 +136,7 @@ def subject_page(
             [[td(s["stage"]), status_cell(s["status"]), td(s.get("detail", ""))] for s in stages],
         )
     )
+    parts.extend(details)
 
     for heading, figures in sections:
         parts.append(f"<h2>{esc(heading)}</h2>")

@@ -9,6 +9,7 @@ are read from the installed package metadata (no heavy imports at report time).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,24 @@ REFERENCES: dict[str, tuple[str, str]] = {
         "Sustainable data analysis with Snakemake. F1000Research. 2021;10:33. "
         "doi:10.12688/f1000research.29032.2",
     ),
+    "unet": (
+        "Ronneberger et al. 2015",
+        "Ronneberger O, Fischer P, Brox T. U-Net: convolutional networks for biomedical image "
+        "segmentation. MICCAI 2015, LNCS 9351:234-241. doi:10.1007/978-3-319-24574-4_28",
+    ),
+    "syn": (
+        "Avants et al. 2008",
+        "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image registration "
+        "with cross-correlation: evaluating automated labeling of elderly and neurodegenerative "
+        "brain. Medical Image Analysis. 2008;12(1):26-41. doi:10.1016/j.media.2007.06.004",
+    ),
+    "antsx": (
+        "Tustison et al. 2021",
+        "Tustison NJ, Cook PA, Holbrook AJ, Johnson HJ, Muschelli J, Devenyi GA, Duda JT, Das SR, "
+        "Cullen NC, Gillen DL, Yassa MA, Stone JR, Gee JC, Avants BB. The ANTsX ecosystem for "
+        "quantitative biological and medical imaging. Scientific Reports. 2021;11:9068. "
+        "doi:10.1038/s41598-021-87564-6",
+    ),
     "monai": (
         "Cardoso et al. 2022",
         "Cardoso MJ, Li W, Brown R, Ma N, Kerfoot E, Wang Y, et al. MONAI: an open-source "
@@ -57,7 +76,13 @@ REFERENCES: dict[str, tuple[str, str]] = {
 
 # Distributions whose versions a reader needs, by the stage that used them.
 BASE_SOFTWARE = ("earlybrain", "snakemake", "numpy", "nibabel")
-STAGE_SOFTWARE = {"n4": ("antspyx",), "svr_srr": ("torch",), "segmentation": ("torch", "monai")}
+STAGE_SOFTWARE = {
+    "n4": ("antspyx",),
+    "brain_mask": ("torch", "monai"),
+    "svr_srr": ("torch",),
+    "atlas_registration": ("antspyx",),
+    "segmentation": ("torch", "monai"),
+}
 
 
 @dataclass
@@ -92,6 +117,17 @@ def read_json(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return content if isinstance(content, dict) else {}
+
+
+def read_tsv(path: str | os.PathLike[str] | None) -> list[dict[str, str]]:
+    """The rows of a TSV file, or [] when it is missing or unreadable."""
+    if path is None:
+        return []
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh, delimiter="\t"))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def recon_sidecar_for(metrics: str | os.PathLike[str]) -> Path:
@@ -279,13 +315,81 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
     return " ".join(parts)
 
 
+def brain_mask_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str:
+    """Network masks (with the weights' identity and validation) and/or precomputed ones."""
+    net = [s for s in sidecars if not s.get("Parameters", {}).get("method", "").startswith("pre")]
+    given = len(sidecars) - len(net)
+    parts = []
+    if net:
+        par, card = net[0].get("Parameters", {}), net[0].get("ModelCard", {})
+        dice = card.get("validation_dice_mean")
+        parts.append(
+            f"The fetal brain was masked in {len(net)} stack(s) by a 2D U-Net "
+            f"{m.cite('unet')} built with MONAI {m.cite('monai')}, applied slice by slice with "
+            f"its neighbouring slices as context at {par.get('target_inplane_mm', '?')} mm "
+            f"in-plane, threshold {par.get('threshold', '?')}, followed by a 3D clean-up "
+            "(largest connected component, hole filling). The network was trained on "
+            "domain-randomised stacks from earlybrain's simulator (weights "
+            f"{Path(str(par.get('weights', '?'))).name}, SHA-256 "
+            f"{str(par.get('weights_sha256', '?'))[:12]}, trained {card.get('trained', '?')} "
+            f"with seed {card.get('seed', '?')}"
+            + (f", validation Dice {dice:.3f}" if isinstance(dice, float) else "")
+            + ")."
+        )
+    if given:
+        parts.append(f"Brain masks of {given} stack(s) were given (masks_dir), not computed.")
+    return " ".join(parts) or "Brain masks were computed (their sidecars could not be read)."
+
+
+def stack_qc_paragraph(sidecar: dict[str, Any], rows: Sequence[dict[str, str]]) -> str:
+    """How stacks were scored and which were excluded."""
+    par = sidecar.get("Parameters", {})
+    kept = sum(r.get("kept") == "true" for r in rows)
+    lo, hi = par.get("volume_ratio_range", ("?", "?"))
+    return (
+        "Stacks were scored by the mean normalised cross-correlation of each brain slice "
+        "with its neighbours, penalised for signal drop-out, jumps of the brain between "
+        "slices and an implausible brain-mask volume, and ranked. A stack was excluded "
+        f"when more than {par.get('max_dropout_fraction', '?')} of its brain slices had "
+        f"drop-out, the brain jumped more than {par.get('max_centroid_jitter_mm', '?')} mm "
+        f"between neighbouring slices, its mask volume was outside {lo}-{hi} x the median "
+        f"of the stacks, or it scored below {par.get('min_relative_score', '?')} x the best "
+        f"stack; at least {par.get('min_stacks', '?')} stacks were required. {kept} of "
+        f"{len(rows)} stacks were kept."
+    )
+
+
+def registration_paragraph(qc: dict[str, Any], m: Methods) -> str:
+    """Template, initialisation, ANTs stages and the registration's quality measures."""
+    tpl, par = qc.get("template", {}), qc.get("parameters", {})
+    syn = par.get("syn_iterations", "?")
+    text = (
+        f"The reconstruction was registered to the {tpl.get('age_weeks', '?')}-week template "
+        f"of atlas {tpl.get('atlas', '?')} (the nearest in age to "
+        f"{tpl.get('requested_age_weeks', '?')} weeks) with ANTsPy "
+        f"{m.cite('antsx')}: an initial pose from the brain masks' centres and principal axes "
+        "with a search over the 24 axis-aligned rotations, then rigid and affine stages "
+        f"({par.get('linear_metric', '?')} metric) and symmetric diffeomorphic SyN "
+        f"{m.cite('syn')} ({par.get('syn_metric', '?')} metric, iterations {syn}). After "
+        f"registration the normalised cross-correlation with the template was "
+        f"{qc.get('ncc', float('nan')):.3f} and the Dice overlap of the warped atlas brain "
+        f"mask with the subject's was {qc.get('mask_dice', float('nan')):.3f}."
+    )
+    if not qc.get("qc_pass", True):
+        text += " The registration was flagged: " + "; ".join(qc.get("qc_warnings", [])) + "."
+    return text
+
+
 def build_methods(
     stages: Sequence[dict[str, str]],
     *,
     n4_sidecars: Sequence[dict[str, Any]] = (),
     recon_sidecar: dict[str, Any] | None = None,
     recon_metrics: dict[str, Any] | None = None,
-    brain_mask_detail: str = "",
+    brain_mask_sidecars: Sequence[dict[str, Any]] = (),
+    stack_qc_sidecar: dict[str, Any] | None = None,
+    stack_qc_rows: Sequence[dict[str, str]] = (),
+    registration_qc: dict[str, Any] | None = None,
     software: list[tuple[str, str]] | None = None,
 ) -> Methods:
     """The methods of one session, only for the stages whose status is "done"."""
@@ -302,10 +406,9 @@ def build_methods(
         if text:
             m.paragraphs.append(text)
     if status.get("brain_mask") == "done":
-        m.paragraphs.append(
-            "Brain masks of the stacks were given, not computed by earlybrain "
-            f"({brain_mask_detail or 'precomputed masks from masks_dir'})."
-        )
+        m.paragraphs.append(brain_mask_paragraph(brain_mask_sidecars, m))
+    if status.get("stack_qc") == "done":
+        m.paragraphs.append(stack_qc_paragraph(stack_qc_sidecar or {}, stack_qc_rows))
     if status.get("svr_srr") == "done":
         text = recon_paragraph(recon_sidecar or {}, recon_metrics or {}, m)
         m.paragraphs.append(
@@ -313,6 +416,8 @@ def build_methods(
             or "A slice-to-volume reconstruction ran, but its parameter sidecar could not be "
             "read, so its settings are not reported here."
         )
+    if status.get("atlas_registration") in ("done", "flagged"):
+        m.paragraphs.append(registration_paragraph(registration_qc or {}, m))
     if status.get("segmentation") == "done":
         m.paragraphs.append(f"Segmentation networks were built with MONAI {m.cite('monai')}.")
     if not m.paragraphs:

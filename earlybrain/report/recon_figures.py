@@ -22,6 +22,7 @@ from earlybrain.report.figures import _to_png, _window
 ROT = ("rot_x_deg", "rot_y_deg", "rot_z_deg")
 TRANS = ("trans_x_mm", "trans_y_mm", "trans_z_mm")
 AXIS_COLOURS = ("#d62728", "#2ca02c", "#1f77b4")
+LABEL_COLOURS = ("#ff7f0e", "#17becf", "#e377c2", "#bcbd22", "#9467bd", "#2ca02c", "#d62728")
 
 
 def _canonical(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -30,10 +31,17 @@ def _canonical(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def orthogonal_views(
-    volume_path: str | os.PathLike[str], mask_path: str | os.PathLike[str] | None = None
+    volume_path: str | os.PathLike[str],
+    mask_path: str | os.PathLike[str] | None = None,
+    labels_path: str | os.PathLike[str] | None = None,
 ) -> bytes:
-    """Sagittal, coronal and axial slices through the brain's centre, with mm aspect."""
+    """Sagittal, coronal and axial slices through the brain's centre, with mm aspect.
+
+    With `labels_path` (a label map on the volume's grid) the boundaries of every label
+    are drawn over the image, e.g. atlas labels warped to the subject.
+    """
     vol, vox = _canonical(volume_path)
+    labels = _canonical(labels_path)[0].round().astype(int) if labels_path else None
     mask = _canonical(mask_path)[0] > 0 if mask_path is not None else vol > 0
     centre = (
         np.round(np.argwhere(mask).mean(axis=0)).astype(int)
@@ -41,16 +49,13 @@ def orthogonal_views(
         else np.array(vol.shape) // 2
     )
     vmin, vmax = _window(vol[mask] if mask.any() else vol)
-    views = (
-        ("sagittal", np.take(vol, centre[0], axis=0), vox[2] / vox[1]),
-        ("coronal", np.take(vol, centre[1], axis=1), vox[2] / vox[0]),
-        ("axial", np.take(vol, centre[2], axis=2), vox[1] / vox[0]),
-    )
+    aspects = (vox[2] / vox[1], vox[2] / vox[0], vox[1] / vox[0])
+    names = ("sagittal", "coronal", "axial")
     fig = Figure(figsize=(9.0, 3.3))
     axes = fig.subplots(1, 3)
-    for ax, (name, plane, aspect) in zip(axes, views, strict=True):
+    for axis, (ax, name, aspect) in enumerate(zip(axes, names, aspects, strict=True)):
         ax.imshow(
-            plane.T,
+            np.take(vol, centre[axis], axis=axis).T,
             cmap="gray",
             vmin=vmin,
             vmax=vmax,
@@ -58,6 +63,11 @@ def orthogonal_views(
             interpolation="nearest",
             aspect=aspect,
         )
+        if labels is not None:  # one colour per label value, the same in every view
+            cut = np.take(labels, centre[axis], axis=axis).T
+            for lab in (v for v in np.unique(cut) if v > 0):
+                colour = LABEL_COLOURS[lab % len(LABEL_COLOURS)]
+                ax.contour((cut == lab).astype(float), levels=[0.5], colors=colour, linewidths=0.5)
         ax.set_title(name, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])

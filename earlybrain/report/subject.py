@@ -20,8 +20,14 @@ from earlybrain.io.nifti import ImageError, load_nifti
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
-from earlybrain.report.html import subject_page
-from earlybrain.report.methods import build_methods, methods_html, read_json, recon_sidecar_for
+from earlybrain.report.html import status_cell, subject_page, table, td
+from earlybrain.report.methods import (
+    build_methods,
+    methods_html,
+    read_json,
+    read_tsv,
+    recon_sidecar_for,
+)
 
 NOT_YET = "not yet available in this version"
 
@@ -36,14 +42,14 @@ STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("segmentation", "Tissue segmentation and volumetry", ("fetal", "infant")),
     ("brain_age", "Brain age estimation", ("fetal", "infant")),
 )
-IMPLEMENTED = {"inputs", "n4", "brain_mask", "svr_srr"}
+IMPLEMENTED = {"inputs", "n4", "brain_mask", "stack_qc", "svr_srr", "atlas_registration"}
 
 
 def _recon_row(passed: bool, recon_metrics: Path | None) -> dict:
     if not passed:
         return {"status": "skipped", "detail": "inputs failed validation"}
     if recon_metrics is None:
-        return {"status": "skipped", "detail": "no brain mask for the stacks (see Brain masking)"}
+        return {"status": "skipped", "detail": "not run for this session"}
     if not recon_metrics.is_file():
         return {"status": "failed", "detail": f"no output ({recon_metrics.name}); see logs/recon"}
     m = _read_json(recon_metrics)
@@ -63,16 +69,59 @@ def _mask_row(passed: bool, brain_masks: list[Path]) -> dict:
     if not passed:
         return {"status": "skipped", "detail": "inputs failed validation"}
     if not brain_masks:
-        return {
-            "status": NOT_YET,
-            "detail": "automatic brain masking is not in this version: give precomputed "
-            "masks with masks_dir",
-        }
+        return {"status": "skipped", "detail": "not run for this session"}
     missing = [p.name for p in brain_masks if not p.is_file()]
     if missing:
-        return {"status": "failed", "detail": "missing: " + ", ".join(missing)}
-    folder = brain_masks[0].parent.parent.parent
-    return {"status": "done", "detail": f"{len(brain_masks)} precomputed mask(s) from {folder}"}
+        return {"status": "failed", "detail": "no output: " + ", ".join(missing)}
+    sides = [read_json(sidecar_path(p)) for p in brain_masks]
+    given = sum(s.get("Parameters", {}).get("method", "").startswith("precomputed") for s in sides)
+    volumes = [s["BrainVolume_ml"] for s in sides if "BrainVolume_ml" in s]
+    how = [f"{len(sides) - given} by the masking network"] if len(sides) > given else []
+    how += [f"{given} precomputed (masks_dir)"] if given else []
+    vol = f"; brain {min(volumes):.0f}-{max(volumes):.0f} ml" if volumes else ""
+    return {"status": "done", "detail": f"{len(sides)} stack(s): {', '.join(how)}{vol}"}
+
+
+def _stack_qc_row(passed: bool, stack_qc: Path | None) -> dict:
+    if not passed:
+        return {"status": "skipped", "detail": "inputs failed validation"}
+    if stack_qc is None:
+        return {"status": "skipped", "detail": "not run for this session"}
+    rows = read_tsv(stack_qc)
+    if not rows:
+        return {"status": "failed", "detail": f"no output ({stack_qc.name}); see logs/stack_qc"}
+    kept = [r for r in rows if r.get("kept") == "true"]
+    out = [
+        f"{Path(r['stack']).name.split('_desc-')[0]} ({r['reason']})" for r in rows if r not in kept
+    ]
+    detail = f"{len(kept)} of {len(rows)} stack(s) kept"
+    return {"status": "done", "detail": detail + (("; excluded: " + "; ".join(out)) if out else "")}
+
+
+def _registration_row(passed: bool, qc_path: Path | None) -> dict:
+    if not passed:
+        return {"status": "skipped", "detail": "inputs failed validation"}
+    if qc_path is None:
+        return {"status": "skipped", "detail": "not run for this session"}
+    qc = read_json(qc_path)
+    if not qc:
+        return {
+            "status": "failed",
+            "detail": f"no output ({qc_path.name}); see logs/register_atlas",
+        }
+    tpl = qc.get("template", {})
+    detail = (
+        f"{tpl.get('age_weeks')}-week template of {tpl.get('atlas')} (space {tpl.get('space')}); "
+        f"NCC {qc.get('ncc', float('nan')):.3f}, warped atlas mask Dice "
+        f"{qc.get('mask_dice', float('nan')):.3f}; initial pose "
+        f"{qc.get('initialisation', {}).get('chosen', {}).get('name', '?')}"
+    )
+    if qc.get("qc_pass"):
+        return {"status": "done", "detail": detail}
+    return {
+        "status": "flagged",
+        "detail": detail + "; check: " + "; ".join(qc.get("qc_warnings", [])),
+    }
 
 
 def stage_table(
@@ -81,6 +130,8 @@ def stage_table(
     n4_missing: list[str],
     brain_masks: list[Path] | None = None,
     recon_metrics: Path | None = None,
+    stack_qc: Path | None = None,
+    registration_qc: Path | None = None,
 ) -> list[dict]:
     """Status of every stage for this session, with a reason where it is not 'done'."""
     kind = validation.get("kind", "fetal")
@@ -108,8 +159,12 @@ def stage_table(
                 row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
         elif key == "brain_mask" and kind == "fetal":
             row |= _mask_row(passed, brain_masks)
+        elif key == "stack_qc":
+            row |= _stack_qc_row(passed, stack_qc)
         elif key == "svr_srr":
             row |= _recon_row(passed, recon_metrics)
+        elif key == "atlas_registration" and kind == "fetal":
+            row |= _registration_row(passed, registration_qc)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
@@ -152,6 +207,52 @@ def _recon_section(
     return [("Slice-to-volume reconstruction", figs)]
 
 
+STACK_QC_COLUMNS = (
+    ("rank", "rank"),
+    ("stack", "stack"),
+    ("score", "score"),
+    ("ncc_adjacent", "inter-slice NCC"),
+    ("dropout_fraction", "drop-out"),
+    ("centroid_jitter_mm", "jumps (mm)"),
+    ("mask_volume_ml", "brain (ml)"),
+    ("volume_ratio", "vs median"),
+    ("kept", "kept"),
+    ("reason", "reason"),
+)
+
+
+def stack_qc_table(path: Path) -> str:
+    """The stack quality ranking as an HTML table (best first), with exclusion reasons."""
+    rows = read_tsv(path)
+    if not rows:
+        return '<p class="muted">stack quality table not available</p>'
+    body = []
+    for r in rows:
+        r = r | {"stack": Path(r.get("stack", "")).name}
+        cells = [td(r.get(k, "")) for k, _ in STACK_QC_COLUMNS[:-2]]
+        cells.append(status_cell("done" if r.get("kept") == "true" else "failed"))
+        cells.append(td(r.get("reason", "")))
+        body.append(cells)
+    header = [label for _, label in STACK_QC_COLUMNS]
+    return "<h3>Stack quality ranking</h3>" + table(header, body)
+
+
+def _registration_section(
+    qc: Path | None, figure_path: str | os.PathLike[str] | None
+) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    if qc is None or figure_path is None or not Path(figure_path).is_file():
+        return []
+    tpl = read_json(qc).get("template", {})
+    caption = (
+        f"Registration check: the labels of the {tpl.get('age_weeks')}-week template of atlas "
+        f"{tpl.get('atlas')}, warped to the reconstruction through the inverse of the "
+        "rigid + affine + SyN registration, outlined on it (one colour per structure). "
+        "Outlines that follow the ventricles, cortex and cerebellum mean the registration "
+        "found the anatomy; outlines offset or crossing structures mean it did not."
+    )
+    return [("Atlas registration", [(caption, Path(figure_path).read_bytes())])]
+
+
 def build_subject_report(
     validation_path: str | os.PathLike[str],
     n4_paths: list[str | os.PathLike[str]],
@@ -166,6 +267,9 @@ def build_subject_report(
     recon_figures: list[str | os.PathLike[str]] = (),
     failures: list[str] = (),
     recon_sidecar: str | os.PathLike[str] | None = None,
+    stack_qc: str | os.PathLike[str] | None = None,
+    registration_qc: str | os.PathLike[str] | None = None,
+    registration_figure: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
@@ -187,13 +291,20 @@ def build_subject_report(
     missing = [p.name for p in n4_paths if not p.exists()]
     brain_masks = [Path(p) for p in brain_masks]
     recon_metrics = Path(recon_metrics) if recon_metrics is not None else None
-    stages = stage_table(validation, n4_paths, missing, brain_masks, recon_metrics)
+    stack_qc = Path(stack_qc) if stack_qc is not None else None
+    registration_qc = Path(registration_qc) if registration_qc is not None else None
+    stages = stage_table(
+        validation, n4_paths, missing, brain_masks, recon_metrics, stack_qc, registration_qc
+    )
 
     figs: list[tuple[str, bytes]] = []
     notes = list(validation.get("notes", []))
     if passed and not missing:
-        heading = "Bias-field correction (per input image)"
-        for info, n4p, bp, mp in zip(images, n4_paths, bias_paths, mask_paths, strict=True):
+        heading = "Bias-field correction and brain masks (per input image)"
+        brains: list[Path | None] = list(brain_masks) or [None] * len(images)
+        for info, n4p, bp, mp, brain in zip(
+            images, n4_paths, bias_paths, mask_paths, brains, strict=True
+        ):
             raw = _load(info["path"])
             fg = _load(mp) > 0
             side = _read_json(sidecar_path(n4p))
@@ -209,10 +320,12 @@ def build_subject_report(
                 f"{scale.get('upper_value', float('nan')):.4g} mapped to 0-1."
             )
             axis = slice_axis(raw.shape, np.asarray(info["voxel_sizes_mm"]))
-            figs.append((caption, figures.n4_figure(raw, _load(n4p), _load(bp), fg, axis)))
+            bm = _load(brain) > 0 if brain is not None and brain.is_file() else None
+            figs.append((caption, figures.n4_figure(raw, _load(n4p), _load(bp), fg, axis, bm)))
         notes.append(
             "The orange outline is a rough foreground mask (Otsu threshold of a smoothed image) "
-            "used to fit the bias field; it is not a brain mask."
+            "used to fit the bias field; it is not a brain mask. The cyan outline is the "
+            "brain mask (Brain masking in the stage table)."
         )
     else:
         heading = "Input images (not processed)"
@@ -261,7 +374,10 @@ def build_subject_report(
         n4_sidecars=[read_json(sidecar_path(p)) for p in n4_paths] if passed else [],
         recon_sidecar=read_json(recon_sidecar),
         recon_metrics=read_json(recon_metrics),
-        brain_mask_detail=next((s["detail"] for s in stages if s["key"] == "brain_mask"), ""),
+        brain_mask_sidecars=[read_json(sidecar_path(p)) for p in brain_masks],
+        stack_qc_sidecar=read_json(sidecar_path(stack_qc)) if stack_qc else {},
+        stack_qc_rows=read_tsv(stack_qc),
+        registration_qc=read_json(registration_qc),
     )
     html_text = subject_page(
         title=f"earlybrain report: {prefix}",
@@ -271,7 +387,12 @@ def build_subject_report(
         notes=notes,
         image_rows=image_rows,
         stages=stages,
-        sections=[(heading, figs), *_recon_section(recon_metrics, recon_figures)],
+        sections=[
+            (heading, figs),
+            *_recon_section(recon_metrics, recon_figures),
+            *_registration_section(registration_qc, registration_figure),
+        ],
+        details=[stack_qc_table(stack_qc)] if stack_qc is not None else [],
         version=__version__,
         cohort_link=cohort_link,
         failures=failures,

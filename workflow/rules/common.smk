@@ -2,6 +2,7 @@
 # No rules here; every rule file includes what it needs from these names.
 
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -9,9 +10,13 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
+from earlybrain.atlas import workflow as atlas_wf
+from earlybrain.atlas.manifest import ManifestError
 from earlybrain.io.bids import BIDSError, discover_sessions
 from earlybrain.io.masks import MaskNotFoundError, find_mask
+from earlybrain.preprocess.stack_quality import QualityRules
 from earlybrain.recon.config import ReconConfig
+from earlybrain.register.register import RegistrationParams
 from snakemake.exceptions import WorkflowError
 
 BIDS = config["bids_dir"]
@@ -40,9 +45,11 @@ def earlybrain_command():
 
 EARLYBRAIN = earlybrain_command()
 
-# Rules whose jobs run torch. The SLURM GPU profile (profiles/slurm) sends exactly these
-# to the GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal.
-TORCH_RULES = {"recon"}
+# Rules worth a GPU. The SLURM GPU profile (profiles/slurm) sends exactly these to the
+# GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal. brain_mask
+# runs torch too, but takes seconds per stack on a CPU: one GPU job per stack would
+# mostly wait in the GPU queue, so it stays on the CPU partition (device: auto).
+GPU_RULES = {"recon", "train_masking"}
 
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
@@ -50,11 +57,12 @@ COHORT_HTML = f"{DERIV}/group/cohort.html"
 
 # strict=False: a session with a problem (missing age, no images, bad names) still
 # gets jobs; its validation step records the problem and its report names it.
-# `snakemake --lint` checks the rules, not a dataset: let it run from a bare checkout.
-LINT_ONLY = "--lint" in sys.argv and not Path(BIDS).is_dir()
+# `snakemake --lint` checks the rules, not a dataset, and `snakemake train_masking`
+# needs none: let them run from a bare checkout.
+NO_DATASET = ("--lint" in sys.argv or "train_masking" in sys.argv) and not Path(BIDS).is_dir()
 try:
     SESSIONS = (
-        [] if LINT_ONLY else discover_sessions(BIDS, config.get("subjects") or None, strict=False)
+        [] if NO_DATASET else discover_sessions(BIDS, config.get("subjects") or None, strict=False)
     )
 except BIDSError as exc:
     raise WorkflowError(
@@ -63,10 +71,28 @@ except BIDSError as exc:
     ) from exc
 BY_PREFIX = {s.prefix: s for s in SESSIONS}
 
-try:  # a misspelt recon key stops the run now, not after every N4 job
-    ReconConfig.from_dict(config["recon"])
-except ValueError as exc:
-    raise WorkflowError(f"config recon: {exc}") from exc
+# a misspelt key stops the run now, not after every N4 job
+for _key, _check in (
+    ("recon", ReconConfig.from_dict),
+    ("register", RegistrationParams.from_dict),
+    ("stack_quality", lambda values: QualityRules(**values)),
+):
+    try:
+        _check(config[_key])
+    except (TypeError, ValueError) as exc:
+        raise WorkflowError(f"config {_key}: {exc}") from exc
+
+# empty: the weights shipped in models/masking (earlybrain.preprocess.masking)
+MASKING_WEIGHTS = config["masking"]["weights"]
+
+# the atlas: a relative manifest path missing from the working directory is taken
+# relative to the repository, where the shipped atlas lives (atlases/README.md)
+REPO = Path(str(workflow.basedir)).resolve()
+ATLAS_MANIFEST = atlas_wf.resolve_manifest(config["atlas"]["manifest"], REPO)
+try:
+    ATLAS_SPACE = atlas_wf.atlas_space(ATLAS_MANIFEST)
+except ManifestError as exc:
+    raise WorkflowError(f"config atlas.manifest: {exc}") from exc
 RAW_IMAGES = {(s.reldir, im.stem, im.suffix): im.path for s in SESSIONS for im in s.images}
 
 
@@ -126,14 +152,47 @@ def preprocessed(rec, kind):
     ]
 
 
-def brain_masks(rec):
-    """Brain mask per stack from masks_dir, or [] when any is missing (no recon then)."""
+def precomputed_mask(wildcards):
+    """The lab's own mask of this stack in masks_dir, or [] (the network masks it)."""
     if not config.get("masks_dir"):
         return []
     try:
-        return [str(find_mask(config["masks_dir"], rec.reldir, im.stem)) for im in rec.images]
+        return [str(find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents))]
     except MaskNotFoundError:
         return []
+
+
+def threshold_option(value):
+    """`--threshold X`, or nothing to use the threshold the weights were validated with."""
+    return "" if value is None else f"--threshold {float(value)}"
+
+
+def brain_masks(rec):
+    """Brain mask per stack (see brain_mask in preprocess.smk); fetal sessions only for now."""
+    if rec.kind != "fetal":
+        return []
+    return [
+        f"{DERIV}/{rec.reldir}/anat/{im.stem}_desc-brain{im.suffix}_mask.nii.gz"
+        for im in rec.images
+    ]
+
+
+def stack_qc_tsv(rec):
+    return f"{DERIV}/{rec.reldir}/qc/{rec.prefix}_desc-stackquality.tsv"
+
+
+def stack_qc_inputs(wildcards):
+    rec = session_of(wildcards)
+    return {"stacks": preprocessed(rec, "image"), "masks": brain_masks(rec)}
+
+
+def registration_figure(rec):
+    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_rec-svr_desc-atlas_dseg.png"
+
+
+def registration_outputs(rec):
+    """Outputs of register_atlas for a session's reconstruction (workflow/rules/register.smk)."""
+    return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
 
 
 def recon_outputs(rec):
@@ -151,28 +210,77 @@ def recon_outputs(rec):
     }
 
 
+# atlas building (build_atlas in register.smk)
+ATLAS_BUILD = config["atlas"]["build"]
+ATLAS_BUILD_FILES = atlas_wf.build_inputs(ATLAS_BUILD, REPO)
+
+
+def atlas_build_inputs(wildcards):
+    """The configured cohort, or else this run's validated fetal reconstructions."""
+    if ATLAS_BUILD_FILES["volumes"] or ATLAS_BUILD_FILES["cohort"]:
+        return ATLAS_BUILD_FILES
+    volumes, masks = [], []
+    for rec in SESSIONS:
+        if rec.kind != "fetal":
+            continue
+        validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
+        with open(validation) as fh:
+            if json.load(fh)["status"] != "pass":
+                continue
+        volumes.append(recon_outputs(rec)["volume"])
+        masks.append(recon_outputs(rec)["brainmask"])
+    return {"volumes": volumes, "masks": masks, "reference": [ATLAS_MANIFEST]}
+
+
+def atlas_build_args(wildcards, input):
+    """Arguments of `earlybrain build-atlas`; ages of this run's sessions from their records."""
+    keys = ("volumes", "labels", "masks", "cohort", "reference")
+    files = {k: list(input.get(k) or []) for k in keys}
+    build = dict(ATLAS_BUILD)
+    if not (ATLAS_BUILD_FILES["volumes"] or ATLAS_BUILD_FILES["cohort"]):
+        build["ages"] = [cohort_age(path) for path in files["volumes"]]
+        if "weeks" not in build and build["ages"]:  # every week the cohort spans
+            build["weeks"] = f"{math.floor(min(build['ages']))}-{math.ceil(max(build['ages']))}"
+    return atlas_wf.build_args(build, files)
+
+
+def cohort_age(volume):
+    """Age (weeks) of the session a reconstruction belongs to."""
+    prefix = Path(volume).name.split("_rec-svr")[0]
+    return BY_PREFIX[prefix].age_weeks
+
+
+
 def recon_inputs(wildcards):
     rec = session_of(wildcards)
-    return {"stacks": preprocessed(rec, "image"), "masks": brain_masks(rec)}
+    return {
+        "stacks": preprocessed(rec, "image"),
+        "masks": brain_masks(rec),
+        "stack_qc": stack_qc_tsv(rec),
+    }
 
 
 def session_report_inputs(rec, validation):
     """A session's report inputs once its validation JSON exists: the stages it reaches.
 
-    A fetal session is reconstructed when every stack has a brain mask.
+    A validated fetal session is masked, its stacks ranked, reconstructed and
+    registered to the atlas.
     """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
-    masks = brain_masks(rec) if passed and rec.kind == "fetal" else []
-    recon = recon_outputs(rec) if masks else {}
+    fetal = passed and rec.kind == "fetal"
+    recon = recon_outputs(rec) if fetal else {}
     return {
         "validation": validation,
         "n4": preprocessed(rec, "image") if passed else [],
         "bias": preprocessed(rec, "bias") if passed else [],
         "mask": preprocessed(rec, "mask") if passed else [],
-        "brain_masks": masks,
+        "brain_masks": brain_masks(rec) if fetal else [],
+        "stack_qc": stack_qc_tsv(rec) if fetal else [],
         "recon_metrics": recon.get("metrics", []),
         "recon_figures": recon.get("figures", []),
+        "registration_qc": registration_outputs(rec)["qc"] if fetal else [],
+        "registration_figure": registration_figure(rec) if fetal else [],
     }
 
 
@@ -205,7 +313,10 @@ def salvage_reports(log):
                     "bias_paths": given["bias"],
                     "mask_paths": given["mask"],
                     "brain_masks": given["brain_masks"],
+                    "stack_qc": given["stack_qc"] or None,
                     "recon_metrics": given["recon_metrics"] or None,
+                    "registration_qc": given["registration_qc"] or None,
+                    "registration_figure": given["registration_figure"] or None,
                     "recon_figures": given["recon_figures"],
                 },
             }

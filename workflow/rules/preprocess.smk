@@ -1,4 +1,7 @@
-# Input validation (checkpoint) and per-image N4 bias correction + normalisation.
+# Input validation (checkpoint), per-image N4 bias correction + normalisation, brain
+# masking of fetal stacks and stack quality ranking.
+import json
+
 
 
 checkpoint validate:
@@ -75,3 +78,61 @@ rule n4:
         " --smoothing-sigma-mm {params.sigma} --min-component-fraction {params.min_fraction}"
         " --lower-percentile {params.lower} --upper-percentile {params.upper}"
         " --threads {threads} > {log:q} 2>&1"
+
+
+rule brain_mask:
+    """Fetal brain mask of one stack: the 2D U-Net (torch), or the lab's own from masks_dir."""
+    input:
+        image=raw_image,
+        precomputed=precomputed_mask,
+    output:
+        mask=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-brain{{suffix}}_mask.nii.gz",
+        mask_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-brain{{suffix}}_mask.json",
+    params:
+        eb=EARLYBRAIN,
+        precomputed=quoted_input("precomputed"),
+        weights=MASKING_WEIGHTS,
+        threshold=threshold_option(config["masking"].get("threshold")),
+        min_volume=config["masking"]["min_volume_ml"],
+        device=config["device"],
+        fallback=config["device_fallback"],
+    log:
+        f"{LOGS}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step brain-mask --input {input.image:q} --out {output.mask:q}"
+        " --precomputed {params.precomputed} --weights {params.weights:q} {params.threshold}"
+        " --min-volume-ml {params.min_volume} --device {params.device}"
+        " --device-fallback {params.fallback} > {log:q} 2>&1"
+
+
+rule stack_qc:
+    """Score and rank a fetal session's stacks; exclude unusable ones with the reason."""
+    input:
+        unpack(stack_qc_inputs),
+    output:
+        tsv=f"{DERIV}/{{sdir}}/qc/{{prefix}}_desc-stackquality.tsv",
+        tsv_json=f"{DERIV}/{{sdir}}/qc/{{prefix}}_desc-stackquality.json",
+    params:
+        eb=EARLYBRAIN,
+        rules=json.dumps(config["stack_quality"], sort_keys=True),
+    log:
+        f"{LOGS}/stack_qc/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/stack_qc/{{sdir}}/{{prefix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step stack-qc --stacks {input.stacks:q} --masks {input.masks:q}"
+        " --out-tsv {output.tsv:q} --rules {params.rules:q} > {log:q} 2>&1"

@@ -3,7 +3,7 @@ import json
 
 
 rule recon:
-    """SVR + SRR (torch): bias-corrected stacks + brain masks -> isotropic volume."""
+    """SVR + SRR (torch): the kept bias-corrected stacks + brain masks -> isotropic volume."""
     input:
         unpack(recon_inputs),
     output:
@@ -32,8 +32,8 @@ rule recon:
         "{params.eb} step recon --stacks {input.stacks:q} --masks {input.masks:q}"
         " --out-volume {output.volume:q} --out-mask {output.mask:q}"
         " --out-slices {output.slices:q} --out-metrics {output.metrics:q}"
-        " --params {params.recon:q} --device {params.device} --device-fallback {params.fallback}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --stack-qc {input.stack_qc:q} --params {params.recon:q} --device {params.device}"
+        " --device-fallback {params.fallback} --threads {threads} > {log:q} 2>&1"
 
 
 rule recon_figures:

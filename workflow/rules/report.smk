@@ -15,6 +15,9 @@ rule report:
         bias=quoted_input("bias"),
         mask=quoted_input("mask"),
         brain_masks=quoted_input("brain_masks"),
+        stack_qc=quoted_input("stack_qc"),
+        registration_qc=quoted_input("registration_qc"),
+        registration_figure=quoted_input("registration_figure"),
         recon_metrics=quoted_input("recon_metrics"),
         recon_figures=quoted_input("recon_figures"),
     log:
@@ -31,5 +34,7 @@ rule report:
         "{params.eb} step report --validation {params.validation}"
         " --n4 {params.n4} --bias {params.bias} --mask {params.mask}"
         " --brain-masks {params.brain_masks} --recon-metrics {params.recon_metrics}"
-        " --recon-figures {params.recon_figures}"
+        " --recon-figures {params.recon_figures} --stack-qc {params.stack_qc}"
+        " --registration-qc {params.registration_qc}"
+        " --registration-figure {params.registration_figure}"
         " --out-html {output.html:q} --out-stages {output.stages:q} > {log:q} 2>&1"

@@ -1,0 +1,120 @@
+"""Stacks as 2D slices on a fixed in-plane grid, and back.
+
+The network sees every stack the same way whatever the scanner wrote: slices along the
+thickest voxel axis (the acquisition direction of a 2D stack), in-plane resampled to
+one spacing, intensities scaled by a robust per-stack maximum. Predictions are mapped
+back to the stack's own grid with the exact inverse coordinate map, so a mask lands
+on the voxels it was computed for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from earlybrain.io.nifti import voxel_sizes
+
+
+@dataclass(frozen=True)
+class SliceGrid:
+    """How a stack was turned into slices: enough to put predictions back."""
+
+    axis: int  # array axis of the stack that runs across slices
+    native_shape: tuple[int, int, int]  # the stack's own shape
+    inplane_mm: tuple[float, float]  # native spacing of the two in-plane axes
+    target_mm: float
+    shape: tuple[int, int]  # in-plane shape on the target grid
+
+    @property
+    def factors(self) -> tuple[float, float]:
+        """Native pixels per target pixel along each in-plane axis."""
+        return (self.target_mm / self.inplane_mm[0], self.target_mm / self.inplane_mm[1])
+
+
+def slice_axis(affine: np.ndarray) -> int:
+    """The thickest voxel axis; axis 2 when the voxels are (nearly) isotropic."""
+    sp = voxel_sizes(affine)
+    thickest = int(np.argmax(sp))
+    return thickest if sp[thickest] > 1.05 * np.min(sp) else 2
+
+
+def normalise_stack(data: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """Scale by a high percentile of the positive voxels, clipped to [0, 2].
+
+    Positive voxels only: a stack that was already skull-stripped (zero outside the
+    brain) would otherwise be scaled by its background.
+    """
+    x = np.asarray(data, dtype=np.float32)
+    x = np.where(np.isfinite(x), x, 0.0)
+    pos = x[x > 0]
+    scale = float(np.percentile(pos, percentile)) if pos.size else 1.0
+    if scale <= 0:
+        scale = 1.0
+    return np.clip(x / scale, 0.0, 2.0).astype(np.float32)
+
+
+def _plane_coords(n: int, step: float, m: int) -> np.ndarray:
+    """Coordinates (in pixels of a grid with n pixels) of m samples `step` pixels apart,
+    centred on the grid so both grids share their centre."""
+    return (n - 1) / 2.0 + (np.arange(m) - (m - 1) / 2.0) * step
+
+
+def to_slices(
+    data: np.ndarray, affine: np.ndarray, target_mm: float
+) -> tuple[np.ndarray, SliceGrid]:
+    """Stack -> (n_slices, h, w) float32 on the target in-plane grid (not normalised)."""
+    arr = np.asarray(data, dtype=np.float32)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3D stack, got shape {arr.shape}")
+    axis = slice_axis(affine)
+    sp = voxel_sizes(affine)
+    plane = [a for a in range(3) if a != axis]
+    inplane = (float(sp[plane[0]]), float(sp[plane[1]]))
+    vol = np.moveaxis(arr, axis, 0)  # (nz, n0, n1)
+    n0, n1 = vol.shape[1:]
+    f0, f1 = target_mm / inplane[0], target_mm / inplane[1]
+    shape = (max(1, round(n0 / f0)), max(1, round(n1 / f1)))
+    # anti-aliasing before downsampling; none when upsampling
+    sigma = (0.0, 0.4 * max(f0 - 1, 0.0), 0.4 * max(f1 - 1, 0.0))
+    if max(sigma) > 0:
+        vol = ndimage.gaussian_filter(vol, sigma, mode="nearest")
+    c0 = _plane_coords(n0, f0, shape[0])
+    c1 = _plane_coords(n1, f1, shape[1])
+    out = np.empty((vol.shape[0], *shape), dtype=np.float32)
+    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
+    for k in range(vol.shape[0]):
+        out[k] = ndimage.map_coordinates(vol[k], [g0, g1], order=1, mode="nearest")
+    grid = SliceGrid(axis, tuple(int(s) for s in arr.shape), inplane, float(target_mm), shape)
+    return out, grid
+
+
+def from_slices(values: np.ndarray, grid: SliceGrid) -> np.ndarray:
+    """(n_slices, h, w) on the target grid -> the stack's own grid (linear interpolation)."""
+    nz = values.shape[0]
+    native = list(grid.native_shape)
+    del native[grid.axis]
+    n0, n1 = native
+    f0, f1 = grid.factors
+    # inverse of _plane_coords: native pixel i sits at target coordinate (i - c_n)/f + c_m
+    c0 = (np.arange(n0) - (n0 - 1) / 2.0) / f0 + (grid.shape[0] - 1) / 2.0
+    c1 = (np.arange(n1) - (n1 - 1) / 2.0) / f1 + (grid.shape[1] - 1) / 2.0
+    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
+    out = np.empty((nz, n0, n1), dtype=np.float32)
+    for k in range(nz):
+        out[k] = ndimage.map_coordinates(
+            values[k].astype(np.float32), [g0, g1], order=1, mode="nearest"
+        )
+    return np.moveaxis(out, 0, grid.axis)
+
+
+def with_context(slices: np.ndarray, context: int) -> np.ndarray:
+    """(n, h, w) -> (n, 2*context+1, h, w): each slice with its neighbours as channels.
+
+    Neighbouring slices tell the network whether a slice is at the top or bottom of
+    the brain, where a single thick slice is ambiguous; edges repeat the last slice.
+    """
+    n = slices.shape[0]
+    idx = np.clip(np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :], 0, n - 1)
+    return slices[idx]

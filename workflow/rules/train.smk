@@ -1,0 +1,42 @@
+# Training of the networks the pipeline ships (run on demand, never part of `all`).
+#
+#   snakemake train_masking --cores 2                       # writes <output_dir>/models/masking
+#   snakemake train_masking --cores 2 --config masking='{train: {out_dir: models/masking}}'
+#
+# Then point masking.weights at <out_dir>/unet2d_weights.pt (empty = the shipped weights).
+# Seeded: the same seed and device give the same weights. CPU by default, CUDA when the
+# job has a GPU (device: auto), so a GPU profile may send it to the GPU partition.
+
+MASKING_TRAIN = config["masking"]["train"]
+MASKING_TRAIN_OUT = MASKING_TRAIN.get("out_dir") or f"{OUTDIR}/models/masking"
+
+
+rule train_masking:
+    """Simulate domain-randomised fetal stacks, train the 2D U-Net masking network, write card.json."""
+    output:
+        weights=f"{MASKING_TRAIN_OUT}/unet2d_weights.pt",
+        card=f"{MASKING_TRAIN_OUT}/card.json",
+    params:
+        eb=EARLYBRAIN,
+        out=lambda wildcards, output: str(Path(output.weights).parent),
+        seed=MASKING_TRAIN.get("seed", 0),
+        epochs=MASKING_TRAIN.get("epochs", 12),
+        subjects=MASKING_TRAIN.get("subjects", 40),
+        val_subjects=MASKING_TRAIN.get("val_subjects", 6),
+        batch_size=MASKING_TRAIN.get("batch_size", 16),
+        device=config["device"],
+    log:
+        f"{LOGS}/train_masking.log",
+    benchmark:
+        f"{BENCH}/train_masking.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=90,
+    conda:
+        ENV
+    shell:
+        "{params.eb} train-masking --out {params.out:q}"
+        " --seed {params.seed} --epochs {params.epochs} --subjects {params.subjects}"
+        " --val-subjects {params.val_subjects} --batch-size {params.batch_size}"
+        " --device {params.device} --workers {threads} --threads 1 > {log:q} 2>&1"
