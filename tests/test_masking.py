@@ -45,10 +45,10 @@ from earlybrain.simulate.phantom import make_phantom
 WEIGHTS = default_weights_path()
 CARD = WEIGHTS.parent / "card.json"
 # held-out test subjects: seeds outside the training/validation seed streams
-TEST_SEEDS = {23.0: 910023, 29.0: 910029, 35.0: 910035}
+TEST_SEEDS = {22.0: 910022, 23.0: 910023, 29.0: 910029, 35.0: 910035}
 # the issue's target: mean Dice >= 0.90 over the 3 stacks of a subject at every age,
 # on the "demo" protocol (1.25 mm in-plane x 3.5 mm slices, a clinical resolution)
-MIN_MEAN_DICE = {23.0: 0.90, 29.0: 0.90, 35.0: 0.90}
+MIN_MEAN_DICE = {22.0: 0.90, 23.0: 0.90, 29.0: 0.90, 35.0: 0.90}
 
 
 def _oblique(spacing, axis_perm=(0, 1, 2)):
@@ -183,7 +183,7 @@ def test_shipped_weights_and_card():
     card = json.loads(CARD.read_text())
     for key in ("training_data", "seed", "epochs", "validation", "software", "input"):
         assert key in card
-    assert card["validation"]["dice_mean"] >= 0.8  # randomised, harder than the tests
+    assert card["validation"]["dice_mean"] >= 0.9  # randomised protocols, 21-38 weeks
     assert card["input"]["inplane_mm"] == load_model(WEIGHTS, "cpu").target_mm
 
 
@@ -196,7 +196,7 @@ def model():
 def test_shipped_network_dice_on_held_out_subjects(model, ga):
     """Dice against the simulator's true masks on unseen subjects.
 
-    Three held-out fetuses of 23, 29 and 35 weeks, each as 3 stacks (moderate
+    Four held-out fetuses of 22, 23, 29 and 35 weeks, each as 3 stacks (moderate
     motion) with the "demo" preset protocol:
     1.25 mm in-plane x 3.5 mm slices. Mean Dice >= 0.90 per subject and no stack
     below 0.85.

@@ -10,7 +10,7 @@ surrounding tissue, skull-stripped inputs). Subjects come from seeds derived fro
 the training seed, so one seed gives the same data and, on one device, the same
 weights; the test subjects used by the test suite come from other seeds.
 
-    earlybrain train-masking --out models/masking --seed 0 --epochs 12
+    earlybrain train-masking --out models/masking --seed 0 --epochs 20
     snakemake train_masking --cores 2          (the same through the workflow)
 """
 
@@ -67,7 +67,7 @@ class TrainConfig:
     """Everything that determines the trained weights (recorded in the card)."""
 
     seed: int = 0
-    epochs: int = 12
+    epochs: int = 20
     n_train_subjects: int = 40
     n_val_subjects: int = 6
     ga_range: tuple[float, float] = (21.0, 38.0)
@@ -312,7 +312,7 @@ def _software() -> dict[str, str]:
 def train_masking(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
-    epochs: int = 12,
+    epochs: int = 20,
     n_train_subjects: int = 40,
     n_val_subjects: int = 6,
     device: str = "auto",
@@ -446,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--out", required=True, help="folder for the weights and card.json")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--subjects", type=int, default=40, help="simulated training subjects")
     ap.add_argument("--val-subjects", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=16)

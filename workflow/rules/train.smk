@@ -19,11 +19,11 @@ rule train_masking:
     params:
         eb=EARLYBRAIN,
         out=lambda wildcards, output: str(Path(output.weights).parent),
-        seed=MASKING_TRAIN.get("seed", 0),
-        epochs=MASKING_TRAIN.get("epochs", 12),
-        subjects=MASKING_TRAIN.get("subjects", 40),
-        val_subjects=MASKING_TRAIN.get("val_subjects", 6),
-        batch_size=MASKING_TRAIN.get("batch_size", 16),
+        seed=MASKING_TRAIN["seed"],
+        epochs=MASKING_TRAIN["epochs"],
+        subjects=MASKING_TRAIN["subjects"],
+        val_subjects=MASKING_TRAIN["val_subjects"],
+        batch_size=MASKING_TRAIN["batch_size"],
         device=config["device"],
     log:
         f"{LOGS}/train_masking.log",
