@@ -43,6 +43,19 @@ def test_foreground_mask_is_the_object(biased) -> None:
     assert fg[~inside].mean() < 0.1  # and little of the background
 
 
+def test_foreground_keeps_tissue_when_a_stack_has_almost_no_air() -> None:
+    """Fluid-filled field of view (a stack planned inside the uterus): tissue darker than
+    the fluid is foreground too, not split off by Otsu as if it were background."""
+    rng = np.random.default_rng(0)
+    data = np.full((60, 60, 12), 1000.0)  # amniotic fluid everywhere
+    data[15:45, 15:45, 2:10] = 550.0  # a fetal head, darker than the fluid
+    data[:, :3] = 20.0  # a sliver of air at the edge
+    data += rng.normal(0, 15, data.shape)
+    fg = foreground_mask(data, np.array([1.25, 1.25, 3.5]))
+    assert fg[15:45, 15:45, 2:10].mean() > 0.99
+    assert fg[:, :2].mean() < 0.05
+
+
 def test_n4_recovers_a_known_bias(biased) -> None:
     data, truth, bias = biased
     fg = foreground_mask(data, SPACING)

@@ -87,6 +87,10 @@ class PreprocessParams:
         return asdict(self)
 
 
+# air is below this fraction of an image's bright end (see foreground_mask)
+AIR_FRACTION = 0.2
+
+
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
     """Otsu threshold of a 1-D sample (no scikit-image import needed at step start-up)."""
     hist, edges = np.histogram(values, bins=bins)
@@ -105,16 +109,20 @@ def foreground_mask(
 ) -> np.ndarray:
     """Rough foreground (head/body vs. air): Otsu on a Gaussian-smoothed image.
 
-    Holes are filled slice by slice along every axis (thick-slice stacks have few
-    slices, so a 3D fill alone can leak) and components much smaller than the largest
-    are dropped. Not a brain mask.
+    A fetal stack planned inside the uterus may hold almost no air; Otsu then splits
+    bright amniotic fluid from tissue instead and calls the fetal brain background. So
+    the threshold is at most AIR_FRACTION of the bright end (98th percentile): air is
+    darker than that in any MR image, soft tissue brighter. Holes are filled slice by
+    slice along every axis (thick-slice stacks have few slices, so a 3D fill alone can
+    leak) and components much smaller than the largest are dropped. Not a brain mask.
     """
     sigma = [params.smoothing_sigma_mm / float(s) for s in spacing]
     smooth = ndi.gaussian_filter(data.astype(np.float32), sigma=sigma, mode="nearest")
     positive = smooth[smooth > 0]
     if positive.size == 0:
         return np.zeros(data.shape, dtype=bool)
-    mask = smooth > _otsu(positive)
+    threshold = min(_otsu(positive), AIR_FRACTION * float(np.percentile(positive, 98)))
+    mask = smooth > threshold
     labels, n = ndi.label(mask)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]

@@ -33,7 +33,7 @@ from earlybrain.recon import robust, srr, svr
 from earlybrain.recon.config import ReconConfig
 from earlybrain.recon.forward import ForwardModel, build_observations, smoothed_observations
 from earlybrain.recon.metrics import largest_component, motion_summary, slice_corners, slice_ncc
-from earlybrain.recon.stacks import Stack, check_stack_set, choose_reference
+from earlybrain.recon.stacks import ReconInputError, Stack, check_stack_set, choose_reference
 from earlybrain.recon.transforms import (
     from_matrices,
     interpolate_in_time,
@@ -152,6 +152,12 @@ class _Recon:
         self.R = torch.eye(3, dtype=torch.float64, device=dev).repeat(self.K, 1, 1)
         self.t = torch.zeros((self.K, 3), dtype=torch.float64, device=dev)
         med = [float(self.y[a:b][self.brain[a:b]].median()) for a, b in obs.stack_ranges]
+        dark_stacks = [st.name for st, m in zip(stacks, med, strict=True) if not m > 0]
+        if dark_stacks:  # e.g. a failed intensity normalisation: no scale to match
+            raise ReconInputError(
+                f"{', '.join(dark_stacks)}: median intensity in the brain mask is 0 "
+                "(check the bias correction / normalisation and the mask)"
+            )
         self.factor = torch.ones_like(self.y)
         for s, (a, b) in enumerate(obs.stack_ranges):
             self.factor[a:b] = med[s] / med[ref]
