@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
     Ctrl-C, leaving its jobs running and its outputs unmarked.)
     """
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    stopping: list[int] = []
+    stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: object) -> None:
         if not stopping:
@@ -176,15 +177,35 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
                 flush=True,
             )
             proc.send_signal(signum)
-        stopping.append(signum)
+        stopping.append((signum, time.time()))
 
     handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        rc = proc.wait()
+        while True:
+            try:
+                rc = proc.wait(timeout=2.0)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and started_jobs_since(proc.pid, stopping[0][1] + 2.0):
+                    # Snakemake drops a Ctrl-C that lands while it writes a log line
+                    # (its handler ignores KeyboardInterrupt); an interrupted Snakemake
+                    # starts no new jobs, so a new job means: say it again.
+                    proc.send_signal(stopping[0][0])
+                    stopping[0] = (stopping[0][0], time.time())
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return 130 if stopping and rc != 0 else rc
+
+
+def started_jobs_since(pid: int, since: float) -> bool:
+    """Whether process `pid` has started a child process after time `since`."""
+    import psutil
+
+    try:
+        return any(c.create_time() > since for c in psutil.Process(pid).children())
+    except psutil.Error:  # it ended meanwhile
+        return False
 
 
 def run_demo(out: Path, cores: int = 2) -> int:

@@ -31,7 +31,7 @@ import earlybrain.io.validate as validation
 from earlybrain import cli, steps
 from earlybrain.device import DeviceUnavailableError, resolve_device
 from earlybrain.io.atomic import remove_stale_parts, write_bytes_atomic
-from earlybrain.runner import REPO_ROOT
+from earlybrain.runner import REPO_ROOT, started_jobs_since
 
 # A child process that starts an atomic write and stops right before the rename:
 # the moment an interruption does the most harm.
@@ -336,6 +336,15 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path: Path, b
     try:
         _wait_for(lambda: _finished(log.read_text(), "n4") and _running(proc, "n4"), proc, log)
         os.killpg(proc.pid, signal.SIGINT)
+        sent = time.time()
+        for _ in range(60):  # as a user would: Ctrl-C again if Snakemake starts new jobs
+            try:
+                proc.wait(2)
+                break
+            except subprocess.TimeoutExpired:
+                if started_jobs_since(proc.pid, sent + 2.0):  # see runner.run_until_done
+                    os.kill(proc.pid, signal.SIGINT)
+                    sent = time.time()
         assert proc.wait(120) != 0
     finally:
         if proc.poll() is None:
