@@ -159,10 +159,11 @@ def run_workflow(
 
 
 def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
-    """Run Snakemake; Ctrl-C / SIGTERM reach it exactly once and it stops its jobs itself.
+    """Run Snakemake; Ctrl-C / SIGTERM reach it once (again only if it lost it), and it
+    stops its jobs itself.
 
     Snakemake runs in its own session so that a terminal's Ctrl-C goes to us only; we
-    pass it on once and wait. (subprocess.call would SIGKILL Snakemake 0.25 s after a
+    pass it on and wait. (subprocess.call would SIGKILL Snakemake 0.25 s after a
     Ctrl-C, leaving its jobs running and its outputs unmarked.)
     """
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -183,10 +184,10 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
     try:
         while True:
             try:
-                rc = proc.wait(timeout=2.0)
+                rc = proc.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
-                if stopping and started_jobs_since(proc.pid, stopping[0][1] + 2.0):
+                if stopping and started_jobs_since(proc.pid, stopping[0][1] + 1.0):
                     # Snakemake drops a Ctrl-C that lands while it writes a log line
                     # (its handler ignores KeyboardInterrupt); an interrupted Snakemake
                     # starts no new jobs, so a new job means: say it again.
@@ -203,7 +204,8 @@ def started_jobs_since(pid: int, since: float) -> bool:
     import psutil
 
     try:
-        return any(c.create_time() > since for c in psutil.Process(pid).children())
+        children = psutil.Process(pid).children(recursive=True)
+        return any(c.create_time() > since for c in children)
     except psutil.Error:  # it ended meanwhile
         return False
 

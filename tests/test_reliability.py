@@ -337,12 +337,12 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path: Path, b
         _wait_for(lambda: _finished(log.read_text(), "n4") and _running(proc, "n4"), proc, log)
         os.killpg(proc.pid, signal.SIGINT)
         sent = time.time()
-        for _ in range(60):  # as a user would: Ctrl-C again if Snakemake starts new jobs
+        for _ in range(600):  # as a user would: Ctrl-C again if Snakemake starts new jobs
             try:
-                proc.wait(2)
+                proc.wait(0.2)
                 break
             except subprocess.TimeoutExpired:
-                if started_jobs_since(proc.pid, sent + 2.0):  # see runner.run_until_done
+                if started_jobs_since(proc.pid, sent + 1.0):  # see runner.run_until_done
                     os.kill(proc.pid, signal.SIGINT)
                     sent = time.time()
         assert proc.wait(120) != 0
