@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -50,22 +51,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), cores=args.cores)
 
 
-def _build_atlas(args: argparse.Namespace) -> int:
-    from earlybrain.atlas.build import main as build_main
-
-    return build_main(args.args)
-
-
-def _train_masking(args: argparse.Namespace) -> int:
-    from earlybrain.preprocess.train_masking import main as train_main
-
-    return train_main(args.args)
-
-
-PASSTHROUGH: dict[str, Callable[[argparse.Namespace], int]] = {
-    "build-atlas": _build_atlas,
-    "train-masking": _train_masking,
+# commands whose options are a library module's own parser: name -> (module, help)
+PASSTHROUGH: dict[str, tuple[str, str]] = {
+    "build-atlas": (
+        "earlybrain.atlas.build",
+        "build a spatiotemporal atlas from a cohort (ANTsPy)",
+    ),
+    "train-masking": (
+        "earlybrain.preprocess.train_masking",
+        "train the fetal brain masking network",
+    ),
 }
+
+
+def _passthrough(name: str, argv: list[str]) -> int:
+    return int(importlib.import_module(PASSTHROUGH[name][0]).main(argv) or 0)
 
 
 # step -> (the Snakemake rule that runs it, what it works on), for resource messages
@@ -414,10 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     # listed for --help; main() hands their arguments to the library modules' own parsers
-    for name, text in (
-        ("build-atlas", "build a spatiotemporal atlas from a cohort (ANTsPy)"),
-        ("train-masking", "train the fetal brain masking network"),
-    ):
+    for name, (_, text) in PASSTHROUGH.items():
         sub.add_parser(name, help=f"{text} (see {name} --help)", add_help=False)
 
     _add_step_parsers(sub)
@@ -432,9 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"] and "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    if argv[:1] in (["build-atlas"], ["train-masking"]):
+    if argv and argv[0] in PASSTHROUGH:
         # argparse's REMAINDER drops leading options: hand everything over as it is
-        return int(PASSTHROUGH[argv[0]](argparse.Namespace(args=argv[1:])) or 0)
+        return _passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "run":
         args.snakemake_args = passthrough

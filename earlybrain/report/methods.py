@@ -315,9 +315,14 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
     return " ".join(parts)
 
 
+def is_precomputed_mask(sidecar: dict[str, Any]) -> bool:
+    """Whether a brain-mask sidecar says the mask came from masks_dir (not the network)."""
+    return sidecar.get("Parameters", {}).get("method", "").startswith("precomputed")
+
+
 def brain_mask_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str:
     """Network masks (with the weights' identity and validation) and/or precomputed ones."""
-    net = [s for s in sidecars if not s.get("Parameters", {}).get("method", "").startswith("pre")]
+    net = [s for s in sidecars if not is_precomputed_mask(s)]
     given = len(sidecars) - len(net)
     parts = []
     if net:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from earlybrain.report import figures
 from earlybrain.report.html import status_cell, subject_page, table, td
 from earlybrain.report.methods import (
     build_methods,
+    is_precomputed_mask,
     methods_html,
     read_json,
     read_tsv,
@@ -52,7 +52,7 @@ def _recon_row(passed: bool, recon_metrics: Path | None) -> dict:
         return {"status": "skipped", "detail": "not run for this session"}
     if not recon_metrics.is_file():
         return {"status": "failed", "detail": f"no output ({recon_metrics.name}); see logs/recon"}
-    m = _read_json(recon_metrics)
+    m = read_json(recon_metrics)
     return {
         "status": "done",
         "detail": (
@@ -74,7 +74,7 @@ def _mask_row(passed: bool, brain_masks: list[Path]) -> dict:
     if missing:
         return {"status": "failed", "detail": "no output: " + ", ".join(missing)}
     sides = [read_json(sidecar_path(p)) for p in brain_masks]
-    given = sum(s.get("Parameters", {}).get("method", "").startswith("precomputed") for s in sides)
+    given = sum(map(is_precomputed_mask, sides))
     volumes = [s["BrainVolume_ml"] for s in sides if "BrainVolume_ml" in s]
     how = [f"{len(sides) - given} by the masking network"] if len(sides) > given else []
     how += [f"{given} precomputed (masks_dir)"] if given else []
@@ -173,13 +173,6 @@ def stage_table(
 
 def _load(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asanyarray(load_nifti(path).dataobj).astype(np.float32)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 RECON_CAPTIONS = {
@@ -307,7 +300,7 @@ def build_subject_report(
         ):
             raw = _load(info["path"])
             fg = _load(mp) > 0
-            side = _read_json(sidecar_path(n4p))
+            side = read_json(sidecar_path(n4p))
             scale = side.get("Normalisation", {})
             used = side.get("N4", {})
             caption = (
