@@ -61,6 +61,10 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
         "earlybrain.preprocess.train_masking",
         "train the fetal brain masking network",
     ),
+    "train-segmentation": (
+        "earlybrain.segment.train",
+        "train (or fine-tune) the tissue segmentation network",
+    ),
 }
 
 
@@ -81,6 +85,7 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "recon-figures": ("recon_figures", lambda a: a.volume),
     "register-atlas": ("register_atlas", lambda a: a.volume),
     "register-figures": ("register_figures", lambda a: a.volume),
+    "segment": ("segment", lambda a: a.subject_volume),
     "report": ("report", lambda a: a.validation),
     "cohort": ("cohort", lambda a: a.out_tsv),
     "dataset-description": ("dataset_description", lambda a: a.out),
@@ -190,6 +195,22 @@ def _run_step(args: argparse.Namespace) -> int:
             params=json.loads(args.params),
             threads=args.threads,
         )
+    if args.step == "segment":
+        return steps.segment_step(
+            Path(args.volume),
+            Path(args.mask),
+            Path(args.subject_volume),
+            Path(args.affine),
+            Path(args.inverse_warp),
+            Path(args.atlas),
+            Path(args.out_anat),
+            args.prefix,
+            atlas_dseg=Path(args.atlas_dseg) if args.atlas_dseg else None,
+            settings=json.loads(args.settings),
+            device=args.device,
+            device_fallback=args.device_fallback,
+            threads=args.threads,
+        )
     if args.step == "register-figures":
         return steps.register_figures_step(
             Path(args.volume), Path(args.mask), Path(args.labels), Path(args.out)
@@ -233,6 +254,11 @@ def _run_step(args: argparse.Namespace) -> int:
             registration_qc=Path(args.registration_qc) if args.registration_qc else None,
             registration_figure=(
                 Path(args.registration_figure) if args.registration_figure else None
+            ),
+            segmentation_qc=Path(args.segmentation_qc) if args.segmentation_qc else None,
+            volumes=Path(args.volumes) if args.volumes else None,
+            segmentation_figure=(
+                Path(args.segmentation_figure) if args.segmentation_figure else None
             ),
         )
     if args.step == "cohort":
@@ -309,6 +335,21 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     ra.add_argument("--params", default="{}", help="JSON object of RegistrationParams fields")
     ra.add_argument("--threads", type=int, default=1)
 
+    sg = steps.add_parser("segment", help="tissue labels of a registered reconstruction")
+    sg.add_argument("--volume", required=True, help="the reconstruction in atlas space")
+    sg.add_argument("--mask", required=True, help="its brain mask in atlas space")
+    sg.add_argument("--subject-volume", required=True, help="the reconstruction (its grid)")
+    sg.add_argument("--affine", required=True, help="registration affine (subject -> atlas)")
+    sg.add_argument("--inverse-warp", required=True, help="registration inverse warp")
+    sg.add_argument("--atlas", required=True, help="atlas manifest.json (midsagittal plane)")
+    sg.add_argument("--atlas-dseg", default=None, help="atlas labels in subject space (QC)")
+    sg.add_argument("--out-anat", required=True)
+    sg.add_argument("--prefix", required=True, help="e.g. sub-01_rec-svr")
+    sg.add_argument("--settings", default="{}", help="JSON: weights, tta, keep_fraction")
+    sg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sg.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
+    sg.add_argument("--threads", type=int, default=1)
+
     rg = steps.add_parser("register-figures", help="atlas labels over the reconstruction (PNG)")
     rg.add_argument("--volume", required=True)
     rg.add_argument("--mask", required=True)
@@ -352,6 +393,13 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument(
         "--registration-figure", nargs="?", default="", const="", help="registration check PNG"
+    )
+    r.add_argument(
+        "--segmentation-qc", nargs="?", default="", const="", help="segmentation QC JSON"
+    )
+    r.add_argument("--volumes", nargs="?", default="", const="", help="tissue volumes TSV")
+    r.add_argument(
+        "--segmentation-figure", nargs="?", default="", const="", help="segmentation PNG"
     )
     r.add_argument("--out-html", required=True)
     r.add_argument("--out-stages", required=True)

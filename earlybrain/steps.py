@@ -286,6 +286,54 @@ def register_atlas_step(
     return 0
 
 
+def segment_step(
+    atlas_volume: Path,
+    atlas_mask: Path,
+    subject_volume: Path,
+    affine_xfm: Path,
+    inverse_warp: Path,
+    manifest: Path,
+    out_anat: Path,
+    prefix: str,
+    *,
+    atlas_dseg: Path | None,
+    settings: dict,
+    device: str,
+    device_fallback: str,
+    threads: int,
+) -> int:
+    """Tissue labels of a registered reconstruction (atlas + subject space) and volumes."""
+    import logging
+
+    from earlybrain.segment.pipeline import segment_to_files
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    qc = segment_to_files(
+        atlas_volume,
+        atlas_mask,
+        subject_volume,
+        affine_xfm,
+        inverse_warp,
+        manifest,
+        out_anat,
+        prefix,
+        weights=settings.get("weights") or None,
+        device=device,
+        allow_cpu_fallback=device_fallback == "cpu",
+        tta=bool(settings.get("tta", False)),
+        keep_fraction=float(settings.get("keep_fraction", 0.2)),
+        atlas_dseg=atlas_dseg,
+        threads=threads,
+    )
+    vols = qc["volumes_ml"]
+    print(
+        f"{prefix}: total brain {vols['total_brain']:.1f} mL, intracranial "
+        f"{vols['intracranial']:.1f} mL, network {qc['timings']['network_s']:.1f} s "
+        f"on {qc['parameters']['device']}"
+    )
+    return 0
+
+
 def register_figures_step(volume: Path, mask: Path, labels: Path, out: Path) -> int:
     """The reconstruction with the atlas labels warped onto it: the registration check."""
     from earlybrain.io.atomic import write_bytes_atomic
@@ -310,6 +358,9 @@ def report_step(
     stack_qc: Path | None = None,
     registration_qc: Path | None = None,
     registration_figure: Path | None = None,
+    segmentation_qc: Path | None = None,
+    volumes: Path | None = None,
+    segmentation_figure: Path | None = None,
 ) -> int:
     from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
@@ -329,6 +380,9 @@ def report_step(
         stack_qc=stack_qc,
         registration_qc=registration_qc,
         registration_figure=registration_figure,
+        segmentation_qc=segmentation_qc,
+        volumes=volumes,
+        segmentation_figure=segmentation_figure,
     )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from synth_fixtures import corrupt_gzip, make_bids
 
@@ -17,8 +18,11 @@ from earlybrain.io.validate import validate_session, write_validation
 from earlybrain.preprocess.n4 import N4Params, NormaliseParams, PreprocessParams, run_n4
 from earlybrain.recon.config import ReconConfig
 from earlybrain.report.cohort import write_cohort
+from earlybrain.report.figures import input_figure
 from earlybrain.report.html import cohort_page, esc
 from earlybrain.report.methods import REFERENCES
+from earlybrain.report.salvage import salvage_reports, salvaged_stages
+from earlybrain.report.segmentation import FIGURE_CAPTION
 from earlybrain.report.subject import NOT_YET, build_subject_report
 
 # not the defaults, so that the Methods can only have them from the sidecars; the shrink
@@ -77,14 +81,15 @@ def test_stage_table_is_honest(processed) -> None:
     _, stages_path = processed["sub-f01"]
     stages = {s["key"]: s["status"] for s in json.loads(stages_path.read_text())["stages"]}
     assert stages["inputs"] == "done" and stages["n4"] == "done"
-    for key in ("brain_mask", "stack_qc", "svr_srr", "atlas_registration"):
+    for key in ("brain_mask", "stack_qc", "svr_srr", "atlas_registration", "segmentation"):
         assert stages[key] == "skipped"  # built, but not given their outputs here
-    for key in ("segmentation", "brain_age"):
-        assert stages[key] == NOT_YET
+    assert stages["brain_age"] == NOT_YET
+    details = {s["key"]: s["detail"] for s in json.loads(stages_path.read_text())["stages"]}
+    assert details["segmentation"] == "not run for this session"
     text = processed["sub-f01"][0].read_text()
-    for label in ("segmentation", "Brain age"):
-        row = re.search(rf"<tr><td>[^<]*{label}[^<]*</td><td[^>]*>([^<]*)</td>", text)
-        assert row and row.group(1) == NOT_YET, label
+    row = re.search(r"<tr><td>Brain age[^<]*</td><td[^>]*>([^<]*)</td>", text)
+    assert row and row.group(1) == NOT_YET
+    assert "<h2>Segmentation</h2>" not in text
 
 
 def test_failed_session_report_names_the_problem(processed) -> None:
@@ -233,6 +238,8 @@ COHORT_COLUMNS = [
     "age_measure",
     "age_column",
     "n_images",
+    "total_brain_volume_ml",
+    "intracranial_volume_ml",
     "status",
     "failed_stage",
     "reason",
@@ -318,3 +325,207 @@ def test_stack_ranking_and_a_flagged_registration_are_reported(processed, tmp_pa
     methods = _methods(text)
     assert "1 of 2 stacks were kept" in methods and "The registration was flagged" in methods
     assert "(Avants et al. 2008)" in methods and "(Tustison et al. 2021)" in methods
+
+
+# the segmentation stage's outputs, in the formats of earlybrain.segment
+STRUCTURES = (
+    "eCSF",
+    "cortical_GM",
+    "WM",
+    "ventricles",
+    "cerebellum",
+    "deep_GM",
+    "brainstem",
+    "total_brain",
+    "intracranial",
+)
+SIDES = {  # lateral tissues: (left, right) mL
+    "cortical_GM": (20.5, 19.5),
+    "WM": (50.0, 48.0),
+    "ventricles": (3.0, 2.0),
+    "cerebellum": (4.0, 4.0),
+    "deep_GM": (6.0, 5.5),
+}
+MIDLINE = {"eCSF": 40.0, "brainstem": 2.5, "total_brain": 160.0, "intracranial": 205.0}
+TISSUES = STRUCTURES[:7]
+CARD = {
+    "seed": 7,
+    "epochs": 30,
+    "validation": {"dice_mean": 0.8123, "dice_per_tissue": {t: 0.8 for t in TISSUES}},
+    "validation_unseen_contrast": {"dice_mean": 0.7341},
+    "training_data": {"label_maps": {"simulated": 38, "atlas": 2, "extra": 0}},
+}
+
+
+def write_segmentation(root: Path, agreement: float | None, card: bool = True) -> dict:
+    """QC JSON, volumes TSV, figure PNG and the weights (+ card) of a segmented session;
+    returns the report keyword arguments, the PNG and the weights' SHA-256."""
+    anat, figs, models = root / "anat", root / "figures", root / "models"
+    for d in (anat, figs, models):
+        d.mkdir(parents=True, exist_ok=True)
+    weights = models / "unet3d_weights.pt"
+    weights.write_bytes(b"not really weights")
+    if card:
+        (models / "card.json").write_text(json.dumps(CARD))
+    lines = ["structure\tleft_ml\tright_ml\ttotal_ml\tasymmetry_index"]
+    volumes_ml, ai = {}, {}
+    for s in STRUCTURES:
+        if s in SIDES:
+            left, right = SIDES[s]
+            volumes_ml[s], ai[s] = left + right, (left - right) / ((left + right) / 2)
+            lines.append(f"{s}\t{left:.4f}\t{right:.4f}\t{left + right:.4f}\t{ai[s]:.4f}")
+        else:
+            volumes_ml[s] = MIDLINE[s]
+            lines.append(f"{s}\tn/a\tn/a\t{MIDLINE[s]:.4f}\tn/a")
+    prefix = "sub-f01_rec-svr"
+    volumes = anat / f"{prefix}_desc-volumes.tsv"
+    volumes.write_text("\n".join(lines) + "\n")
+    sha = "ab12cd34ef56" + "0" * 52
+    qc: dict = {
+        "volumes_ml": volumes_ml,
+        "asymmetry_index": ai,
+        "parameters": {
+            "weights": str(weights),
+            "weights_sha256": sha,
+            "device": "cpu",
+            "test_time_augmentation": True,
+            "keep_fraction": 0.2,
+            "working_grid_mm": 1.0,
+            "midsagittal_plane_x_mm": 0.0,
+            "mask_margin_mm": 2.0,
+        },
+        "timings": {"network_s": 12.34, "total_s": 45.6},
+    }
+    if agreement is not None:
+        qc["agreement_with_atlas_labels"] = {t: agreement for t in TISSUES}
+    qc_path = anat / f"{prefix}_desc-segmentation_qc.json"
+    qc_path.write_text(json.dumps(qc))
+    png = input_figure(np.ones((8, 8, 4), dtype=np.float32), axis=2)
+    figure = figs / f"{prefix}_desc-segmentation_dseg.png"
+    figure.write_bytes(png)
+    kwargs = {"segmentation_qc": qc_path, "volumes": volumes, "segmentation_figure": figure}
+    return {"kwargs": kwargs, "png": png, "sha": sha}
+
+
+def _report_with_segmentation(processed, tmp_path: Path, agreement, card=True):
+    seg = write_segmentation(tmp_path / "sub-f01", agreement, card)
+    html, stages = tmp_path / "sub-f01.html", tmp_path / "sub-f01_stages.json"
+    build_subject_report(*processed["sub-f01 inputs"], html, stages, **seg["kwargs"])
+    st = json.loads(stages.read_text())
+    return html.read_text(), st, {s["key"]: s for s in st["stages"]}, seg
+
+
+def test_segmentation_section_shows_figure_volumes_and_methods(processed, tmp_path) -> None:
+    text, st, stages, seg = _report_with_segmentation(processed, tmp_path, agreement=0.8)
+    row = stages["segmentation"]
+    assert row["status"] == "done", row
+    assert "total brain 160.0 mL, intracranial 205.0 mL" in row["detail"]
+    assert "12.3 s on cpu" in row["detail"] and "mean Dice with atlas labels 0.80" in row["detail"]
+    assert stages["brain_age"]["status"] == NOT_YET  # not built yet
+    section = text.split("<h2>Segmentation</h2>", 1)[1].split("<h2", 1)[0]
+    assert base64.b64encode(seg["png"]).decode() in IMG_RE.findall(section)
+    assert f"<figcaption>{esc(FIGURE_CAPTION)}</figcaption>" in section
+    for cells in (
+        ["white matter", "50.00", "48.00", "98.00", "0.041"],
+        ["ventricles", "3.00", "2.00", "5.00", "0.400"],
+        ["external CSF", "n/a", "n/a", "40.00", "n/a"],
+        ["intracranial", "n/a", "n/a", "205.00", "n/a"],
+    ):
+        assert "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" in section, cells
+    assert "Network 12.3 s on cpu" in section and "mirror averaging: yes" in section
+    assert "Agreement with the atlas-propagated labels" in section
+    assert '<td>mean</td><td class="ok">0.800</td>' in section
+    assert 'class="warn"' not in section
+    assert st["volumes_ml"]["total_brain"] == 160.0
+
+    methods = _methods(text)
+    for used in (
+        "3D U-Net (Ronneberger et al. 2015) built with MONAI (Cardoso et al. 2022)",
+        "random contrast per label, the approach of SynthSeg (Billot et al. 2023).",
+        f"(unet3d_weights.pt, SHA-256 {seg['sha'][:12]}) were trained with seed 7 for 30 "
+        "epochs on 40 label maps (simulated 38, atlas 2); their mean validation Dice was "
+        "0.812 on simulated fetal T2w images and 0.734 on a contrast not seen in training.",
+        "1 mm working grid and segmented by sliding-window inference",
+        "left-right mirror image (test-time augmentation), in 12.34 s on the CPU",
+        "midsagittal plane (x = 0 mm)",
+        "largest connected component",
+        "holes were filled",
+        "measured there, in subject space",
+        REFERENCES["synthseg"][1],
+        REFERENCES["monai"][1],
+        "torch ",
+        "monai ",
+    ):
+        assert esc(used) in methods, used
+    assert seg["sha"][12:] not in methods  # the short form only
+    assert "flagged" not in methods
+
+
+def test_low_agreement_with_atlas_labels_flags_the_segmentation(processed, tmp_path) -> None:
+    text, st, stages, _ = _report_with_segmentation(processed, tmp_path, 0.3, card=False)
+    row = stages["segmentation"]
+    assert row["status"] == "flagged", row
+    assert "mean Dice with the atlas-propagated labels 0.30 < 0.5" in row["detail"]
+    assert "registration or the segmentation failed" in row["detail"]
+    assert st["status"] == "ok"  # flagged for a person to check, not failed
+    section = text.split("<h2>Segmentation</h2>", 1)[1].split("<h2", 1)[0]
+    assert '<p class="warn">Check: mean Dice with the atlas-propagated labels 0.30' in section
+    assert '<td>mean</td><td class="warn">0.300</td>' in section
+    assert re.search(r"<td>Tissue segmentation[^<]*</td><td class=\"warn\">flagged<", text)
+    methods = _methods(text)
+    assert "The segmentation was flagged" in methods
+    assert "have no model card beside them" in methods and "seed" not in methods
+
+
+def test_cohort_has_the_segmentation_volumes(processed, tmp_path) -> None:
+    _report_with_segmentation(processed, tmp_path, agreement=0.8)
+    stages = [tmp_path / "sub-f01_stages.json", processed["sub-f02"][1]]
+    reports = [tmp_path / "sub-f01.html", processed["sub-f02"][0]]
+    tsv, html = tmp_path / "group" / "cohort.tsv", tmp_path / "group" / "cohort.html"
+    write_cohort(stages, reports, tsv, html)
+    rows = {r["participant_id"]: r for r in csv.DictReader(tsv.open(), delimiter="\t")}
+    assert rows["sub-f01"]["total_brain_volume_ml"] == "160.00"
+    assert rows["sub-f01"]["intracranial_volume_ml"] == "205.00"
+    assert rows["sub-f02"]["total_brain_volume_ml"] == "n/a"  # failed validation: none
+    assert rows["sub-f02"]["intracranial_volume_ml"] == "n/a"
+    assert "<th>total_brain_volume_ml</th>" in html.read_text()
+
+
+def test_a_failed_segmentation_job_gets_a_salvaged_report(processed, tmp_path) -> None:
+    """The segment job failed: its QC is missing, the salvaged report names the stage."""
+    seg = write_segmentation(tmp_path / "sub-f01", agreement=0.8)["kwargs"]
+    seg["segmentation_qc"].unlink()
+    seg["volumes"].unlink()
+    job_log = tmp_path / "segment.log"
+    job_log.write_text("loading weights\nSegmentationError: weights not found\n")
+    run_log = tmp_path / "snakemake.log"
+    run_log.write_text(
+        "Error in rule segment:\n    jobid: 7\n"
+        f"    output: {seg['segmentation_qc']}, {seg['volumes']}\n"
+        f"    log: {job_log} (check log file(s) for error details)\n"
+    )
+    val, n4, bias, mask = processed["sub-f01 inputs"]
+    session = {
+        "prefix": "sub-f01",
+        "html": tmp_path / "sub-f01.html",
+        "stages": tmp_path / "stages" / "sub-f01_stages.json",
+        "inputs": {
+            "validation_path": val,
+            "n4_paths": n4,
+            "bias_paths": bias,
+            "mask_paths": mask,
+            **seg,
+        },
+    }
+    tsv = tmp_path / "group" / "cohort.tsv"
+    assert salvage_reports(run_log, [session], tsv, tsv.with_suffix(".html")) == ["sub-f01"]
+    st = json.loads(salvaged_stages(session["stages"]).read_text())
+    assert st["status"] == "failed"
+    assert st["failed_stage"] == "Tissue segmentation and volumetry"
+    row = {s["key"]: s for s in st["stages"]}["segmentation"]
+    assert row["status"] == "failed" and "see logs/segment" in row["detail"]
+    text = session["html"].read_text()
+    assert "rule segment failed: SegmentationError: weights not found" in text
+    assert "<h2>Segmentation</h2>" not in text  # nothing made up
+    (cohort_row,) = csv.DictReader(tsv.open(), delimiter="\t")
+    assert cohort_row["total_brain_volume_ml"] == "n/a"

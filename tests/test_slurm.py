@@ -74,6 +74,7 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
             *SNAKEMAKE,
             "all",
             "train_masking",  # on demand, not part of all
+            "train_segmentation",
             "--profile",
             str(REPO / "profiles" / "slurm"),
             "--dry-run",

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import os
 import pickle
-import platform
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,6 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from earlybrain import __version__
 from earlybrain.device import resolve_device
 from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic
 from earlybrain.preprocess.masking.augment import AugmentConfig, augment_batch
@@ -50,6 +48,7 @@ from earlybrain.preprocess.masking.slices import normalise_stack, slice_axis, to
 from earlybrain.simulate.acquisition import StackProtocol, simulate_stacks
 from earlybrain.simulate.labels import FLUID
 from earlybrain.simulate.phantom import make_phantom
+from earlybrain.training import derived_seeds, software_versions
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,7 @@ class TrainConfig:
 
 def subject_seeds(seed: int, n: int, split: str) -> list[int]:
     """Seeds of the simulated subjects of one split (train / val)."""
-    code = SPLIT_CODES[split]
-    return [int(np.random.SeedSequence([seed, code, i]).generate_state(1)[0]) for i in range(n)]
+    return derived_seeds(seed, SPLIT_CODES[split], n)
 
 
 def random_protocol(rng: np.random.Generator) -> tuple[StackProtocol, str]:
@@ -295,20 +293,6 @@ def validate(
     }
 
 
-def _software() -> dict[str, str]:
-    import monai
-    import scipy
-
-    return {
-        "earlybrain": __version__,
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def train_masking(
     out_dir: str | os.PathLike[str],
     seed: int = 0,
@@ -431,7 +415,7 @@ def train_masking(
         "device": str(dev),
         "threads": threads,
         "time_s": {"simulation": round(t_sim, 1), "total": round(time.time() - t_start, 1)},
-        "software": _software(),
+        "software": software_versions(),
         "trained": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
     }
     write_json_atomic(out / "card.json", card)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -20,11 +21,19 @@ COLUMNS = (
     "age_measure",
     "age_column",
     "n_images",
+    "total_brain_volume_ml",
+    "intracranial_volume_ml",
     "status",
     "failed_stage",
     "reason",
     "report",
 )
+
+
+def _ml(volumes: dict[str, float], structure: str) -> str:
+    """A volume of the session's segmentation (from its stage JSON), n/a when it has none."""
+    value = volumes.get(structure)
+    return f"{value:.2f}" if isinstance(value, int | float) and math.isfinite(value) else "n/a"
 
 
 def cohort_rows(
@@ -39,6 +48,7 @@ def cohort_rows(
         st = json.loads(Path(f).read_text())
         report = by_name.get(st.get("report", ""))
         age = st.get("age_weeks")
+        volumes = st.get("volumes_ml") or {}
         rows.append(
             {
                 "participant_id": f"sub-{st['subject']}",
@@ -48,6 +58,8 @@ def cohort_rows(
                 "age_measure": st.get("age_measure") or "n/a",
                 "age_column": st.get("age_column") or "n/a",
                 "n_images": str(st.get("n_images", 0)),
+                "total_brain_volume_ml": _ml(volumes, "total_brain"),
+                "intracranial_volume_ml": _ml(volumes, "intracranial"),
                 "status": st.get("status", "failed"),
                 "failed_stage": st.get("failed_stage") or "n/a",
                 "reason": (st.get("reason") or "n/a").replace("\t", " ").replace("\n", " "),

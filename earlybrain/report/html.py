@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 STATUS_CLASS = {
     "done": "ok",
@@ -79,6 +79,14 @@ def page(title: str, body: str) -> str:
     )
 
 
+class Section(NamedTuple):
+    """A report section: its figures [(caption, png), ...], then ready-made (escaped) HTML."""
+
+    heading: str
+    figures: Sequence[tuple[str, bytes]]
+    html: str = ""
+
+
 def figure(png: bytes, caption: str) -> str:
     return f"<figure>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
 
@@ -92,7 +100,7 @@ def subject_page(
     notes: Sequence[str],
     image_rows: Sequence[Sequence[str]],
     stages: Sequence[dict[str, str]],
-    sections: Sequence[tuple[str, Sequence[tuple[str, bytes]]]],
+    sections: Sequence[Section | tuple[str, Sequence[tuple[str, bytes]]]],
     version: str,
     cohort_link: str | None = "group/cohort.html",
     failures: Sequence[str] = (),
@@ -101,7 +109,7 @@ def subject_page(
 ) -> str:
     """The subject report: summary, validation, stage table, then a figure section per stage.
 
-    `sections` is [(heading, [(caption, png), ...]), ...] in data-flow order; `details`
+    `sections` are Sections (or (heading, figures) pairs) in data-flow order; `details`
     (after the stage table) and `appendix` (closing the page, e.g. the Methods) hold
     ready-made (escaped) HTML fragments.
     """
@@ -138,12 +146,14 @@ def subject_page(
     )
     parts.extend(details)
 
-    for heading, figures in sections:
+    for heading, figures, extra in (Section(*s) for s in sections):
         parts.append(f"<h2>{esc(heading)}</h2>")
         if figures:
             parts.extend(figure(png, caption) for caption, png in figures)
         else:
             parts.append('<p class="muted">no images could be displayed</p>')
+        if extra:
+            parts.append(extra)
     parts.extend(appendix)
     return page(title, "\n".join(parts))
 

@@ -1,10 +1,11 @@
 """A "Methods" paragraph for the subject report, written from what actually ran.
 
-Everything quantitative comes from the JSON sidecars the steps wrote next to their
-outputs (the parameters they really used, after any capping), never from the current
-config, which may have changed since. A stage gets a sentence only when the stage table
-says it is done, so a session that failed gets no invented methods. Library versions
-are read from the installed package metadata (no heavy imports at report time).
+Everything quantitative comes from the JSON sidecars and QC files the steps wrote next
+to their outputs (the parameters they really used, after any capping) and from the model
+cards of the networks' weights, never from the current config, which may have changed
+since. A stage gets a sentence only when the stage table says it ran (done, or flagged
+for a check), so a session that failed gets no invented methods. Library versions are
+read from the installed package metadata (no heavy imports at report time).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from earlybrain import __version__
 from earlybrain.report.html import esc
+from earlybrain.report.segmentation import mean_agreement, segmentation_warnings
 
 # Plain references (no links: reports are read offline): key -> (in-text form, full).
 REFERENCES: dict[str, tuple[str, str]] = {
@@ -71,6 +73,13 @@ REFERENCES: dict[str, tuple[str, str]] = {
         "Cardoso et al. 2022",
         "Cardoso MJ, Li W, Brown R, Ma N, Kerfoot E, Wang Y, et al. MONAI: an open-source "
         "framework for deep learning in healthcare. arXiv:2211.02701. 2022.",
+    ),
+    "synthseg": (
+        "Billot et al. 2023",
+        "Billot B, Greve DN, Puonti O, Thielscher A, Van Leemput K, Fischl B, Dalca AV, "
+        "Iglesias JE. SynthSeg: segmentation of brain MRI scans of any contrast and resolution "
+        "without retraining. Medical Image Analysis. 2023;86:102789. "
+        "doi:10.1016/j.media.2023.102789",
     ),
 }
 
@@ -385,6 +394,63 @@ def registration_paragraph(qc: dict[str, Any], m: Methods) -> str:
     return text
 
 
+def _training(card: dict[str, Any]) -> str:
+    """The end of a sentence on the weights: their training and validation, from their card."""
+    if not card:
+        return "have no model card beside them, so their training is not reported here."
+    maps = card.get("training_data", {}).get("label_maps", {})
+    counts = ", ".join(f"{k} {n}" for k, n in maps.items() if n) if isinstance(maps, dict) else ""
+    text = f"were trained with seed {card.get('seed', '?')} for {card.get('epochs', '?')} epochs"
+    if counts:
+        text += f" on {sum(maps.values())} label maps ({counts})"
+    val = card.get("validation", {}).get("dice_mean")
+    unseen = card.get("validation_unseen_contrast", {}).get("dice_mean")
+    if isinstance(val, int | float):
+        text += f"; their mean validation Dice was {val:.3f} on simulated fetal T2w images"
+        if isinstance(unseen, int | float):
+            text += f" and {unseen:.3f} on a contrast not seen in training"
+    return text + "."
+
+
+def segmentation_paragraph(qc: dict[str, Any], card: dict[str, Any], m: Methods) -> str:
+    """The network (weights, training, validation), inference, post-processing, volumetry."""
+    par, times = qc.get("parameters", {}), qc.get("timings", {})
+    tta = (
+        ", averaged with the segmentation of its left-right mirror image (test-time augmentation),"
+        if par.get("test_time_augmentation")
+        else ""
+    )
+    text = (
+        f"Tissues were segmented by a 3D U-Net {m.cite('unet')} built with MONAI "
+        f"{m.cite('monai')}, trained on synthetic images generated from label maps with a "
+        f"random contrast per label, the approach of SynthSeg {m.cite('synthseg')}. The "
+        f"weights used ({Path(str(par.get('weights', '?'))).name}, SHA-256 "
+        f"{str(par.get('weights_sha256', '?'))[:12]}) {_training(card)} The registered "
+        "reconstruction, in atlas space, was resampled to the network's "
+        f"{_num(par.get('working_grid_mm', '?'))} mm working grid and segmented by "
+        f"sliding-window inference (overlapping windows, Gaussian blending){tta} in "
+        f"{_num(times.get('network_s', '?'))} s on {_device(par.get('device'))}. Labels "
+        f"more than {_num(par.get('mask_margin_mm', '?'))} mm outside the registered brain "
+        "mask were removed; the tissues were split into left and right at the atlas "
+        f"midsagittal plane (x = {_num(par.get('midsagittal_plane_x_mm', '?'))} mm); of "
+        "each label the largest connected component was kept, with any other component at "
+        f"least {_num(par.get('keep_fraction', '?'))} times its size, and holes were filled. "
+        "The labels were brought back to the reconstruction's grid through the inverse of "
+        "the registration and the volumes measured there, in subject space; asymmetry index "
+        "(L - R) / ((L + R) / 2)."
+    )
+    mean = mean_agreement(qc)
+    if mean is not None:
+        text += (
+            " The mean Dice overlap of the tissues with the atlas labels warped to the "
+            f"reconstruction was {mean:.3f}."
+        )
+    warnings = segmentation_warnings(qc)
+    if warnings:
+        text += " The segmentation was flagged: " + "; ".join(warnings) + "."
+    return text
+
+
 def build_methods(
     stages: Sequence[dict[str, str]],
     *,
@@ -395,6 +461,8 @@ def build_methods(
     stack_qc_sidecar: dict[str, Any] | None = None,
     stack_qc_rows: Sequence[dict[str, str]] = (),
     registration_qc: dict[str, Any] | None = None,
+    segmentation_qc: dict[str, Any] | None = None,
+    segmentation_card: dict[str, Any] | None = None,
     software: list[tuple[str, str]] | None = None,
 ) -> Methods:
     """The methods of one session, only for the stages whose status is "done"."""
@@ -423,8 +491,10 @@ def build_methods(
         )
     if status.get("atlas_registration") in ("done", "flagged"):
         m.paragraphs.append(registration_paragraph(registration_qc or {}, m))
-    if status.get("segmentation") == "done":
-        m.paragraphs.append(f"Segmentation networks were built with MONAI {m.cite('monai')}.")
+    if status.get("segmentation") in ("done", "flagged"):
+        m.paragraphs.append(
+            segmentation_paragraph(segmentation_qc or {}, segmentation_card or {}, m)
+        )
     if not m.paragraphs:
         m.paragraphs.append("No processing stage beyond input validation completed.")
         return m
@@ -437,7 +507,7 @@ def build_methods(
     if software is None:
         names = list(BASE_SOFTWARE)
         for key, extra in STAGE_SOFTWARE.items():
-            if status.get(key) == "done":
+            if status.get(key) in ("done", "flagged"):
                 names += [n for n in extra if n not in names]
         software = software_versions(names)
     m.software = list(software)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -19,7 +22,7 @@ from earlybrain.io.nifti import ImageError, load_nifti
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
-from earlybrain.report.html import status_cell, subject_page, table, td
+from earlybrain.report.html import Section, status_cell, subject_page, table, td
 from earlybrain.report.methods import (
     build_methods,
     is_precomputed_mask,
@@ -27,6 +30,12 @@ from earlybrain.report.methods import (
     read_json,
     read_tsv,
     recon_sidecar_for,
+)
+from earlybrain.report.segmentation import (
+    FIGURE_CAPTION,
+    card_path,
+    segmentation_html,
+    segmentation_row,
 )
 
 NOT_YET = "not yet available in this version"
@@ -42,17 +51,91 @@ STAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("segmentation", "Tissue segmentation and volumetry", ("fetal", "infant")),
     ("brain_age", "Brain age estimation", ("fetal", "infant")),
 )
-IMPLEMENTED = {"inputs", "n4", "brain_mask", "stack_qc", "svr_srr", "atlas_registration"}
 
 
-def _recon_row(passed: bool, recon_metrics: Path | None) -> dict:
+T = TypeVar("T")
+PathLike = str | os.PathLike[str]
+SKIPPED_INVALID = {"status": "skipped", "detail": "inputs failed validation"}
+
+
+@dataclass(frozen=True)
+class Output(Generic[T]):
+    """One optional stage output, read once. `path` None: the stage did not run for this
+    session; empty `content`: it ran but its file is missing or unreadable."""
+
+    path: Path | None
+    content: T
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """What the session's stages wrote, each file read once: the stage table, the figure
+    sections and the Methods all take their content from here."""
+
+    brain_masks: list[Path]
+    brain_mask_sidecars: list[dict[str, Any]]
+    recon_metrics: Output[dict[str, Any]]
+    recon_sidecar: dict[str, Any]
+    stack_qc: Output[list[dict[str, str]]]
+    stack_qc_sidecar: dict[str, Any]
+    registration_qc: Output[dict[str, Any]]
+    segmentation_qc: Output[dict[str, Any]]
+    volumes: list[dict[str, str]]
+    segmentation_card: dict[str, Any]
+
+
+def _path(p: PathLike | None) -> Path | None:
+    return Path(p) if p is not None else None
+
+
+def read_stage_outputs(
+    brain_masks: Sequence[PathLike] = (),
+    recon_metrics: PathLike | None = None,
+    recon_sidecar: PathLike | None = None,
+    stack_qc: PathLike | None = None,
+    registration_qc: PathLike | None = None,
+    segmentation_qc: PathLike | None = None,
+    volumes: PathLike | None = None,
+) -> StageOutputs:
+    """Read every stage output given for the session (None: that stage did not run).
+
+    `recon_sidecar` defaults to the one beside `recon_metrics`; the segmentation network's
+    model card is read from beside the weights named in the segmentation QC.
+    """
+    masks = [Path(p) for p in brain_masks]
+    metrics, stack_qc = _path(recon_metrics), _path(stack_qc)
+    if metrics is not None and recon_sidecar is None:
+        recon_sidecar = recon_sidecar_for(metrics)
+    seg_qc = read_json(segmentation_qc)
+    return StageOutputs(
+        brain_masks=masks,
+        brain_mask_sidecars=[read_json(sidecar_path(p)) for p in masks],
+        recon_metrics=Output(metrics, read_json(metrics)),
+        recon_sidecar=read_json(recon_sidecar),
+        stack_qc=Output(stack_qc, read_tsv(stack_qc)),
+        stack_qc_sidecar=read_json(sidecar_path(stack_qc)) if stack_qc else {},
+        registration_qc=Output(_path(registration_qc), read_json(registration_qc)),
+        segmentation_qc=Output(_path(segmentation_qc), seg_qc),
+        volumes=read_tsv(volumes),
+        segmentation_card=read_json(card_path(seg_qc)),
+    )
+
+
+def _not_run(passed: bool, output: Output[Any], rule: str) -> dict[str, str] | None:
+    """The row of a stage without content (skipped, or failed: no output); None otherwise."""
     if not passed:
-        return {"status": "skipped", "detail": "inputs failed validation"}
-    if recon_metrics is None:
+        return SKIPPED_INVALID
+    if output.path is None:
         return {"status": "skipped", "detail": "not run for this session"}
-    if not recon_metrics.is_file():
-        return {"status": "failed", "detail": f"no output ({recon_metrics.name}); see logs/recon"}
-    m = read_json(recon_metrics)
+    if not output.content:
+        return {"status": "failed", "detail": f"no output ({output.path.name}); see logs/{rule}"}
+    return None
+
+
+def _recon_row(passed: bool, metrics: Output[dict[str, Any]]) -> dict:
+    if row := _not_run(passed, metrics, "recon"):
+        return row
+    m = metrics.content
     return {
         "status": "done",
         "detail": (
@@ -65,15 +148,14 @@ def _recon_row(passed: bool, recon_metrics: Path | None) -> dict:
     }
 
 
-def _mask_row(passed: bool, brain_masks: list[Path]) -> dict:
+def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]) -> dict:
     if not passed:
-        return {"status": "skipped", "detail": "inputs failed validation"}
+        return SKIPPED_INVALID
     if not brain_masks:
         return {"status": "skipped", "detail": "not run for this session"}
     missing = [p.name for p in brain_masks if not p.is_file()]
     if missing:
         return {"status": "failed", "detail": "no output: " + ", ".join(missing)}
-    sides = [read_json(sidecar_path(p)) for p in brain_masks]
     given = sum(map(is_precomputed_mask, sides))
     volumes = [s["BrainVolume_ml"] for s in sides if "BrainVolume_ml" in s]
     how = [f"{len(sides) - given} by the masking network"] if len(sides) > given else []
@@ -82,14 +164,10 @@ def _mask_row(passed: bool, brain_masks: list[Path]) -> dict:
     return {"status": "done", "detail": f"{len(sides)} stack(s): {', '.join(how)}{vol}"}
 
 
-def _stack_qc_row(passed: bool, stack_qc: Path | None) -> dict:
-    if not passed:
-        return {"status": "skipped", "detail": "inputs failed validation"}
-    if stack_qc is None:
-        return {"status": "skipped", "detail": "not run for this session"}
-    rows = read_tsv(stack_qc)
-    if not rows:
-        return {"status": "failed", "detail": f"no output ({stack_qc.name}); see logs/stack_qc"}
+def _stack_qc_row(passed: bool, stack_qc: Output[list[dict[str, str]]]) -> dict:
+    if row := _not_run(passed, stack_qc, "stack_qc"):
+        return row
+    rows = stack_qc.content
     kept = [r for r in rows if r.get("kept") == "true"]
     out = [
         f"{Path(r['stack']).name.split('_desc-')[0]} ({r['reason']})" for r in rows if r not in kept
@@ -98,17 +176,10 @@ def _stack_qc_row(passed: bool, stack_qc: Path | None) -> dict:
     return {"status": "done", "detail": detail + (("; excluded: " + "; ".join(out)) if out else "")}
 
 
-def _registration_row(passed: bool, qc_path: Path | None) -> dict:
-    if not passed:
-        return {"status": "skipped", "detail": "inputs failed validation"}
-    if qc_path is None:
-        return {"status": "skipped", "detail": "not run for this session"}
-    qc = read_json(qc_path)
-    if not qc:
-        return {
-            "status": "failed",
-            "detail": f"no output ({qc_path.name}); see logs/register_atlas",
-        }
+def _registration_row(passed: bool, registration_qc: Output[dict[str, Any]]) -> dict:
+    if row := _not_run(passed, registration_qc, "register_atlas"):
+        return row
+    qc = registration_qc.content
     tpl = qc.get("template", {})
     detail = (
         f"{tpl.get('age_weeks')}-week template of {tpl.get('atlas')} (space {tpl.get('space')}); "
@@ -124,20 +195,21 @@ def _registration_row(passed: bool, qc_path: Path | None) -> dict:
     }
 
 
+def _segmentation_stage_row(passed: bool, segmentation_qc: Output[dict[str, Any]]) -> dict:
+    return _not_run(passed, segmentation_qc, "segment") or segmentation_row(segmentation_qc.content)
+
+
 def stage_table(
     validation: dict,
     n4_outputs: list[Path],
     n4_missing: list[str],
-    brain_masks: list[Path] | None = None,
-    recon_metrics: Path | None = None,
-    stack_qc: Path | None = None,
-    registration_qc: Path | None = None,
+    outputs: StageOutputs | None = None,
 ) -> list[dict]:
     """Status of every stage for this session, with a reason where it is not 'done'."""
     kind = validation.get("kind", "fetal")
     passed = validation.get("status") == "pass"
     n_images = len(validation.get("images", []))
-    brain_masks = list(brain_masks or [])
+    out = outputs or read_stage_outputs()
     rows: list[dict[str, str]] = []
     for key, label, kinds in STAGES:
         row = {"key": key, "stage": label}
@@ -152,19 +224,21 @@ def stage_table(
             )
         elif key == "n4":
             if not passed:
-                row |= {"status": "skipped", "detail": "inputs failed validation"}
+                row |= SKIPPED_INVALID
             elif n4_missing:
                 row |= {"status": "failed", "detail": "missing output(s): " + ", ".join(n4_missing)}
             else:
                 row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
         elif key == "brain_mask" and kind == "fetal":
-            row |= _mask_row(passed, brain_masks)
+            row |= _mask_row(passed, out.brain_masks, out.brain_mask_sidecars)
         elif key == "stack_qc":
-            row |= _stack_qc_row(passed, stack_qc)
+            row |= _stack_qc_row(passed, out.stack_qc)
         elif key == "svr_srr":
-            row |= _recon_row(passed, recon_metrics)
+            row |= _recon_row(passed, out.recon_metrics)
         elif key == "atlas_registration" and kind == "fetal":
-            row |= _registration_row(passed, registration_qc)
+            row |= _registration_row(passed, out.registration_qc)
+        elif key == "segmentation" and kind == "fetal":
+            row |= _segmentation_stage_row(passed, out.segmentation_qc)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
@@ -186,8 +260,8 @@ RECON_CAPTIONS = {
 
 
 def _recon_section(
-    metrics: Path | None, figure_paths: list[str | os.PathLike[str]]
-) -> list[tuple[str, list[tuple[str, bytes]]]]:
+    metrics: Output[dict[str, Any]], figure_paths: Sequence[PathLike]
+) -> list[Section]:
     """The SVR/SRR figures (made by their own rule) with captions, when they exist."""
     figs = []
     for path in map(Path, figure_paths):
@@ -195,9 +269,9 @@ def _recon_section(
             continue
         kind = path.stem.rsplit("_", 1)[-1]
         figs.append((RECON_CAPTIONS.get(kind, path.name), path.read_bytes()))
-    if metrics is None or not figs:
+    if metrics.path is None or not figs:
         return []
-    return [("Slice-to-volume reconstruction", figs)]
+    return [Section("Slice-to-volume reconstruction", figs)]
 
 
 STACK_QC_COLUMNS = (
@@ -214,9 +288,8 @@ STACK_QC_COLUMNS = (
 )
 
 
-def stack_qc_table(path: Path) -> str:
+def stack_qc_table(rows: list[dict[str, str]]) -> str:
     """The stack quality ranking as an HTML table (best first), with exclusion reasons."""
-    rows = read_tsv(path)
     if not rows:
         return '<p class="muted">stack quality table not available</p>'
     body = []
@@ -231,11 +304,11 @@ def stack_qc_table(path: Path) -> str:
 
 
 def _registration_section(
-    qc: Path | None, figure_path: str | os.PathLike[str] | None
-) -> list[tuple[str, list[tuple[str, bytes]]]]:
-    if qc is None or figure_path is None or not Path(figure_path).is_file():
+    qc: Output[dict[str, Any]], figure_path: PathLike | None
+) -> list[Section]:
+    if qc.path is None or figure_path is None or not Path(figure_path).is_file():
         return []
-    tpl = read_json(qc).get("template", {})
+    tpl = qc.content.get("template", {})
     caption = (
         f"Registration check: the labels of the {tpl.get('age_weeks')}-week template of atlas "
         f"{tpl.get('atlas')}, warped to the reconstruction through the inverse of the "
@@ -243,7 +316,18 @@ def _registration_section(
         "Outlines that follow the ventricles, cortex and cerebellum mean the registration "
         "found the anatomy; outlines offset or crossing structures mean it did not."
     )
-    return [("Atlas registration", [(caption, Path(figure_path).read_bytes())])]
+    return [Section("Atlas registration", [(caption, Path(figure_path).read_bytes())])]
+
+
+def _segmentation_section(
+    qc: Output[dict[str, Any]], volumes: list[dict[str, str]], figure_path: PathLike | None
+) -> list[Section]:
+    """The labels outlined on the reconstruction, the volumes, timing and agreement."""
+    if not qc.content:
+        return []
+    figure = Path(figure_path) if figure_path is not None else None
+    figs = [(FIGURE_CAPTION, figure.read_bytes())] if figure and figure.is_file() else []
+    return [Section("Segmentation", figs, segmentation_html(qc.content, volumes))]
 
 
 def build_subject_report(
@@ -255,14 +339,17 @@ def build_subject_report(
     out_stages: str | os.PathLike[str],
     cohort_link: str | None = "group/cohort.html",
     *,
-    brain_masks: list[str | os.PathLike[str]] = (),
-    recon_metrics: str | os.PathLike[str] | None = None,
-    recon_figures: list[str | os.PathLike[str]] = (),
-    failures: list[str] = (),
-    recon_sidecar: str | os.PathLike[str] | None = None,
-    stack_qc: str | os.PathLike[str] | None = None,
-    registration_qc: str | os.PathLike[str] | None = None,
-    registration_figure: str | os.PathLike[str] | None = None,
+    brain_masks: Sequence[PathLike] = (),
+    recon_metrics: PathLike | None = None,
+    recon_figures: Sequence[PathLike] = (),
+    failures: Sequence[str] = (),
+    recon_sidecar: PathLike | None = None,
+    stack_qc: PathLike | None = None,
+    registration_qc: PathLike | None = None,
+    registration_figure: PathLike | None = None,
+    segmentation_qc: PathLike | None = None,
+    volumes: PathLike | None = None,
+    segmentation_figure: PathLike | None = None,
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
@@ -270,7 +357,8 @@ def build_subject_report(
     they are empty for a session that failed validation. `failures` describe jobs of this
     session that failed (see earlybrain.report.salvage); they head the report.
     `recon_sidecar` (default: derived from `recon_metrics`) gives the Methods section the
-    reconstruction's parameters.
+    reconstruction's parameters. A stage output left None means the stage did not run for
+    this session; one given but missing means it failed. Each file is read once.
     """
     validation = json.loads(Path(validation_path).read_text())
     images = validation.get("images", [])
@@ -282,25 +370,28 @@ def build_subject_report(
             f"{len(bias_paths)} bias and {len(mask_paths)} mask path(s) were given"
         )
     missing = [p.name for p in n4_paths if not p.exists()]
-    brain_masks = [Path(p) for p in brain_masks]
-    recon_metrics = Path(recon_metrics) if recon_metrics is not None else None
-    stack_qc = Path(stack_qc) if stack_qc is not None else None
-    registration_qc = Path(registration_qc) if registration_qc is not None else None
-    stages = stage_table(
-        validation, n4_paths, missing, brain_masks, recon_metrics, stack_qc, registration_qc
+    n4_sidecars = [read_json(sidecar_path(p)) for p in n4_paths] if passed else []
+    out = read_stage_outputs(
+        brain_masks,
+        recon_metrics,
+        recon_sidecar,
+        stack_qc,
+        registration_qc,
+        segmentation_qc,
+        volumes,
     )
+    stages = stage_table(validation, n4_paths, missing, out)
 
     figs: list[tuple[str, bytes]] = []
     notes = list(validation.get("notes", []))
     if passed and not missing:
         heading = "Bias-field correction and brain masks (per input image)"
-        brains: list[Path | None] = list(brain_masks) or [None] * len(images)
-        for info, n4p, bp, mp, brain in zip(
-            images, n4_paths, bias_paths, mask_paths, brains, strict=True
+        brains: list[Path | None] = list(out.brain_masks) or [None] * len(images)
+        for info, n4p, side, bp, mp, brain in zip(
+            images, n4_paths, n4_sidecars, bias_paths, mask_paths, brains, strict=True
         ):
             raw = _load(info["path"])
             fg = _load(mp) > 0
-            side = read_json(sidecar_path(n4p))
             scale = side.get("Normalisation", {})
             used = side.get("N4", {})
             caption = (
@@ -360,17 +451,17 @@ def build_subject_report(
         ]
         for info in images
     ]
-    if recon_metrics is not None and recon_sidecar is None:
-        recon_sidecar = recon_sidecar_for(recon_metrics)
     methods = build_methods(
         stages,
-        n4_sidecars=[read_json(sidecar_path(p)) for p in n4_paths] if passed else [],
-        recon_sidecar=read_json(recon_sidecar),
-        recon_metrics=read_json(recon_metrics),
-        brain_mask_sidecars=[read_json(sidecar_path(p)) for p in brain_masks],
-        stack_qc_sidecar=read_json(sidecar_path(stack_qc)) if stack_qc else {},
-        stack_qc_rows=read_tsv(stack_qc),
-        registration_qc=read_json(registration_qc),
+        n4_sidecars=n4_sidecars,
+        recon_sidecar=out.recon_sidecar,
+        recon_metrics=out.recon_metrics.content,
+        brain_mask_sidecars=out.brain_mask_sidecars,
+        stack_qc_sidecar=out.stack_qc_sidecar,
+        stack_qc_rows=out.stack_qc.content,
+        registration_qc=out.registration_qc.content,
+        segmentation_qc=out.segmentation_qc.content,
+        segmentation_card=out.segmentation_card,
     )
     html_text = subject_page(
         title=f"earlybrain report: {prefix}",
@@ -381,11 +472,12 @@ def build_subject_report(
         image_rows=image_rows,
         stages=stages,
         sections=[
-            (heading, figs),
-            *_recon_section(recon_metrics, recon_figures),
-            *_registration_section(registration_qc, registration_figure),
+            Section(heading, figs),
+            *_recon_section(out.recon_metrics, recon_figures),
+            *_registration_section(out.registration_qc, registration_figure),
+            *_segmentation_section(out.segmentation_qc, out.volumes, segmentation_figure),
         ],
-        details=[stack_qc_table(stack_qc)] if stack_qc is not None else [],
+        details=[stack_qc_table(out.stack_qc.content)] if out.stack_qc.path is not None else [],
         version=__version__,
         cohort_link=cohort_link,
         failures=failures,
@@ -406,6 +498,7 @@ def build_subject_report(
         "reason": (failed[0]["detail"] if failed else "")
         + "".join(f" | {f.splitlines()[0]}" for f in failures),
         "stages": stages,
+        "volumes_ml": out.segmentation_qc.content.get("volumes_ml", {}),
         "report": Path(out_html).name,
         "methods": methods.as_dict(),
     }

@@ -77,9 +77,15 @@ def tissue_intensities(phantom: Phantom, contrast: str = "T2w") -> dict[int, flo
     return {lab: float(v * traits[lab]) for lab, v in base.items()}
 
 
-def intensity_image(phantom: Phantom, contrast: str = "T2w") -> np.ndarray:
-    """Noise-free image of the phantom: tissue values, smooth texture, partial volume."""
-    values = tissue_intensities(phantom, contrast)
+def intensity_image(
+    phantom: Phantom, contrast: str = "T2w", values: dict[int, float] | None = None
+) -> np.ndarray:
+    """Noise-free image of the phantom: tissue values, smooth texture, partial volume.
+
+    `values` (detailed label -> intensity) replaces the contrast's own table, e.g. to
+    test a network on a contrast it was never trained on.
+    """
+    values = tissue_intensities(phantom, contrast) if values is None else values
     lut = np.zeros(256, dtype=np.float32)
     for lab, v in values.items():
         lut[lab] = v

@@ -44,6 +44,13 @@ def to_tissues(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
+def label_volumes_ml(labels: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Volume (mL) of every earlybrain label, by name."""
+    vox_ml = float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=256)
+    return {name: float(counts[lab]) * vox_ml for lab, (name, _, _) in LABELS.items()}
+
+
 def label_table_rows() -> list[dict[str, object]]:
     """Rows for a BIDS-style `dseg.tsv` label table."""
     return [

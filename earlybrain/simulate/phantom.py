@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain.simulate import biometry
-from earlybrain.simulate.labels import BODY, FLUID, LABELS, SCALP, SKULL
+from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL, label_volumes_ml
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ class Phantom:
     extras: dict = field(default_factory=dict)
 
     def volumes_ml(self) -> dict[str, float]:
-        vox_ml = float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-        counts = np.bincount(self.labels.ravel(), minlength=17)
-        return {LABELS[k][0]: float(counts[k] * vox_ml) for k in LABELS}
+        return label_volumes_ml(self.labels, self.affine)
 
     def brain_volume_ml(self) -> float:
         """Brain tissue, excluding CSF spaces (eCSF, ventricles)."""

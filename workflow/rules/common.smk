@@ -17,6 +17,7 @@ from earlybrain.io.masks import MaskNotFoundError, find_mask
 from earlybrain.preprocess.stack_quality import QualityRules
 from earlybrain.recon.config import ReconConfig
 from earlybrain.register.register import RegistrationParams
+from earlybrain.segment import workflow as segment_wf
 from snakemake.exceptions import WorkflowError
 
 BIDS = config["bids_dir"]
@@ -49,7 +50,7 @@ EARLYBRAIN = earlybrain_command()
 # GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal. brain_mask
 # runs torch too, but takes seconds per stack on a CPU: one GPU job per stack would
 # mostly wait in the GPU queue, so it stays on the CPU partition (device: auto).
-GPU_RULES = {"recon", "train_masking"}
+GPU_RULES = {"recon", "segment", "train_masking", "train_segmentation"}
 
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
@@ -57,9 +58,12 @@ COHORT_HTML = f"{DERIV}/group/cohort.html"
 
 # strict=False: a session with a problem (missing age, no images, bad names) still
 # gets jobs; its validation step records the problem and its report names it.
-# `snakemake --lint` checks the rules, not a dataset, and `snakemake train_masking`
-# needs none: let them run from a bare checkout.
-NO_DATASET = ("--lint" in sys.argv or "train_masking" in sys.argv) and not Path(BIDS).is_dir()
+# `snakemake --lint` checks the rules, not a dataset, and the training targets
+# need none: let them run from a bare checkout.
+TRAIN_TARGETS = ("train_masking", "train_segmentation")
+NO_DATASET = ("--lint" in sys.argv or any(t in sys.argv for t in TRAIN_TARGETS)) and not Path(
+    BIDS
+).is_dir()
 try:
     SESSIONS = (
         [] if NO_DATASET else discover_sessions(BIDS, config.get("subjects") or None, strict=False)
@@ -84,6 +88,8 @@ for _key, _check in (
 
 # empty: the weights shipped in models/masking (earlybrain.preprocess.masking)
 MASKING_WEIGHTS = config["masking"]["weights"]
+# inference keys of config segmentation (empty weights: the shipped models/segmentation)
+SEGMENTATION_SETTINGS = segment_wf.inference_settings(config["segmentation"])
 
 # the atlas: a relative manifest path missing from the working directory is taken
 # relative to the repository, where the shipped atlas lives (atlases/README.md)
@@ -195,6 +201,15 @@ def registration_outputs(rec):
     return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
 
 
+def segmentation_outputs(rec):
+    """Outputs of segment for a session's reconstruction (workflow/rules/segment.smk)."""
+    return segment_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
+
+
+def segmentation_figure(rec):
+    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_rec-svr_desc-segmentation_dseg.png"
+
+
 def recon_outputs(rec):
     """SVR/SRR outputs of a fetal session (see workflow/rules/recon.smk)."""
     base = f"{DERIV}/{rec.reldir}"
@@ -263,8 +278,8 @@ def recon_inputs(wildcards):
 def session_report_inputs(rec, validation):
     """A session's report inputs once its validation JSON exists: the stages it reaches.
 
-    A validated fetal session is masked, its stacks ranked, reconstructed and
-    registered to the atlas.
+    A validated fetal session is masked, its stacks ranked, reconstructed, registered
+    to the atlas and segmented.
     """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
@@ -281,6 +296,9 @@ def session_report_inputs(rec, validation):
         "recon_figures": recon.get("figures", []),
         "registration_qc": registration_outputs(rec)["qc"] if fetal else [],
         "registration_figure": registration_figure(rec) if fetal else [],
+        "segmentation_qc": segmentation_outputs(rec)["qc"] if fetal else [],
+        "volumes": segmentation_outputs(rec)["volumes"] if fetal else [],
+        "segmentation_figure": segmentation_figure(rec) if fetal else [],
     }
 
 
@@ -317,6 +335,9 @@ def salvage_reports(log):
                     "recon_metrics": given["recon_metrics"] or None,
                     "registration_qc": given["registration_qc"] or None,
                     "registration_figure": given["registration_figure"] or None,
+                    "segmentation_qc": given["segmentation_qc"] or None,
+                    "volumes": given["volumes"] or None,
+                    "segmentation_figure": given["segmentation_figure"] or None,
                     "recon_figures": given["recon_figures"],
                 },
             }

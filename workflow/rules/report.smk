@@ -18,6 +18,9 @@ rule report:
         stack_qc=quoted_input("stack_qc"),
         registration_qc=quoted_input("registration_qc"),
         registration_figure=quoted_input("registration_figure"),
+        segmentation_qc=quoted_input("segmentation_qc"),
+        volumes=quoted_input("volumes"),
+        segmentation_figure=quoted_input("segmentation_figure"),
         recon_metrics=quoted_input("recon_metrics"),
         recon_figures=quoted_input("recon_figures"),
     log:
@@ -37,4 +40,6 @@ rule report:
         " --recon-figures {params.recon_figures} --stack-qc {params.stack_qc}"
         " --registration-qc {params.registration_qc}"
         " --registration-figure {params.registration_figure}"
+        " --segmentation-qc {params.segmentation_qc} --volumes {params.volumes}"
+        " --segmentation-figure {params.segmentation_figure}"
         " --out-html {output.html:q} --out-stages {output.stages:q} > {log:q} 2>&1"

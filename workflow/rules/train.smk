@@ -2,8 +2,11 @@
 #
 #   snakemake train_masking --cores 2                       # writes <output_dir>/models/masking
 #   snakemake train_masking --cores 2 --config masking='{train: {out_dir: models/masking}}'
+#   snakemake train_segmentation --cores 2                  # <output_dir>/models/segmentation
 #
-# Then point masking.weights at <out_dir>/unet2d_weights.pt (empty = the shipped weights).
+# Then point masking.weights at <out_dir>/unet2d_weights.pt (empty = the shipped weights),
+# or segmentation.weights at <out_dir>/unet3d_weights.pt. Fine-tuning on a lab's own label
+# maps: segmentation.train.label_maps + init_weights (config/README.md).
 # Seeded: the same seed and device give the same weights. CPU by default, CUDA when the
 # job has a GPU (device: auto), so a GPU profile may send it to the GPU partition.
 
@@ -40,3 +43,46 @@ rule train_masking:
         " --seed {params.seed} --epochs {params.epochs} --subjects {params.subjects}"
         " --val-subjects {params.val_subjects} --batch-size {params.batch_size}"
         " --device {params.device} --workers {threads} --threads 1 > {log:q} 2>&1"
+
+
+SEGMENTATION_TRAIN = config["segmentation"]["train"]
+SEGMENTATION_TRAIN_OUT = SEGMENTATION_TRAIN.get("out_dir") or f"{OUTDIR}/models/segmentation"
+
+
+rule train_segmentation:
+    """Simulate label maps, train the 3D U-Net on synthetic images drawn from them
+    (random contrast per label), write card.json."""
+    input:
+        atlas=[ATLAS_MANIFEST] if SEGMENTATION_TRAIN["use_atlas"] else [],
+        label_maps=SEGMENTATION_TRAIN["label_maps"],
+        init=[SEGMENTATION_TRAIN["init_weights"]] if SEGMENTATION_TRAIN["init_weights"] else [],
+    output:
+        weights=f"{SEGMENTATION_TRAIN_OUT}/unet3d_weights.pt",
+        card=f"{SEGMENTATION_TRAIN_OUT}/card.json",
+    params:
+        eb=EARLYBRAIN,
+        out=lambda wildcards, output: str(Path(output.weights).parent),
+        seed=SEGMENTATION_TRAIN["seed"],
+        epochs=SEGMENTATION_TRAIN["epochs"],
+        steps=SEGMENTATION_TRAIN["steps_per_epoch"],
+        subjects=SEGMENTATION_TRAIN["subjects"],
+        val_subjects=SEGMENTATION_TRAIN["val_subjects"],
+        scheme=SEGMENTATION_TRAIN["label_scheme"],
+        optional=segment_wf.train_options,
+        device=config["device"],
+    log:
+        f"{LOGS}/train_segmentation.log",
+    benchmark:
+        f"{BENCH}/train_segmentation.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        ENV
+    shell:
+        "{params.eb} train-segmentation --out {params.out:q} --seed {params.seed}"
+        " --epochs {params.epochs} --steps-per-epoch {params.steps}"
+        " --subjects {params.subjects} --val-subjects {params.val_subjects}"
+        " --label-scheme {params.scheme} {params.optional} --device {params.device}"
+        " --workers {threads} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,101 @@
+"""Label maps the segmentation network is trained on, on its working grid.
+
+Three sources, all in earlybrain's 12-label scheme (plus the simulator's scene labels):
+simulated heads (`make_phantom`, ages drawn over the fetal range, with skull, scalp,
+body and amniotic fluid around the brain), the templates' label maps of the atlas, and
+a lab's own label maps (earlybrain labels, or FeTA's 7 tissues) for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from earlybrain.io.nifti import load_nifti, voxel_sizes
+from earlybrain.simulate.phantom import make_phantom
+
+log = logging.getLogger(__name__)
+
+# changes whenever the phantom or this preparation changes: a cache never serves stale maps
+DATA_VERSION = 1
+# FeTA tissue (1..7) -> an earlybrain label of that tissue (the left one for lateral tissues)
+FETA_TO_EARLYBRAIN = np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8)
+
+
+def crop_to_content(labels: np.ndarray, margin: int = 4) -> np.ndarray:
+    """Cut a label map to the bounding box of its nonzero voxels plus a margin."""
+    idx = np.argwhere(labels > 0)
+    if idx.size == 0:
+        raise ValueError("label map is empty")
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, labels.shape)
+    return np.ascontiguousarray(labels[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+
+
+def phantom_map(args: tuple[float, int, float]) -> np.ndarray:
+    """Detailed labels of one simulated head (age in weeks, subject seed) on the grid."""
+    age, seed, voxel_mm = args
+    return crop_to_content(make_phantom(age, seed, voxel_mm=voxel_mm).labels)
+
+
+def phantom_maps(
+    ages: list[float],
+    seeds: list[int],
+    voxel_mm: float,
+    workers: int = 1,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[np.ndarray]:
+    """Simulated label maps, from a cache when one is given (simulation takes minutes)."""
+    jobs = [(float(a), int(s), float(voxel_mm)) for a, s in zip(ages, seeds, strict=True)]
+    key = hashlib.sha256(repr((DATA_VERSION, jobs)).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"segment-labelmaps-{key}.pkl" if cache_dir else None
+    if cache is not None and cache.is_file():
+        log.info("label maps from cache %s", cache)
+        return pickle.loads(cache.read_bytes())
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            maps = list(pool.map(phantom_map, jobs))
+    else:
+        maps = [phantom_map(j) for j in jobs]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(maps))
+        os.replace(tmp, cache)
+    return maps
+
+
+def to_grid(labels: np.ndarray, affine: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map to isotropic `voxel_mm` (voxel axes kept)."""
+    zoom = voxel_sizes(affine) / float(voxel_mm)
+    if np.allclose(zoom, 1.0, atol=1e-3):
+        return labels
+    return ndimage.zoom(labels, zoom, order=0, mode="nearest", grid_mode=True)
+
+
+def file_map(
+    path: str | os.PathLike[str], voxel_mm: float, scheme: str = "earlybrain"
+) -> np.ndarray:
+    """A label map file (earlybrain's 12 labels or FeTA's 7 tissues) on the working grid."""
+    img = load_nifti(path)
+    data = np.asarray(img.dataobj)
+    if data.ndim != 3:
+        raise ValueError(f"{path}: a label map must be 3D, got shape {data.shape}")
+    if not np.allclose(data, np.rint(data)) or data.min() < 0:
+        raise ValueError(f"{path}: a label map must hold non-negative integer labels")
+    labels = np.rint(data).astype(np.int64)
+    top = {"earlybrain": 16, "feta": 7}.get(scheme)
+    if top is None:
+        raise ValueError(f"label scheme must be 'earlybrain' or 'feta', not {scheme!r}")
+    if labels.max() > top:
+        raise ValueError(f"{path}: label {labels.max()} is outside the {scheme} scheme (0-{top})")
+    if scheme == "feta":
+        labels = FETA_TO_EARLYBRAIN[labels]
+    return crop_to_content(to_grid(labels.astype(np.uint8), img.affine, voxel_mm))

@@ -1,0 +1,408 @@
+"""Train the tissue segmentation network on synthetic images drawn from label maps.
+
+Label maps: simulated fetal heads of 21-38 weeks (`earlybrain.simulate`, seeds derived
+from the training seed), the atlas templates' label maps, and optionally a lab's own
+label maps (fine-tuning, usually starting from the shipped weights). Every training
+sample is a random patch turned into an image with random intensities per label
+(`earlybrain.segment.synth`), so the network does not learn one contrast. Validation
+uses other seeds rendered with the simulator's own T2w contrast, and a final check with
+a contrast no training sample was drawn from.
+
+    earlybrain train-segmentation --out models/segmentation --seed 0
+    snakemake train_segmentation --cores 2          (the same through the workflow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+
+from earlybrain.atlas.manifest import load_manifest
+from earlybrain.atlas.templates import load_template
+from earlybrain.device import resolve_device
+from earlybrain.io.atomic import write_json_atomic
+from earlybrain.segment.evaluate import simulated_volume, tissue_dice
+from earlybrain.segment.inference import (
+    CARD_NAME,
+    WEIGHTS_NAME,
+    SegmentationModel,
+    load_model,
+    predict_tissues,
+    save_weights,
+)
+from earlybrain.segment.labelmaps import file_map, phantom_maps, to_grid
+from earlybrain.segment.network import DEFAULT_ARCH, build_network
+from earlybrain.segment.postprocess import clean_labels, split_hemispheres
+from earlybrain.segment.synth import TISSUE_OF, SynthConfig, deform_labels, synthesize
+from earlybrain.simulate.labels import TISSUES
+from earlybrain.training import derived_seeds, software_versions
+
+log = logging.getLogger(__name__)
+
+# seed-derivation codes: training and validation subjects never share a seed
+SPLIT_CODES = {"train": 303, "val": 404}
+VAL_AGES = (22.0, 26.0, 30.0, 34.0, 36.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (recorded in the card)."""
+
+    seed: int = 0
+    epochs: int = 12
+    steps_per_epoch: int = 200
+    n_train_subjects: int = 40
+    n_val_subjects: int = 3
+    ga_range: tuple[float, float] = (21.0, 38.0)
+    target_mm: float = 1.0
+    crop: int = 96  # label crop around the patch centre, before deformation
+    batch_size: int = 2
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    percentile: float = 99.0
+    p_atlas: float = 0.2  # share of samples from the atlas templates' label maps
+    p_extra: float = 0.5  # share from a lab's own label maps, when given
+    arch: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCH))
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+
+def subject_seeds(seed: int, n: int, split: str) -> list[int]:
+    """Seeds of the simulated subjects of one split (train / val)."""
+    return derived_seeds(seed, SPLIT_CODES[split], n)
+
+
+def subject_ages(seed: int, n: int, ga_range: tuple[float, float]) -> list[float]:
+    """Ages of the training subjects: stratified over the range, so every week is seen."""
+    rng = np.random.default_rng([seed, 505])
+    lo, hi = ga_range
+    return [float(lo + (hi - lo) * (i + rng.random()) / n) for i in range(n)]
+
+
+class PatchSampler:
+    """Random label crops from a pool of label maps, centred on a voxel of a tissue drawn
+    uniformly from the 7: small tissues (brainstem, deep grey matter) are as often at
+    a patch centre as white matter, or a network learns to never predict them."""
+
+    def __init__(self, pools: dict[str, list[np.ndarray]], weights: dict[str, float], crop: int):
+        self.pools = {k: v for k, v in pools.items() if v}
+        w = np.array([weights[k] for k in self.pools], dtype=float)
+        self.names, self.p = list(self.pools), w / w.sum()
+        self.crop = crop
+        # per map: the voxels of each tissue present (int16: maps are < 32k voxels a side)
+        self.voxels = {k: [self._tissue_voxels(m) for m in maps] for k, maps in self.pools.items()}
+
+    @staticmethod
+    def _tissue_voxels(labels: np.ndarray) -> list[np.ndarray]:
+        tissues = TISSUE_OF[labels]
+        out = [np.argwhere(tissues == t).astype(np.int16) for t in TISSUES]
+        return [v for v in out if len(v)]
+
+    def _crop(self, labels: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        c = self.crop
+        out = np.zeros((c, c, c), dtype=np.uint8)
+        lo = centre - c // 2
+        src = tuple(slice(max(a, 0), min(a + c, n)) for a, n in zip(lo, labels.shape, strict=True))
+        dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo, strict=True))
+        out[dst] = labels[src]
+        return out
+
+    def sample(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        crops = []
+        for _ in range(n):
+            name = self.names[rng.choice(len(self.names), p=self.p)]
+            i = int(rng.integers(len(self.pools[name])))
+            per_tissue = self.voxels[name][i]
+            voxels = per_tissue[int(rng.integers(len(per_tissue)))]
+            centre = voxels[int(rng.integers(len(voxels)))].astype(np.int64)
+            crops.append(self._crop(self.pools[name][i], centre))
+        return torch.from_numpy(np.stack(crops))[:, None]
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """One epoch of synthetic batches; batch i depends only on (seed, epoch, i), so the
+    data are the same with any number of loader workers."""
+
+    def __init__(self, sampler: PatchSampler, cfg: TrainConfig, epoch: int):
+        self.sampler, self.cfg, self.epoch = sampler, cfg, epoch
+
+    def __len__(self) -> int:
+        return self.cfg.steps_per_epoch
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.seed, 606, self.epoch, i])
+        crops = self.sampler.sample(rng, self.cfg.batch_size)
+        return synthesize(deform_labels(crops, rng, self.cfg.synth), rng, self.cfg.synth)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # a loader worker shares the cores with the training step
+
+
+def atlas_maps(manifest_path: str | os.PathLike[str], voxel_mm: float) -> list[np.ndarray]:
+    """The templates' label maps (earlybrain labels) on the working grid."""
+    manifest = load_manifest(manifest_path)
+    maps = []
+    for entry in manifest.templates:
+        tpl = load_template(manifest, entry, manifest.contrasts[0])
+        if tpl.dseg is not None:
+            maps.append(to_grid(tpl.dseg, tpl.affine, voxel_mm))
+    return maps
+
+
+def validation_volumes(seed: int, n: int, voxel_mm: float, unseen: bool = False) -> list:
+    seeds = subject_seeds(seed, n, "val")
+    ages = [VAL_AGES[i % len(VAL_AGES)] for i in range(n)]
+    return [
+        simulated_volume(a, s, voxel_mm, unseen_contrast=unseen)
+        for a, s in zip(ages, seeds, strict=True)
+    ]
+
+
+def validate(model: SegmentationModel, volumes: list, tta: bool = False) -> dict[str, Any]:
+    """Dice per tissue (mean over subjects) and the mean over tissues."""
+    per_subject = []
+    for v in volumes:
+        tissues = predict_tissues(v.image, v.affine, model, tta)
+        labels = clean_labels(split_hemispheres(tissues, v.affine, 0.0))
+        per_subject.append(tissue_dice(labels, v.labels))
+    per_tissue = {t: float(np.mean([d[t] for d in per_subject])) for t in TISSUES.values()}
+    return {
+        "dice_per_tissue": {k: round(v, 4) for k, v in per_tissue.items()},
+        "dice_mean": round(float(np.mean(list(per_tissue.values()))), 4),
+        "subjects": [
+            {
+                "age_weeks": v.age_weeks,
+                "seed": v.seed,
+                "dice_mean": round(float(np.mean(list(d.values()))), 4),
+            }
+            for v, d in zip(volumes, per_subject, strict=True)
+        ],
+    }
+
+
+def train_segmentation(
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    epochs: int = 12,
+    steps_per_epoch: int = 200,
+    n_train_subjects: int = 40,
+    n_val_subjects: int = 3,
+    atlas_manifest: str | os.PathLike[str] | None = None,
+    label_maps: Sequence[str | os.PathLike[str]] = (),
+    label_scheme: str = "earlybrain",
+    init_weights: str | os.PathLike[str] | None = None,
+    p_t2_prior: float | None = None,
+    device: str = "auto",
+    workers: int = 2,
+    threads: int = 2,
+    cache_dir: str | os.PathLike[str] | None = None,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Simulate label maps, train, validate; write weights + card.json into `out_dir`."""
+    say = report or log.info
+    if epochs < 1 or steps_per_epoch < 1 or n_val_subjects < 1:
+        raise ValueError("need at least one epoch, one step and one validation subject")
+    t_start = time.time()
+    torch.set_num_threads(max(1, threads))
+    torch.manual_seed(seed)
+    dev = resolve_device(device, allow_cpu_fallback=True)
+    cfg = TrainConfig(
+        seed=seed,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        n_train_subjects=n_train_subjects,
+        n_val_subjects=n_val_subjects,
+    )
+    if p_t2_prior is not None:
+        cfg = replace(cfg, synth=replace(cfg.synth, p_t2_prior=float(p_t2_prior)))
+    if cfg.synth.patch != int(cfg.arch["patch"]):
+        raise ValueError("the training patch must equal the inference window (arch patch)")
+    train_seeds = subject_seeds(seed, n_train_subjects, "train")
+    ages = subject_ages(seed, n_train_subjects, cfg.ga_range)
+    say(f"simulating {n_train_subjects} label maps at {cfg.target_mm} mm")
+    pools = {
+        "simulated": phantom_maps(ages, train_seeds, cfg.target_mm, workers, cache_dir),
+        "atlas": atlas_maps(atlas_manifest, cfg.target_mm) if atlas_manifest else [],
+        "extra": [file_map(p, cfg.target_mm, label_scheme) for p in label_maps],
+    }
+    weights = {"simulated": 1.0 - cfg.p_atlas, "atlas": cfg.p_atlas, "extra": 0.0}
+    if pools["extra"]:
+        weights = {k: v * (1 - cfg.p_extra) for k, v in weights.items()} | {"extra": cfg.p_extra}
+    sampler = PatchSampler(pools, weights, cfg.crop)
+    val_volumes = validation_volumes(seed, n_val_subjects, cfg.target_mm)
+    t_data = time.time() - t_start
+    say(f"label maps: {', '.join(f'{k} {len(v)}' for k, v in pools.items())} ({t_data:.0f} s)")
+
+    init_card: dict[str, Any] = {}
+    if init_weights:
+        start = load_model(init_weights, dev)
+        net, arch, init_card = start.net.train(), start.arch, start.card
+        if start.target_mm != cfg.target_mm or int(arch["patch"]) != cfg.synth.patch:
+            raise ValueError(f"{init_weights}: trained on another grid or patch; cannot fine-tune")
+    else:
+        net, arch = build_network(cfg.arch).to(dev), cfg.arch
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total)
+    # Dice over the batch, no numerator smoothing: a tissue absent from every patch of a
+    # batch adds a constant, not a push to predict it nowhere (per-patch Dice with
+    # smoothing taught the network to never predict the small tissues)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=0.0)
+    model = SegmentationModel(net, arch, cfg.target_mm, cfg.percentile, dev)
+    history = []
+    for epoch in range(epochs):
+        net.train()
+        losses = []
+        loader = torch.utils.data.DataLoader(
+            EpochBatches(sampler, cfg, epoch),
+            batch_size=None,
+            num_workers=max(0, workers - 1),
+            worker_init_fn=_one_thread,
+        )
+        for x, y in loader:
+            loss = loss_fn(net(x.to(dev)), y[:, None].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        net.eval()
+        val = validate(model, val_volumes)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(float(np.mean(losses)), 4),
+                "val_dice_mean": val["dice_mean"],
+            }
+        )
+        say(
+            f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, validation Dice "
+            f"{val['dice_mean']:.4f} {val['dice_per_tissue']}, {time.time() - t_start:.0f} s"
+        )
+    net.eval()
+    final = validate(model, val_volumes, tta=True)
+    unseen = validate(
+        model, validation_volumes(seed, n_val_subjects, cfg.target_mm, True), tta=True
+    )
+    out = Path(out_dir)
+    wpath = save_weights(out / WEIGHTS_NAME, net.cpu(), arch, cfg.target_mm, cfg.percentile)
+    card = {
+        "model": "earlybrain fetal tissue segmentation: 3D U-Net, background + 7 FeTA tissues",
+        "weights_file": WEIGHTS_NAME,
+        "weights_size_bytes": wpath.stat().st_size,
+        "weights_dtype": "float16 (loaded as float32)",
+        "architecture": arch,
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "classes": {"0": "background", **{str(k): v for k, v in TISSUES.items()}},
+        "input": {
+            "space": "atlas space (a registered reconstruction), any voxel size",
+            "working_grid_mm": cfg.target_mm,
+            "normalisation": f"divide by the {cfg.percentile}th percentile of positive voxels, "
+            "clip to [0, 2]",
+            "inference": "sliding windows of the training patch, Gaussian blending; optional "
+            "left-right mirror averaging (test-time augmentation)",
+            "postprocessing": "hemispheres split at the atlas midsagittal plane, largest "
+            "component per label (others kept when >= 20 % of it), holes filled",
+        },
+        "training_data": {
+            "label_maps": {k: len(v) for k, v in pools.items()},
+            "sampling_weights": weights,
+            "simulated": {
+                "source": "earlybrain.simulate.make_phantom (head with skull, scalp, body, fluid)",
+                "ga_weeks_range": list(cfg.ga_range),
+                "seeds": train_seeds,
+                "ages_weeks": [round(a, 2) for a in ages],
+                "subject_seeds": "np.random.SeedSequence([seed, 303, i])",
+            },
+            "atlas": str(atlas_manifest) if atlas_manifest else None,
+            "extra_label_maps": [str(p) for p in label_maps],
+            "label_scheme": label_scheme,
+            "synthesis": asdict(cfg.synth),
+            "crop": cfg.crop,
+        },
+        "init_weights": str(init_weights) if init_weights else None,
+        "init_card": init_card or None,
+        "seed": seed,
+        "epochs": epochs,
+        "steps": total,
+        "batch_size": cfg.batch_size,
+        "optimiser": f"AdamW lr {cfg.learning_rate} (one-cycle), weight decay {cfg.weight_decay}",
+        "loss": "soft Dice (over the batch) + cross-entropy",
+        "validation": final
+        | {
+            "contrast": "simulator fetal T2w",
+            "ages_weeks": list(VAL_AGES[:n_val_subjects]),
+            "subject_seeds": "np.random.SeedSequence([seed, 404, i])",
+            "test_time_mirror": True,
+        },
+        "validation_unseen_contrast": unseen
+        | {"contrast": "earlybrain.segment.evaluate.UNSEEN_CONTRAST"},
+        "history": history,
+        "device": str(dev),
+        "threads": threads,
+        "time_s": {"label_maps": round(t_data, 1), "total": round(time.time() - t_start, 1)},
+        "software": software_versions(),
+        "trained": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+    }
+    write_json_atomic(out / CARD_NAME, card)
+    say(
+        f"wrote {wpath} and {out / CARD_NAME}: validation Dice {final['dice_mean']:.4f}, "
+        f"unseen contrast {unseen['dice_mean']:.4f}"
+    )
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="earlybrain train-segmentation", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--out", required=True, help="folder for the weights and card.json")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--steps-per-epoch", type=int, default=200)
+    ap.add_argument("--subjects", type=int, default=40, help="simulated training label maps")
+    ap.add_argument("--val-subjects", type=int, default=3)
+    ap.add_argument("--atlas", default=None, help="atlas manifest whose label maps join training")
+    ap.add_argument("--label-maps", nargs="*", default=[], help="a lab's own label maps")
+    ap.add_argument("--label-scheme", default="earlybrain", choices=["earlybrain", "feta"])
+    ap.add_argument("--init-weights", default=None, help="fine-tune these weights")
+    ap.add_argument(
+        "--p-t2-prior", type=float, default=None,
+        help="share of samples with a jittered fetal-T2-like contrast (default 0.7; the rest "
+        "random): lower it to stress contrast independence, e.g. when fine-tuning",
+    )  # fmt: skip
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--workers", type=int, default=2, help="processes simulating label maps")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--cache", default=None, help="cache folder for simulated label maps")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train_segmentation(
+        a.out,
+        seed=a.seed,
+        epochs=a.epochs,
+        steps_per_epoch=a.steps_per_epoch,
+        n_train_subjects=a.subjects,
+        n_val_subjects=a.val_subjects,
+        atlas_manifest=a.atlas,
+        label_maps=a.label_maps,
+        label_scheme=a.label_scheme,
+        init_weights=a.init_weights,
+        p_t2_prior=a.p_t2_prior,
+        device=a.device,
+        workers=a.workers,
+        threads=a.threads,
+        cache_dir=a.cache,
+    )
+    return 0
