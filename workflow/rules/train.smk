@@ -69,6 +69,11 @@ rule train_segmentation:
         val_subjects=SEGMENTATION_TRAIN["val_subjects"],
         scheme=SEGMENTATION_TRAIN["label_scheme"],
         optional=segment_wf.train_options,
+        prior=(
+            f"--p-t2-prior {SEGMENTATION_TRAIN['p_t2_prior']}"
+            if SEGMENTATION_TRAIN["p_t2_prior"] is not None
+            else ""
+        ),
         device=config["device"],
     log:
         f"{LOGS}/train_segmentation.log",
@@ -84,5 +89,6 @@ rule train_segmentation:
         "{params.eb} train-segmentation --out {params.out:q} --seed {params.seed}"
         " --epochs {params.epochs} --steps-per-epoch {params.steps}"
         " --subjects {params.subjects} --val-subjects {params.val_subjects}"
-        " --label-scheme {params.scheme} {params.optional} --device {params.device}"
+        " --label-scheme {params.scheme} {params.optional} {params.prior}"
+        " --device {params.device}"
         " --workers {threads} --threads {threads} > {log:q} 2>&1"
