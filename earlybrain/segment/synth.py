@@ -28,12 +28,17 @@ N_LABELS = 17
 TISSUE_OF = np.zeros(256, dtype=np.int64)
 for _lab, (_name, _tissue, _hemi) in LABELS.items():
     TISSUE_OF[_lab] = _tissue
-# intensity groups: left/right of one tissue share their intensity (as in any real scan)
-GROUP_OF = np.array([0, *[LABELS[k][1] for k in range(1, 13)], 8, 9, 10, 11], dtype=np.int64)
-N_GROUPS = 12
+# intensity groups: left/right of one tissue share their intensity (as in any real scan);
+# the scene classes around the brain (skull, scalp, body, fluid) get one group each
+SCENE_LABELS = (SKULL, SCALP, BODY, FLUID)
+GROUP_OF = np.zeros(N_LABELS, dtype=np.int64)
+for _lab, (_name, _tissue, _hemi) in LABELS.items():
+    GROUP_OF[_lab] = _tissue
+for _i, _lab in enumerate(SCENE_LABELS):
+    GROUP_OF[_lab] = 8 + _i
+N_GROUPS = 8 + len(SCENE_LABELS)
 # a fetal-T2-like ordering (CSF bright, cortex dark) by group, to be jittered
 T2_PRIOR = np.array([0.0, 1.0, 0.38, 0.62, 0.95, 0.48, 0.45, 0.42, 0.12, 0.55, 0.5, 1.05])
-SCENE_LABELS = (SKULL, SCALP, BODY, FLUID)
 
 
 @dataclass(frozen=True)
