@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from earlybrain.register.metrics import label_dice
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL, TISSUES, to_tissues
 from earlybrain.simulate.phantom import Phantom, make_phantom
@@ -59,11 +60,7 @@ def simulated_volume(
 
 
 def tissue_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice per FeTA tissue of two earlybrain label maps (left/right merged)."""
-    a, b = to_tissues(pred), to_tissues(truth)
-    out = {}
-    for t, name in TISSUES.items():
-        x, y = a == t, b == t
-        denom = int(x.sum()) + int(y.sum())
-        out[name] = 2.0 * int((x & y).sum()) / denom if denom else 1.0
-    return out
+    """Dice per FeTA tissue of two earlybrain label maps (left/right merged); a tissue
+    absent from both counts as agreement (1.0)."""
+    per = label_dice(to_tissues(pred), to_tissues(truth), TISSUES)
+    return {name: (per[t] if np.isfinite(per[t]) else 1.0) for t, name in TISSUES.items()}

@@ -27,7 +27,7 @@ from earlybrain.segment.evaluate import tissue_dice
 from earlybrain.segment.inference import SegmentationModel, load_model, predict_probabilities
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
-from earlybrain.simulate.labels import label_table_rows
+from earlybrain.simulate.labels import label_table_tsv
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,6 @@ def segmentation_paths(anat: PathLike, prefix: str, space: str) -> dict[str, Pat
         "volumes": out / f"{prefix}_desc-volumes.tsv",
         "qc": out / f"{prefix}_desc-segmentation_qc.json",
     }
-
-
-def label_table_tsv() -> str:
-    rows = label_table_rows()
-    lines = ["index\tname\ttissue\themisphere"]
-    lines += [f"{r['index']}\t{r['name']}\t{r['tissue']}\t{r['hemisphere']}" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def segment_array(

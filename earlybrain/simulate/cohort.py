@@ -29,7 +29,7 @@ from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import save_nifti
 from earlybrain.simulate import biometry
 from earlybrain.simulate.acquisition import StackProtocol, simulate_stacks, simulate_volume
-from earlybrain.simulate.labels import label_table_rows
+from earlybrain.simulate.labels import label_table_tsv
 from earlybrain.simulate.phantom import Phantom, make_phantom
 
 
@@ -283,6 +283,6 @@ def simulate_cohort(out_dir: Path, spec: CohortSpec) -> tuple[Path, Path]:
                 ],
             },
         )
-    write_text_atomic(truth / "labels.tsv", _tsv(label_table_rows()))
+    write_text_atomic(truth / "labels.tsv", label_table_tsv())
     write_json_atomic(truth / "cohort.json", asdict(spec) | {"software_version": __version__})
     return bids, truth

@@ -57,3 +57,11 @@ def label_table_rows() -> list[dict[str, object]]:
         {"index": lab, "name": name, "tissue": TISSUES[t], "hemisphere": hemi}
         for lab, (name, t, hemi) in LABELS.items()
     ]
+
+
+def label_table_tsv() -> str:
+    """The label table as BIDS `dseg.tsv` text."""
+    cols = ("index", "name", "tissue", "hemisphere")
+    lines = ["\t".join(cols)]
+    lines += ["\t".join(str(r[c]) for c in cols) for r in label_table_rows()]
+    return "\n".join(lines) + "\n"
