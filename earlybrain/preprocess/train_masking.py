@@ -49,6 +49,7 @@ from earlybrain.simulate.acquisition import StackProtocol, simulate_stacks
 from earlybrain.simulate.labels import FLUID
 from earlybrain.simulate.phantom import make_phantom
 from earlybrain.training import derived_seeds, software_versions
+from earlybrain.weights import CARD_NAME
 
 log = logging.getLogger(__name__)
 
@@ -418,9 +419,9 @@ def train_masking(
         "software": software_versions(),
         "trained": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
     }
-    write_json_atomic(out / "card.json", card)
+    write_json_atomic(out / CARD_NAME, card)
     dice_mean = card["validation"]["dice_mean"]
-    say(f"wrote {weights} and {out / 'card.json'}: validation Dice {dice_mean:.4f}")
+    say(f"wrote {weights} and {out / CARD_NAME}: validation Dice {dice_mean:.4f}")
     return card
 
 

@@ -10,10 +10,7 @@ or one the user points the config at.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +24,16 @@ from earlybrain.device import resolve_device
 from earlybrain.io.nifti import voxel_sizes
 from earlybrain.segment.network import build_network
 from earlybrain.segment.synth import normalise
+from earlybrain.weights import (
+    float_state,
+    half_state,
+    load_payload,
+    read_card,
+    save_payload,
+    shipped_path,
+)
 
 WEIGHTS_NAME = "unet3d_weights.pt"
-CARD_NAME = "card.json"
 FORMAT = "earlybrain-segmentation-1"
 
 
@@ -39,9 +43,7 @@ class SegmentationError(ValueError):
 
 def default_weights_path() -> Path:
     """The weights that ship with earlybrain (`models/segmentation/` of the checkout)."""
-    import earlybrain
-
-    return Path(earlybrain.__file__).resolve().parents[1] / "models" / "segmentation" / WEIGHTS_NAME
+    return shipped_path("segmentation", WEIGHTS_NAME)
 
 
 @dataclass
@@ -67,23 +69,16 @@ def save_weights(
 ) -> Path:
     """Weights (float16: half the size, no measurable change in the labels) + what
     inference needs to prepare inputs, in one torch file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-        for k, v in net.state_dict().items()
-    }
-    payload = {
-        "format": FORMAT,
-        "arch": arch,
-        "target_mm": float(target_mm),
-        "percentile": float(percentile),
-        "state_dict": state,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_payload(
+        path,
+        {
+            "format": FORMAT,
+            "arch": arch,
+            "target_mm": float(target_mm),
+            "percentile": float(percentile),
+            "state_dict": half_state(net),
+        },
+    )
 
 
 def load_model(
@@ -93,26 +88,20 @@ def load_model(
 ) -> SegmentationModel:
     """Load weights written by `save_weights` (default: the shipped ones)."""
     path = Path(weights) if weights else default_weights_path()
-    if not path.is_file():
-        raise SegmentationError(
-            f"segmentation weights not found: {path}. Use the weights shipped in "
-            "models/segmentation/ (install earlybrain from its repository with `pip install "
-            "-e`), train your own with `snakemake train_segmentation`, or point "
-            "segmentation.weights at a weights file"
-        )
+    payload, sha = load_payload(
+        path, FORMAT, SegmentationError,
+        "Use the weights shipped in models/segmentation/ (install earlybrain from its "
+        "repository with `pip install -e`), train your own with `snakemake "
+        "train_segmentation`, or point segmentation.weights at a weights file",
+    )  # fmt: skip
     dev = device if isinstance(device, torch.device) else resolve_device(device, allow_cpu_fallback)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT!r}")
         arch = dict(payload["arch"])
         net = build_network(arch)
-        net.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
-    except (KeyError, RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        net.load_state_dict(float_state(payload["state_dict"]))
+    except (KeyError, RuntimeError, ValueError) as exc:
         raise SegmentationError(f"{path}: not usable segmentation weights ({exc})") from None
     net.eval().to(dev)
-    card_path = path.parent / CARD_NAME
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     return SegmentationModel(
         net=net,
         arch=arch,
@@ -120,8 +109,8 @@ def load_model(
         percentile=float(payload["percentile"]),
         device=dev,
         path=str(path),
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        card=card,
+        sha256=sha,
+        card=read_card(path),
     )
 
 

@@ -34,7 +34,6 @@ from earlybrain.device import resolve_device
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.segment.evaluate import simulated_volume, tissue_dice
 from earlybrain.segment.inference import (
-    CARD_NAME,
     WEIGHTS_NAME,
     SegmentationModel,
     load_model,
@@ -47,6 +46,7 @@ from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.synth import TISSUE_OF, SynthConfig, deform_labels, synthesize
 from earlybrain.simulate.labels import TISSUES
 from earlybrain.training import derived_seeds, software_versions
+from earlybrain.weights import CARD_NAME
 
 log = logging.getLogger(__name__)
 

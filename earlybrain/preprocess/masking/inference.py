@@ -8,11 +8,8 @@ parameters. Nothing is downloaded: the weights are a file in the repository
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +32,12 @@ from earlybrain.preprocess.masking.slices import (
     to_slices,
     with_context,
 )
+from earlybrain.weights import load_payload, read_card, save_payload, shipped_path
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "unet2d_weights.pt"
-CARD_NAME = "card.json"
+FORMAT = "earlybrain-masking-1"
 
 
 class MaskingError(ValueError):
@@ -48,9 +46,7 @@ class MaskingError(ValueError):
 
 def default_weights_path() -> Path:
     """The weights that ship with earlybrain (`models/masking/` of the checkout)."""
-    import earlybrain
-
-    return Path(earlybrain.__file__).resolve().parents[1] / "models" / "masking" / WEIGHTS_NAME
+    return shipped_path("masking", WEIGHTS_NAME)
 
 
 @dataclass
@@ -68,10 +64,6 @@ class MaskingModel:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_weights(
     path: str | os.PathLike[str],
     net: torch.nn.Module,
@@ -81,21 +73,17 @@ def save_weights(
     threshold: float = 0.5,
 ) -> Path:
     """Weights + everything inference needs to prepare inputs, in one torch file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    payload = {
-        "format": "earlybrain-masking-1",
-        "arch": arch,
-        "target_mm": float(target_mm),
-        "percentile": float(percentile),
-        "threshold": float(threshold),
-        "state_dict": state,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_payload(
+        path,
+        {
+            "format": FORMAT,
+            "arch": arch,
+            "target_mm": float(target_mm),
+            "percentile": float(percentile),
+            "threshold": float(threshold),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        },
+    )
 
 
 def load_model(
@@ -105,23 +93,20 @@ def load_model(
 ) -> MaskingModel:
     """Load weights written by `save_weights` (default: the shipped ones)."""
     path = Path(weights) if weights else default_weights_path()
-    if not path.is_file():
-        raise MaskingError(
-            f"masking weights not found: {path}. Use the weights shipped in models/masking/ "
-            "(install earlybrain from its repository with `pip install -e`), train your own "
-            "with `snakemake train_masking`, or point masking.weights at a weights file"
-        )
+    payload, sha = load_payload(
+        path, FORMAT, MaskingError,
+        "Use the weights shipped in models/masking/ (install earlybrain from its repository "
+        "with `pip install -e`), train your own with `snakemake train_masking`, or point "
+        "masking.weights at a weights file",
+    )  # fmt: skip
     dev = device if isinstance(device, torch.device) else resolve_device(device, allow_cpu_fallback)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         arch = dict(payload["arch"])
         net = build_network(arch)
         net.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+    except (KeyError, RuntimeError, ValueError) as exc:
         raise MaskingError(f"{path}: not usable masking weights ({exc})") from None
     net.eval().to(dev)
-    card_path = path.parent / CARD_NAME
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     return MaskingModel(
         net=net,
         arch=arch,
@@ -130,8 +115,8 @@ def load_model(
         threshold=float(payload["threshold"]),
         device=dev,
         path=str(path),
-        sha256=_sha256(path),
-        card=card,
+        sha256=sha,
+        card=read_card(path),
     )
 
 
