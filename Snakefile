@@ -3,11 +3,11 @@
 # Stages built in this version: BIDS discovery, input validation, N4 bias-field
 # correction + intensity normalisation, fetal brain masking (network, or masks_dir),
 # stack quality ranking, SVR/SRR, registration to the age-matched atlas template,
-# tissue segmentation with volumes and asymmetry, subject and cohort QC reports; on
-# demand: build_atlas, train_masking, train_segmentation. Brain age is NOT in this
-# version; the reports list it as "not yet available in this version" and no rule
-# fakes its outputs. When a job fails, `onerror` still writes a
-# report for the session it belonged to and the cohort table (earlybrain.report.salvage).
+# tissue segmentation with volumes and asymmetry, brain age with normative z-scores,
+# subject and cohort QC reports; on demand: build_atlas, train_masking,
+# train_segmentation, train_brainage, fit_norms. When a job fails, `onerror` still
+# writes a report for the session it belonged to and the cohort table
+# (earlybrain.report.salvage).
 #
 #   snakemake --cores 2 --config bids_dir=/data/bids output_dir=/data/out
 #   snakemake --profile profiles/local --config bids_dir=... output_dir=...
@@ -31,6 +31,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/recon.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/segment.smk"
+include: "workflow/rules/brainage.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/train.smk"

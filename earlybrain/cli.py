@@ -65,6 +65,14 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
         "earlybrain.segment.train",
         "train (or fine-tune) the tissue segmentation network",
     ),
+    "train-brainage": (
+        "earlybrain.brainage.train",
+        "train the brain-age deep ensemble (simulated fetuses and/or a lab's cohort)",
+    ),
+    "fit-norms": (
+        "earlybrain.brainage.fit",
+        "fit normative growth curves of the volumes on a cohort (e.g. healthy controls)",
+    ),
 }
 
 
@@ -86,6 +94,8 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "register-atlas": ("register_atlas", lambda a: a.volume),
     "register-figures": ("register_figures", lambda a: a.volume),
     "segment": ("segment", lambda a: a.subject_volume),
+    "brainage": ("brainage", lambda a: a.volume),
+    "brainage-figures": ("brainage_figures", lambda a: a.brainage),
     "report": ("report", lambda a: a.validation),
     "cohort": ("cohort", lambda a: a.out_tsv),
     "dataset-description": ("dataset_description", lambda a: a.out),
@@ -211,6 +221,21 @@ def _run_step(args: argparse.Namespace) -> int:
             device_fallback=args.device_fallback,
             threads=args.threads,
         )
+    if args.step == "brainage":
+        return steps.brainage_step(
+            Path(args.volume),
+            Path(args.mask),
+            Path(args.affine),
+            Path(args.volumes),
+            args.age,
+            Path(args.atlas),
+            Path(args.out_anat),
+            args.prefix,
+            settings=json.loads(args.settings),
+            device=args.device,
+            device_fallback=args.device_fallback,
+            threads=args.threads,
+        )
     if args.step == "register-figures":
         return steps.register_figures_step(
             Path(args.volume), Path(args.mask), Path(args.labels), Path(args.out)
@@ -260,6 +285,9 @@ def _run_step(args: argparse.Namespace) -> int:
             segmentation_figure=(
                 Path(args.segmentation_figure) if args.segmentation_figure else None
             ),
+            brainage=Path(args.brainage) if args.brainage else None,
+            zscores=Path(args.zscores) if args.zscores else None,
+            brainage_figure=Path(args.brainage_figure) if args.brainage_figure else None,
         )
     if args.step == "cohort":
         return steps.cohort_step(
@@ -267,7 +295,10 @@ def _run_step(args: argparse.Namespace) -> int:
             [Path(p) for p in args.reports],
             Path(args.out_tsv),
             Path(args.out_html),
+            norms=Path(args.norms) if args.norms else None,
         )
+    if args.step == "brainage-figures":
+        return steps.brainage_figures_step(Path(args.brainage), Path(args.zscores), Path(args.out))
     if args.step == "dataset-description":
         return steps.dataset_description(Path(args.bids), Path(args.out))
     raise AssertionError(args.step)
@@ -350,6 +381,20 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     sg.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
     sg.add_argument("--threads", type=int, default=1)
 
+    ba = steps.add_parser("brainage", help="brain age and normative z-scores of a session")
+    ba.add_argument("--volume", required=True, help="the reconstruction (subject space)")
+    ba.add_argument("--mask", required=True, help="its brain mask")
+    ba.add_argument("--affine", required=True, help="registration affine (.mat, subject -> atlas)")
+    ba.add_argument("--volumes", required=True, help="the segmentation's volumes TSV")
+    ba.add_argument("--age", type=float, required=True, help="chronological age, weeks")
+    ba.add_argument("--atlas", required=True, help="atlas manifest.json (atlas similarity)")
+    ba.add_argument("--out-anat", required=True)
+    ba.add_argument("--prefix", required=True, help="e.g. sub-01_rec-svr")
+    ba.add_argument("--settings", default="{}", help="JSON: weights, norms")
+    ba.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ba.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
+    ba.add_argument("--threads", type=int, default=1)
+
     rg = steps.add_parser("register-figures", help="atlas labels over the reconstruction (PNG)")
     rg.add_argument("--volume", required=True)
     rg.add_argument("--mask", required=True)
@@ -401,6 +446,9 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--segmentation-figure", nargs="?", default="", const="", help="segmentation PNG"
     )
+    r.add_argument("--brainage", nargs="?", default="", const="", help="brain-age JSON")
+    r.add_argument("--zscores", nargs="?", default="", const="", help="z-scores TSV")
+    r.add_argument("--brainage-figure", nargs="?", default="", const="", help="normative chart PNG")
     r.add_argument("--out-html", required=True)
     r.add_argument("--out-stages", required=True)
     r.add_argument("--cohort-link", default="group/cohort.html")
@@ -410,6 +458,12 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--reports", nargs="+", required=True)
     c.add_argument("--out-tsv", required=True)
     c.add_argument("--out-html", required=True)
+    c.add_argument("--norms", nargs="?", default="", const="", help="normative curves JSON")
+
+    bf = steps.add_parser("brainage-figures", help="normative chart of a session (PNG)")
+    bf.add_argument("--brainage", required=True, help="desc-brainage.json")
+    bf.add_argument("--zscores", required=True, help="desc-zscores.tsv")
+    bf.add_argument("--out", required=True)
 
     d = steps.add_parser("dataset-description", help="derivatives dataset_description.json")
     d.add_argument("--bids", required=True)

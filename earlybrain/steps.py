@@ -334,6 +334,55 @@ def segment_step(
     return 0
 
 
+def brainage_step(
+    volume: Path,
+    mask: Path,
+    affine_xfm: Path,
+    volumes_tsv: Path,
+    age_weeks: float,
+    manifest: Path,
+    out_anat: Path,
+    prefix: str,
+    *,
+    settings: dict,
+    device: str,
+    device_fallback: str,
+    threads: int,
+) -> int:
+    """Brain age (deep ensemble + atlas similarity + volumes) and normative z-scores."""
+    from earlybrain.brainage.pipeline import brain_age_to_files
+
+    r = brain_age_to_files(
+        volume,
+        mask,
+        affine_xfm,
+        volumes_tsv,
+        age_weeks,
+        manifest,
+        out_anat,
+        prefix,
+        weights=settings.get("weights") or None,
+        norms_file=settings.get("norms") or None,
+        device=device,
+        allow_cpu_fallback=device_fallback == "cpu",
+        threads=threads,
+    )
+    print(
+        f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "
+        f"weeks (chronological {age_weeks:g}), gap z {r['brain_age_gap_z']:+.2f}, "
+        f"{len(r['flags'])} flag(s)"
+    )
+    return 0
+
+
+def brainage_figures_step(brainage: Path, zscores: Path, out: Path) -> int:
+    """The session's volumes on their normative centile curves, and brain age vs age."""
+    from earlybrain.report.brainage import brainage_figure_file
+
+    brainage_figure_file(brainage, zscores, out)
+    return 0
+
+
 def register_figures_step(volume: Path, mask: Path, labels: Path, out: Path) -> int:
     """The reconstruction with the atlas labels warped onto it: the registration check."""
     from earlybrain.io.atomic import write_bytes_atomic
@@ -361,6 +410,9 @@ def report_step(
     segmentation_qc: Path | None = None,
     volumes: Path | None = None,
     segmentation_figure: Path | None = None,
+    brainage: Path | None = None,
+    zscores: Path | None = None,
+    brainage_figure: Path | None = None,
 ) -> int:
     from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
@@ -383,15 +435,20 @@ def report_step(
         segmentation_qc=segmentation_qc,
         volumes=volumes,
         segmentation_figure=segmentation_figure,
+        brainage=brainage,
+        zscores=zscores,
+        brainage_figure=brainage_figure,
     )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0
 
 
-def cohort_step(stages: list[Path], reports: list[Path], out_tsv: Path, out_html: Path) -> int:
+def cohort_step(
+    stages: list[Path], reports: list[Path], out_tsv: Path, out_html: Path, norms: Path | None
+) -> int:
     from earlybrain.report.cohort import write_cohort
 
-    rows = write_cohort(stages, reports, out_tsv, out_html)
+    rows = write_cohort(stages, reports, out_tsv, out_html, norms=norms)
     n_ok = sum(r["status"] == "ok" for r in rows)
     print(f"{len(rows)} session(s), {n_ok} ok -> {out_html}")
     return 0

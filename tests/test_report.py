@@ -23,7 +23,7 @@ from earlybrain.report.html import cohort_page, esc
 from earlybrain.report.methods import REFERENCES
 from earlybrain.report.salvage import salvage_reports, salvaged_stages
 from earlybrain.report.segmentation import FIGURE_CAPTION
-from earlybrain.report.subject import NOT_YET, build_subject_report
+from earlybrain.report.subject import build_subject_report
 
 # not the defaults, so that the Methods can only have them from the sidecars; the shrink
 # factor 3 is capped to 2 for the 8-slice stacks
@@ -35,10 +35,10 @@ N4_USED = PreprocessParams(
 IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory):
-    """One passing fetal session (2 stacks, N4 done) and one failing one (corrupt stack)."""
-    root = tmp_path_factory.mktemp("report")
+def process_sessions(root: Path) -> dict:
+    """One passing fetal session (2 stacks, N4 done) and one failing one (corrupt stack),
+    each with its report; keys: the prefixes (report, stage JSON), "<prefix> inputs"
+    (the report's first four arguments), root, deriv, bad (the corrupt stack)."""
     bids = make_bids(
         root / "bids", fetal={"f01": 27.0, "f02": 30.0}, n_stacks=2, stack_shape=(32, 32, 8)
     )
@@ -64,6 +64,11 @@ def processed(tmp_path_factory):
     return result
 
 
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    return process_sessions(tmp_path_factory.mktemp("report"))
+
+
 def test_subject_report_is_self_contained(processed) -> None:
     html_path, _ = processed["sub-f01"]
     text = html_path.read_text()
@@ -81,15 +86,15 @@ def test_stage_table_is_honest(processed) -> None:
     _, stages_path = processed["sub-f01"]
     stages = {s["key"]: s["status"] for s in json.loads(stages_path.read_text())["stages"]}
     assert stages["inputs"] == "done" and stages["n4"] == "done"
-    for key in ("brain_mask", "stack_qc", "svr_srr", "atlas_registration", "segmentation"):
+    stages_run = ("brain_mask", "stack_qc", "svr_srr", "atlas_registration", "segmentation")
+    for key in (*stages_run, "brain_age"):
         assert stages[key] == "skipped"  # built, but not given their outputs here
-    assert stages["brain_age"] == NOT_YET
     details = {s["key"]: s["detail"] for s in json.loads(stages_path.read_text())["stages"]}
-    assert details["segmentation"] == "not run for this session"
+    assert details["segmentation"] == details["brain_age"] == "not run for this session"
     text = processed["sub-f01"][0].read_text()
     row = re.search(r"<tr><td>Brain age[^<]*</td><td[^>]*>([^<]*)</td>", text)
-    assert row and row.group(1) == NOT_YET
-    assert "<h2>Segmentation</h2>" not in text
+    assert row and row.group(1) == "skipped"
+    assert "<h2>Segmentation</h2>" not in text and "<h2>Brain age</h2>" not in text
 
 
 def test_failed_session_report_names_the_problem(processed) -> None:
@@ -240,6 +245,10 @@ COHORT_COLUMNS = [
     "n_images",
     "total_brain_volume_ml",
     "intracranial_volume_ml",
+    "predicted_age_weeks",
+    "brain_age_gap_weeks",
+    "brain_age_gap_z",
+    "flags",
     "status",
     "failed_stage",
     "reason",
@@ -421,7 +430,7 @@ def test_segmentation_section_shows_figure_volumes_and_methods(processed, tmp_pa
     assert row["status"] == "done", row
     assert "total brain 160.0 mL, intracranial 205.0 mL" in row["detail"]
     assert "12.3 s on cpu" in row["detail"] and "mean Dice with atlas labels 0.80" in row["detail"]
-    assert stages["brain_age"]["status"] == NOT_YET  # not built yet
+    assert stages["brain_age"]["status"] == "skipped"  # not given its outputs here
     section = text.split("<h2>Segmentation</h2>", 1)[1].split("<h2", 1)[0]
     assert base64.b64encode(seg["png"]).decode() in IMG_RE.findall(section)
     assert f"<figcaption>{esc(FIGURE_CAPTION)}</figcaption>" in section
@@ -491,17 +500,19 @@ def test_cohort_has_the_segmentation_volumes(processed, tmp_path) -> None:
     assert "<th>total_brain_volume_ml</th>" in html.read_text()
 
 
-def test_a_failed_segmentation_job_gets_a_salvaged_report(processed, tmp_path) -> None:
-    """The segment job failed: its QC is missing, the salvaged report names the stage."""
-    seg = write_segmentation(tmp_path / "sub-f01", agreement=0.8)["kwargs"]
-    seg["segmentation_qc"].unlink()
-    seg["volumes"].unlink()
-    job_log = tmp_path / "segment.log"
-    job_log.write_text("loading weights\nSegmentationError: weights not found\n")
+def salvage_failed_job(
+    tmp_path: Path, processed: dict, rule: str, error: str, outputs: dict, inputs: dict
+) -> dict:
+    """Salvage sub-f01 after `rule` failed with `error` in its log, its `outputs` missing;
+    `inputs` are the report inputs beside validation and N4. Returns the session."""
+    for path in outputs.values():
+        path.unlink()
+    job_log = tmp_path / f"{rule}.log"
+    job_log.write_text(f"loading weights\n{error}\n")
     run_log = tmp_path / "snakemake.log"
     run_log.write_text(
-        "Error in rule segment:\n    jobid: 7\n"
-        f"    output: {seg['segmentation_qc']}, {seg['volumes']}\n"
+        f"Error in rule {rule}:\n    jobid: 7\n"
+        f"    output: {', '.join(str(p) for p in outputs.values())}\n"
         f"    log: {job_log} (check log file(s) for error details)\n"
     )
     val, n4, bias, mask = processed["sub-f01 inputs"]
@@ -509,16 +520,21 @@ def test_a_failed_segmentation_job_gets_a_salvaged_report(processed, tmp_path) -
         "prefix": "sub-f01",
         "html": tmp_path / "sub-f01.html",
         "stages": tmp_path / "stages" / "sub-f01_stages.json",
-        "inputs": {
-            "validation_path": val,
-            "n4_paths": n4,
-            "bias_paths": bias,
-            "mask_paths": mask,
-            **seg,
-        },
-    }
+        "inputs": {"validation_path": val, "n4_paths": n4, "bias_paths": bias,
+                   "mask_paths": mask, **inputs},
+    }  # fmt: skip
     tsv = tmp_path / "group" / "cohort.tsv"
     assert salvage_reports(run_log, [session], tsv, tsv.with_suffix(".html")) == ["sub-f01"]
+    return session | {"tsv": tsv}
+
+
+def test_a_failed_segmentation_job_gets_a_salvaged_report(processed, tmp_path) -> None:
+    """The segment job failed: its QC is missing, the salvaged report names the stage."""
+    seg = write_segmentation(tmp_path / "sub-f01", agreement=0.8)["kwargs"]
+    outputs = {k: seg[k] for k in ("segmentation_qc", "volumes")}
+    error = "SegmentationError: weights not found"
+    session = salvage_failed_job(tmp_path, processed, "segment", error, outputs, seg)
+    tsv = session["tsv"]
     st = json.loads(salvaged_stages(session["stages"]).read_text())
     assert st["status"] == "failed"
     assert st["failed_stage"] == "Tissue segmentation and volumetry"

@@ -26,6 +26,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 import numpy as np
 import pytest
+from test_report import process_sessions
+from test_report_brainage import brainage_cohort
 
 from earlybrain.report.figures import input_figure
 
@@ -63,10 +65,11 @@ async () => {
 }
 """
 
+# resolved with URL(): an SVG <a> (a chart point) has no string `href` property
 LINKS_JS = """
 () => [...document.querySelectorAll("a[href]")].map((a) => ({
   href: a.getAttribute("href"),
-  url: a.href,
+  url: new URL(a.getAttribute("href"), document.baseURI).href,
   text: a.textContent.trim(),
 }))
 """
@@ -255,15 +258,18 @@ def test_links_between_cohort_and_subjects(reports, page) -> None:
     pg, _ = page
     cohort_url = reports["cohort"].as_uri()
     pg.goto(cohort_url, wait_until="load")
-    to_subjects = [
-        link
+    files = {
+        link["href"]: link
         for link in pg.evaluate(LINKS_JS)
         if urlparse(link["url"]).scheme == "file" and not link["href"].startswith("#")
-    ]
+    }
+    to_subjects = [link for href, link in files.items() if href.endswith(".html")]
     targets = sorted({url_to_path(link["url"]).resolve() for link in to_subjects})
-    # every subject report on disk is reachable from the cohort, and nothing else is linked
-    # (a failed session is linked twice: from the table and from "Failed sessions")
+    # every subject report on disk is reachable from the cohort, and besides them only the
+    # cohort table is linked (a session is linked from the table, "Failed sessions", charts)
     assert targets == sorted(p.resolve() for p in reports["subjects"])
+    others = {url_to_path(link["url"]).resolve() for link in files.values()} - set(targets)
+    assert others == {(reports["cohort"].parent / "cohort.tsv").resolve()}
 
     for link in to_subjects:
         pg.goto(cohort_url, wait_until="load")
@@ -319,3 +325,39 @@ def test_audit_catches_broken_reports(page, tmp_path: Path) -> None:
         assert expected in problems, f"{expected!r} not caught in:\n{problems}"
     assert "'alt': 'fine'" not in problems and "ok.html" not in problems
     assert (tmp_path / "bad.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def brainage_cohort_report(chromium_path: str, tmp_path_factory) -> dict[str, Any]:
+    """A cohort report with brain age and growth charts (test_report_brainage's fixture
+    files: sub-f01 with flagged ventricles, sub-f02 failed, sub-f03 and sub-f04)."""
+    root = tmp_path_factory.mktemp("brainage_browser")
+    return brainage_cohort(process_sessions(root), root)
+
+
+def test_growth_chart_points_link_to_subject_reports(
+    brainage_cohort_report, page, tmp_path: Path
+) -> None:
+    """Charts render, the table sorts, a chart point opens its subject report, which renders."""
+    pg, log = page
+    cohort = brainage_cohort_report["html"]
+    found = audit(pg, log, cohort, tmp_path)
+    assert found["problems"] == [], "\n".join(found["problems"])
+    assert pg.locator("svg.chart").count() == 10  # 9 structures + brain age vs age
+    assert (tmp_path / "cohort.png").is_file()
+
+    pg.locator("th", has_text="predicted_age_weeks").click()
+    first_column = pg.locator("table.sortable tbody tr td:first-child").all_inner_texts()
+    assert first_column == ["sub-f03", "sub-f01", "sub-f04", "sub-f02"]  # n/a last
+
+    point = pg.locator('svg.chart[aria-label="ventricles"] a[href="../sub-f01.html"]')
+    assert point.count() == 1
+    with pg.expect_navigation(wait_until="load"):
+        point.click()
+    subject = url_to_path(pg.url).resolve()
+    assert subject == (cohort.parent / "../sub-f01.html").resolve()
+    found = audit(pg, log, subject, tmp_path)
+    assert found["problems"] == [], "\n".join(found["problems"])
+    assert found["n_images"] == 4  # 2 N4 figures, the segmentation and the brain-age chart
+    assert "ventricles volume z = +6.93" in pg.locator("body").inner_text()
+    assert (tmp_path / "sub-f01.png").is_file()

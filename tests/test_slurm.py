@@ -75,6 +75,7 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
             "all",
             "train_masking",  # on demand, not part of all
             "train_segmentation",
+            "train_brainage",
             "--profile",
             str(REPO / "profiles" / "slurm"),
             "--dry-run",

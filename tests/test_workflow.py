@@ -291,6 +291,42 @@ def test_segmentation_in_the_workflow(cohort_run) -> None:
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_brainage_in_the_workflow(cohort_run) -> None:
+    """sub-f01 (22.0 w) got a brain age from three methods, z-scores of its volumes, a
+    normative chart, and its report and the cohort table show them."""
+    deriv = cohort_run["out"] / "earlybrain"
+    anat = deriv / "sub-f01" / "anat"
+    r = json.loads((anat / "sub-f01_rec-svr_desc-brainage.json").read_text())
+    print("brain age", r["predicted_age_weeks"], "+-", r["uncertainty_sd_weeks"],
+          {k: v["age_weeks"] for k, v in r["methods"].items()}, r["flags"])  # fmt: skip
+    assert r["chronological_age_weeks"] == 22.0
+    assert abs(r["predicted_age_weeks"] - 22.0) < 3.0 and r["uncertainty_sd_weeks"] > 0
+    assert set(r["methods"]) == {"deep_ensemble", "atlas_similarity", "volumes"}
+    rows = (anat / "sub-f01_rec-svr_desc-zscores.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:4] == ["structure", "volume_ml", "expected_ml", "z"]
+    assert {ln.split("\t")[0] for ln in rows[1:]} >= {"ventricles", "brain_age_gap_weeks"}
+    png = deriv / "sub-f01" / "figures" / "sub-f01_rec-svr_desc-brainage_chart.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "Brain age" in (deriv / "sub-f01.html").read_text()
+    cohort = (deriv / "group" / "cohort.tsv").read_text().splitlines()
+    head = cohort[0].split("\t")
+    f01 = dict(
+        zip(head, next(c for c in cohort if c.startswith("sub-f01")).split("\t"), strict=True)
+    )
+    assert float(f01["predicted_age_weeks"]) == pytest.approx(r["predicted_age_weeks"], abs=0.01)
+
+
+def test_fit_norms_rule_is_one_command(cohort_run) -> None:
+    """`snakemake fit_norms` would refit the norms on this run's fetal sessions' volumes."""
+    out = cohort_run["out"]
+    res = snakemake(
+        out, "fit_norms", "-n", "--cores", "1", "--configfile", str(out / RESOLVED_CONFIG_NAME)
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "rule fit_norms:" in res.stdout
+    assert "sub-f01_rec-svr_desc-volumes.tsv" in res.stdout
+
+
 def test_build_atlas_from_the_cohorts_reconstructions(cohort_run) -> None:
     """`snakemake build_atlas` with no cohort configured: this run's reconstructions."""
     from earlybrain.atlas.manifest import load_manifest

@@ -39,6 +39,8 @@ pre.fail{background:#fbe0e0;padding:.5em;white-space:pre-wrap;font-size:.8em}
 table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" \\25B2"}
 table.sortable th[aria-sort=descending]::after{content:" \\25BC"}
+.charts{display:flex;flex-wrap:wrap;gap:.4em}svg.chart{font-size:10px}
+svg.chart a:hover circle{stroke:#000;stroke-width:2}
 """
 
 
@@ -64,11 +66,18 @@ def status_cell(status: str) -> str:
     return f'<td class="{STATUS_CLASS.get(status, "")}">{esc(status)}</td>'
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A table from a header and rows of ready-made ``<td>`` cells (see td/status_cell)."""
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], row_classes: Sequence[str] = ()
+) -> str:
+    """A table from a header and rows of ready-made ``<td>`` cells (see td/status_cell);
+    `row_classes` (one per row, "" for none) colour whole rows, e.g. "warn" for flagged."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
-    body = "".join(f"<tr>{''.join(row)}</tr>" for row in rows)
+    classes = [f' class="{esc(c)}"' if c else "" for c in row_classes]
+    body = "".join(
+        f"<tr{classes[i] if i < len(classes) else ''}>{''.join(row)}</tr>"
+        for i, row in enumerate(rows)
+    )
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
@@ -245,12 +254,19 @@ def _failed_row(row: dict[str, Any]) -> list[str]:
 
 
 def cohort_page(
-    *, title: str, header: Sequence[str], rows: Sequence[dict[str, Any]], version: str
+    *,
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    version: str,
+    tsv_link: str | None = None,
+    sections: Sequence[str] = (),
 ) -> str:
     """Cohort table (sortable by column), a line of counts, and the failed sessions.
 
     One row per session, status coloured, link to its report; each failed session is
     listed again below with its failed stage and reason, so nothing has to be scrolled for.
+    `sections` (ready-made HTML, e.g. growth charts) go between the table and the failed.
     """
     body_rows = []
     for row in rows:
@@ -270,7 +286,10 @@ def cohort_page(
         f'<p class="muted">earlybrain {esc(version)}</p>',
         f'<p id="counts">{esc(_count_line(rows))}</p>',
         table(header, body_rows).replace("<table>", '<table class="sortable">', 1),
-        '<p class="muted">Click a column header to sort by it (again to reverse).</p>',
+        '<p class="muted">Click a column header to sort by it (again to reverse).'
+        + (f' The table as TSV: <a href="{esc(tsv_link)}">{esc(tsv_link)}</a>.' if tsv_link else "")
+        + "</p>",
+        *sections,
         '<h2 id="failed">Failed sessions</h2>',
     ]
     if failed:

@@ -81,6 +81,12 @@ REFERENCES: dict[str, tuple[str, str]] = {
         "without retraining. Medical Image Analysis. 2023;86:102789. "
         "doi:10.1016/j.media.2023.102789",
     ),
+    "deep_ensemble": (
+        "Lakshminarayanan et al. 2017",
+        "Lakshminarayanan B, Pritzel A, Blundell C. Simple and scalable predictive uncertainty "
+        "estimation using deep ensembles. Advances in Neural Information Processing Systems 30 "
+        "(NIPS 2017). 2017:6402-6413. arXiv:1612.01474",
+    ),
 }
 
 # Distributions whose versions a reader needs, by the stage that used them.
@@ -91,6 +97,7 @@ STAGE_SOFTWARE = {
     "svr_srr": ("torch",),
     "atlas_registration": ("antspyx",),
     "segmentation": ("torch", "monai"),
+    "brain_age": ("torch", "scipy"),
 }
 
 
@@ -451,6 +458,81 @@ def segmentation_paragraph(qc: dict[str, Any], card: dict[str, Any], m: Methods)
     return text
 
 
+def _ensemble_training(card: dict[str, Any], deep: dict[str, Any]) -> str:
+    """The end of a sentence on the ensemble's weights: training and validation."""
+    if not card:
+        lo, hi = [*(deep.get("training_range_weeks") or []), "?", "?"][:2]
+        return (
+            "have no model card beside them, so their training is not reported here (the "
+            f"brain-age step recorded ages {_num(lo)}-{_num(hi)} weeks in training and a "
+            f"validation mean absolute error of {_num(deep.get('validation_mae_weeks', '?'))} "
+            "weeks)."
+        )
+    data, val = card.get("training_data", {}), card.get("validation", {})
+    lo, hi = [*(card.get("training_range_weeks") or []), "?", "?"][:2]
+    cohort = data.get("cohort", {}).get("n") or 0
+    text = (
+        f"were trained {card.get('trained', '?')} with seed "
+        f"{card.get('config', {}).get('seed', '?')} on "
+        f"{data.get('simulated', {}).get('n', '?')} simulated volumes"
+        + (f" and {cohort} volumes of a cohort" if cohort else "")
+        + f" aged {_num(lo)}-{_num(hi)} weeks"
+    )
+    if isinstance(val.get("mae_weeks"), int | float):
+        text += (
+            f"; on {val.get('n', '?')} simulated validation subjects their mean absolute error "
+            f"was {val['mae_weeks']:.2f} weeks"
+        )
+        if isinstance(val.get("coverage_95"), int | float):
+            text += f" and their 95 % intervals held the true age in {val['coverage_95']:.0%}"
+    return text + "."
+
+
+def brainage_paragraph(
+    result: dict[str, Any], card: dict[str, Any], norms: dict[str, Any], m: Methods
+) -> str:
+    """The ensemble (weights, training, uncertainty), the two classical checks, and the
+    normative scores (from the brain-age JSON, the ensemble's card and the norms file)."""
+    meth = result.get("methods", {})
+    deep, atlas = meth.get("deep_ensemble", {}), meth.get("atlas_similarity", {})
+    par = result.get("Parameters", {})
+    text = (
+        f"Brain age was estimated from the registered reconstruction by a deep ensemble "
+        f"{m.cite('deep_ensemble')} of {len(deep.get('members', [])) or '?'} 3D convolutional "
+        "networks, each predicting a mean age and a variance; the estimate is the mixture of "
+        "the members' Gaussians, whose variance adds the members' mean variance (aleatoric) "
+        "and the variance of their means (epistemic): here SD "
+        f"{_num(deep.get('sd_weeks', '?'))} weeks (aleatoric "
+        f"{_num(deep.get('aleatoric_sd_weeks', '?'))}, epistemic "
+        f"{_num(deep.get('epistemic_sd_weeks', '?'))}), on "
+        f"{_device(result.get('device'))}. The weights "
+        f"({Path(str(deep.get('weights', '?'))).name}, SHA-256 "
+        f"{str(deep.get('weights_sha256', '?'))[:12]}) {_ensemble_training(card, deep)} "
+        "Two classical estimates were made as checks: the age of the weekly template of "
+        f"atlas {atlas.get('atlas', '?')} most similar to the subject (normalised "
+        "cross-correlation), and the age that makes the tissue volumes most likely under "
+        "the normative growth curves; estimates more than "
+        f"{_num(par.get('spread_limit_weeks', '?'))} weeks apart were flagged (here "
+        f"{_num(result.get('method_spread_weeks', '?'))} weeks). The brain-age gap "
+        "(estimate minus chronological age) was scored against the SD of the gap in healthy "
+        f"validation subjects ({_num(result.get('gap_sd_weeks', '?'))} weeks)."
+    )
+    source = result.get("norms", {}).get("source") or norms.get("source", "?")
+    degrees = {len(s.get("mean_coef", [])) - 1 for s in norms.get("structures", {}).values()}
+    if norms and len(degrees) == 1:
+        lo, hi = [*(norms.get("age_range") or []), "?", "?"][:2]
+        text += (
+            " Each volume was scored (z-score of its logarithm, centile) against normative "
+            f"growth curves fitted on {norms.get('n_subjects', '?')} subjects aged "
+            f"{_num(lo)}-{_num(hi)} weeks {norms.get('age_kind', '')} ({source}): at each "
+            f"age, log volume is normal with a mean polynomial of degree {degrees.pop()} in "
+            "age and an SD log-linear in age, fitted by maximum likelihood."
+        )
+    else:
+        text += f" Each volume was scored (z-score, centile) against normative curves: {source}."
+    return text + f" Values with |z| > {_num(par.get('z_limit', '?'))} were flagged."
+
+
 def build_methods(
     stages: Sequence[dict[str, str]],
     *,
@@ -463,6 +545,9 @@ def build_methods(
     registration_qc: dict[str, Any] | None = None,
     segmentation_qc: dict[str, Any] | None = None,
     segmentation_card: dict[str, Any] | None = None,
+    brainage: dict[str, Any] | None = None,
+    brainage_card: dict[str, Any] | None = None,
+    brainage_norms: dict[str, Any] | None = None,
     software: list[tuple[str, str]] | None = None,
 ) -> Methods:
     """The methods of one session, only for the stages whose status is "done"."""
@@ -494,6 +579,10 @@ def build_methods(
     if status.get("segmentation") in ("done", "flagged"):
         m.paragraphs.append(
             segmentation_paragraph(segmentation_qc or {}, segmentation_card or {}, m)
+        )
+    if status.get("brain_age") in ("done", "flagged"):
+        m.paragraphs.append(
+            brainage_paragraph(brainage or {}, brainage_card or {}, brainage_norms or {}, m)
         )
     if not m.paragraphs:
         m.paragraphs.append("No processing stage beyond input validation completed.")

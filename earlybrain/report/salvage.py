@@ -93,13 +93,15 @@ def salvage_reports(
     sessions: list[dict[str, Any]],
     cohort_tsv: PathLike,
     cohort_html: PathLike,
+    norms: PathLike | None = None,
 ) -> list[str]:
     """Write the missing reports of sessions hit by a failed job, then the cohort table.
 
     `snakemake_log`: the run's log file(s) (Snakemake hands `onerror` a list).
     `sessions`: per session {"prefix", "html", "stages", "inputs"}, where "inputs" are the
     report rule's inputs as keyword arguments of `build_subject_report` (validation path
-    first). Returns the prefixes that got a salvaged report.
+    first). `norms`: the cohort's normative curves (see `write_cohort`). Returns the
+    prefixes that got a salvaged report.
     """
     logs = snakemake_log if isinstance(snakemake_log, list) else [snakemake_log]
     text = "\n".join(Path(p).read_text(errors="replace") for p in logs if Path(p).is_file())
@@ -124,7 +126,8 @@ def salvage_reports(
             s["stages"] if s["prefix"] not in salvaged else salvaged_stages(s["stages"])
             for s in sessions
         ]
-        write_cohort([p for p in stages if Path(p).is_file()], reports, cohort_tsv, cohort_html)
+        stages = [p for p in stages if Path(p).is_file()]
+        write_cohort(stages, reports, cohort_tsv, cohort_html, norms)
     return salvaged
 
 

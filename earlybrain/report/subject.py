@@ -22,6 +22,14 @@ from earlybrain.io.nifti import ImageError, load_nifti
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
+from earlybrain.report.brainage import (
+    CHART_CAPTION,
+    brainage_html,
+    brainage_row,
+    ensemble_card,
+    stage_values,
+    summary_line,
+)
 from earlybrain.report.html import Section, status_cell, subject_page, table, td
 from earlybrain.report.methods import (
     build_methods,
@@ -82,6 +90,10 @@ class StageOutputs:
     segmentation_qc: Output[dict[str, Any]]
     volumes: list[dict[str, str]]
     segmentation_card: dict[str, Any]
+    brainage: Output[dict[str, Any]]
+    zscores: list[dict[str, str]]
+    brainage_card: dict[str, Any]
+    brainage_norms: dict[str, Any]
 
 
 def _path(p: PathLike | None) -> Path | None:
@@ -96,17 +108,20 @@ def read_stage_outputs(
     registration_qc: PathLike | None = None,
     segmentation_qc: PathLike | None = None,
     volumes: PathLike | None = None,
+    brainage: PathLike | None = None,
+    zscores: PathLike | None = None,
 ) -> StageOutputs:
     """Read every stage output given for the session (None: that stage did not run).
 
-    `recon_sidecar` defaults to the one beside `recon_metrics`; the segmentation network's
-    model card is read from beside the weights named in the segmentation QC.
+    `recon_sidecar` defaults to the one beside `recon_metrics`; the networks' model cards
+    are read from beside the weights named in the segmentation QC and the brain-age JSON,
+    the normative curves from the file the brain-age JSON names.
     """
     masks = [Path(p) for p in brain_masks]
     metrics, stack_qc = _path(recon_metrics), _path(stack_qc)
     if metrics is not None and recon_sidecar is None:
         recon_sidecar = recon_sidecar_for(metrics)
-    seg_qc = read_json(segmentation_qc)
+    seg_qc, age = read_json(segmentation_qc), read_json(brainage)
     return StageOutputs(
         brain_masks=masks,
         brain_mask_sidecars=[read_json(sidecar_path(p)) for p in masks],
@@ -118,6 +133,10 @@ def read_stage_outputs(
         segmentation_qc=Output(_path(segmentation_qc), seg_qc),
         volumes=read_tsv(volumes),
         segmentation_card=read_json(card_path(seg_qc)),
+        brainage=Output(_path(brainage), age),
+        zscores=read_tsv(zscores),
+        brainage_card=ensemble_card(age),
+        brainage_norms=read_json(age.get("norms", {}).get("file")),
     )
 
 
@@ -239,6 +258,8 @@ def stage_table(
             row |= _registration_row(passed, out.registration_qc)
         elif key == "segmentation" and kind == "fetal":
             row |= _segmentation_stage_row(passed, out.segmentation_qc)
+        elif key == "brain_age" and kind == "fetal":
+            row |= _not_run(passed, out.brainage, "brainage") or brainage_row(out.brainage.content)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
@@ -330,6 +351,17 @@ def _segmentation_section(
     return [Section("Segmentation", figs, segmentation_html(qc.content, volumes))]
 
 
+def _brainage_section(
+    result: Output[dict[str, Any]], zscores: list[dict[str, str]], figure_path: PathLike | None
+) -> list[Section]:
+    """The normative chart, the flags, the age estimates and the z-scores."""
+    if not result.content:
+        return []
+    figure = Path(figure_path) if figure_path is not None else None
+    figs = [(CHART_CAPTION, figure.read_bytes())] if figure and figure.is_file() else []
+    return [Section("Brain age", figs, brainage_html(result.content, zscores))]
+
+
 def build_subject_report(
     validation_path: str | os.PathLike[str],
     n4_paths: list[str | os.PathLike[str]],
@@ -350,6 +382,9 @@ def build_subject_report(
     segmentation_qc: PathLike | None = None,
     volumes: PathLike | None = None,
     segmentation_figure: PathLike | None = None,
+    brainage: PathLike | None = None,
+    zscores: PathLike | None = None,
+    brainage_figure: PathLike | None = None,
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
@@ -379,6 +414,8 @@ def build_subject_report(
         registration_qc,
         segmentation_qc,
         volumes,
+        brainage,
+        zscores,
     )
     stages = stage_table(validation, n4_paths, missing, out)
 
@@ -439,6 +476,7 @@ def build_subject_report(
         ("kind", validation.get("kind", "?")),
         ("age", age_txt),
         ("input images", str(len(images))),
+        *([("brain age", summary_line(out.brainage.content))] if out.brainage.content else []),
         ("status", overall if not failed else f"failed at: {failed[0]['stage']}"),
     ]
     image_rows = [
@@ -462,6 +500,9 @@ def build_subject_report(
         registration_qc=out.registration_qc.content,
         segmentation_qc=out.segmentation_qc.content,
         segmentation_card=out.segmentation_card,
+        brainage=out.brainage.content,
+        brainage_card=out.brainage_card,
+        brainage_norms=out.brainage_norms,
     )
     html_text = subject_page(
         title=f"earlybrain report: {prefix}",
@@ -476,6 +517,7 @@ def build_subject_report(
             *_recon_section(out.recon_metrics, recon_figures),
             *_registration_section(out.registration_qc, registration_figure),
             *_segmentation_section(out.segmentation_qc, out.volumes, segmentation_figure),
+            *_brainage_section(out.brainage, out.zscores, brainage_figure),
         ],
         details=[stack_qc_table(out.stack_qc.content)] if out.stack_qc.path is not None else [],
         version=__version__,
@@ -501,6 +543,7 @@ def build_subject_report(
         "volumes_ml": out.segmentation_qc.content.get("volumes_ml", {}),
         "report": Path(out_html).name,
         "methods": methods.as_dict(),
+        **stage_values(out.brainage.content, out.zscores),
     }
     write_json_atomic(out_stages, result)
     return result

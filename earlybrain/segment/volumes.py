@@ -47,7 +47,7 @@ def volume_rows(labels: np.ndarray, affine: np.ndarray) -> list[dict[str, object
     return rows
 
 
-def _cell(v: object) -> str:
+def tsv_cell(v: object) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
@@ -58,5 +58,5 @@ def _cell(v: object) -> str:
 def volumes_tsv(rows: list[dict[str, object]]) -> str:
     """BIDS-style TSV text (n/a for missing values)."""
     lines = ["\t".join(COLUMNS)]
-    lines += ["\t".join(_cell(r[c]) for c in COLUMNS) for r in rows]
+    lines += ["\t".join(tsv_cell(r[c]) for c in COLUMNS) for r in rows]
     return "\n".join(lines) + "\n"

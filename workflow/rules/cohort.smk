@@ -11,6 +11,7 @@ rule cohort:
     input:
         stages=all_stages(),
         reports=all_reports(),
+        norms=brainage_wf.norms_file(config["brainage"]),
     output:
         tsv=COHORT_TSV,
         html=COHORT_HTML,
@@ -28,7 +29,8 @@ rule cohort:
         ENV
     shell:
         "{params.eb} step cohort --stages {input.stages:q} --reports {input.reports:q}"
-        " --out-tsv {output.tsv:q} --out-html {output.html:q} > {log:q} 2>&1"
+        " --norms {input.norms:q} --out-tsv {output.tsv:q} --out-html {output.html:q}"
+        " > {log:q} 2>&1"
 
 
 rule dataset_description:

@@ -11,6 +11,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 
 from earlybrain.atlas import workflow as atlas_wf
+from earlybrain.brainage import workflow as brainage_wf
 from earlybrain.atlas.manifest import ManifestError
 from earlybrain.io.bids import BIDSError, discover_sessions
 from earlybrain.io.masks import MaskNotFoundError, find_mask
@@ -50,7 +51,7 @@ EARLYBRAIN = earlybrain_command()
 # GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal. brain_mask
 # runs torch too, but takes seconds per stack on a CPU: one GPU job per stack would
 # mostly wait in the GPU queue, so it stays on the CPU partition (device: auto).
-GPU_RULES = {"recon", "segment", "train_masking", "train_segmentation"}
+GPU_RULES = {"recon", "segment", "train_masking", "train_segmentation", "train_brainage"}
 
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
@@ -60,7 +61,7 @@ COHORT_HTML = f"{DERIV}/group/cohort.html"
 # gets jobs; its validation step records the problem and its report names it.
 # `snakemake --lint` checks the rules, not a dataset, and the training targets
 # need none: let them run from a bare checkout.
-TRAIN_TARGETS = ("train_masking", "train_segmentation")
+TRAIN_TARGETS = ("train_masking", "train_segmentation", "train_brainage")
 NO_DATASET = ("--lint" in sys.argv or any(t in sys.argv for t in TRAIN_TARGETS)) and not Path(
     BIDS
 ).is_dir()
@@ -90,6 +91,8 @@ for _key, _check in (
 MASKING_WEIGHTS = config["masking"]["weights"]
 # inference keys of config segmentation (empty weights: the shipped models/segmentation)
 SEGMENTATION_SETTINGS = segment_wf.inference_settings(config["segmentation"])
+# inference keys of config brainage (empty: the shipped models/brainage ensemble and norms)
+BRAINAGE_SETTINGS = brainage_wf.inference_settings(config["brainage"])
 
 # the atlas: a relative manifest path missing from the working directory is taken
 # relative to the repository, where the shipped atlas lives (atlases/README.md)
@@ -206,6 +209,11 @@ def segmentation_outputs(rec):
     return segment_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
 
 
+def brainage_outputs(rec):
+    """Outputs of brainage for a session's reconstruction (workflow/rules/brainage.smk)."""
+    return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix)
+
+
 def segmentation_figure(rec):
     return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_rec-svr_desc-segmentation_dseg.png"
 
@@ -299,6 +307,9 @@ def session_report_inputs(rec, validation):
         "segmentation_qc": segmentation_outputs(rec)["qc"] if fetal else [],
         "volumes": segmentation_outputs(rec)["volumes"] if fetal else [],
         "segmentation_figure": segmentation_figure(rec) if fetal else [],
+        "brainage": brainage_outputs(rec)["brainage"] if fetal else [],
+        "zscores": brainage_outputs(rec)["zscores"] if fetal else [],
+        "brainage_figure": brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix) if fetal else [],
     }
 
 
@@ -338,11 +349,15 @@ def salvage_reports(log):
                     "segmentation_qc": given["segmentation_qc"] or None,
                     "volumes": given["volumes"] or None,
                     "segmentation_figure": given["segmentation_figure"] or None,
+                    "brainage": given["brainage"] or None,
+                    "zscores": given["zscores"] or None,
+                    "brainage_figure": given["brainage_figure"] or None,
                     "recon_figures": given["recon_figures"],
                 },
             }
         )
-    done = salvage(log, sessions, COHORT_TSV, COHORT_HTML)
+    norms = brainage_wf.norms_file(config["brainage"])
+    done = salvage(log, sessions, COHORT_TSV, COHORT_HTML, norms)
     if done:
         print(f"reports written for the sessions with a failed job: {', '.join(done)}")
         print(f"cohort table: {COHORT_HTML}")

@@ -21,6 +21,9 @@ rule report:
         segmentation_qc=quoted_input("segmentation_qc"),
         volumes=quoted_input("volumes"),
         segmentation_figure=quoted_input("segmentation_figure"),
+        brainage=quoted_input("brainage"),
+        zscores=quoted_input("zscores"),
+        brainage_figure=quoted_input("brainage_figure"),
         recon_metrics=quoted_input("recon_metrics"),
         recon_figures=quoted_input("recon_figures"),
     log:
@@ -42,4 +45,6 @@ rule report:
         " --registration-figure {params.registration_figure}"
         " --segmentation-qc {params.segmentation_qc} --volumes {params.volumes}"
         " --segmentation-figure {params.segmentation_figure}"
+        " --brainage {params.brainage} --zscores {params.zscores}"
+        " --brainage-figure {params.brainage_figure}"
         " --out-html {output.html:q} --out-stages {output.stages:q} > {log:q} 2>&1"

@@ -92,3 +92,81 @@ rule train_segmentation:
         " --label-scheme {params.scheme} {params.optional} {params.prior}"
         " --device {params.device}"
         " --workers {threads} --threads {threads} > {log:q} 2>&1"
+
+
+BRAINAGE_TRAIN = config["brainage"]["train"]
+BRAINAGE_TRAIN_OUT = BRAINAGE_TRAIN.get("out_dir") or f"{OUTDIR}/models/brainage"
+# a lab's own sessions with their ages from participants.tsv/sessions.tsv (use_cohort)
+BRAINAGE_COHORT = (
+    brainage_wf.selected(SESSIONS, BRAINAGE_TRAIN["cohort_subjects"])
+    if BRAINAGE_TRAIN["use_cohort"]
+    else []
+)
+
+
+rule train_brainage:
+    """Train the brain-age deep ensemble on simulated fetuses (and this run's sessions
+    with their ages, use_cohort), validate it, write card.json."""
+    input:
+        volumes=[recon_outputs(r)["volume"] for r in BRAINAGE_COHORT],
+        masks=[recon_outputs(r)["brainmask"] for r in BRAINAGE_COHORT],
+        affines=[registration_outputs(r)["affine"] for r in BRAINAGE_COHORT],
+    output:
+        weights=f"{BRAINAGE_TRAIN_OUT}/ensemble_weights.pt",
+        card=f"{BRAINAGE_TRAIN_OUT}/card.json",
+    params:
+        eb=EARLYBRAIN,
+        out=lambda wildcards, output: str(Path(output.weights).parent),
+        seed=BRAINAGE_TRAIN["seed"],
+        members=BRAINAGE_TRAIN["members"],
+        steps=BRAINAGE_TRAIN["steps"],
+        subjects=BRAINAGE_TRAIN["subjects"],
+        val_subjects=BRAINAGE_TRAIN["val_subjects"],
+        cohort=lambda wildcards, input: brainage_wf.cohort_options(
+            input.volumes, input.masks, input.affines, [r.age_weeks for r in BRAINAGE_COHORT]
+        ),
+        simulated="" if BRAINAGE_TRAIN["simulated"] else "--no-simulated",
+        device=config["device"],
+    log:
+        f"{LOGS}/train_brainage.log",
+    benchmark:
+        f"{BENCH}/train_brainage.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        ENV
+    shell:
+        "{params.eb} train-brainage --out {params.out:q} --seed {params.seed}"
+        " --members {params.members} --steps {params.steps} --subjects {params.subjects}"
+        " --val-subjects {params.val_subjects} {params.cohort} {params.simulated}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
+
+
+NORMS_FIT = config["brainage"]["fit_norms"]
+NORMS_COHORT = brainage_wf.selected(SESSIONS, NORMS_FIT["subjects"])
+
+
+rule fit_norms:
+    """Normative growth curves of every volume, refitted on this run's sessions (e.g. a
+    lab's healthy controls: fit_norms.subjects); point brainage.norms at the result."""
+    input:
+        volumes=[segmentation_outputs(r)["volumes"] for r in NORMS_COHORT],
+    output:
+        norms=NORMS_FIT.get("out") or f"{OUTDIR}/models/brainage/norms.json",
+    params:
+        eb=EARLYBRAIN,
+        ages=" ".join(f"{r.age_weeks:g}" for r in NORMS_COHORT),
+        source=f"refitted on {len(NORMS_COHORT)} sessions of {BIDS}",
+    log:
+        f"{LOGS}/fit_norms.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} fit-norms --volumes {input.volumes:q} --ages {params.ages}"
+        " --source {params.source:q} --out {output.norms:q} > {log:q} 2>&1"

@@ -1,0 +1,1 @@
+"""Brain age: regressors, uncertainty and normative growth models of brain volumes."""

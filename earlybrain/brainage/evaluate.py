@@ -1,0 +1,44 @@
+"""Held-out simulated subjects for the brain-age checks (tests and bench/brainage.py).
+
+A simulated fetal volume (`segment.evaluate.simulated_volume`) is placed in a random
+scanner pose, and the registration's linear map is stood in for by that pose times an
+isotropic scale (the template's size differs from the subject's; the affine stage
+absorbs it): exactly what `frame.network_input` must undo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from earlybrain.brainage.frame import GRID, Grid, network_input
+from earlybrain.geometry import rigid_matrix
+from earlybrain.segment.evaluate import SimulatedVolume, simulated_volume
+
+
+@dataclass
+class PosedSubject:
+    volume: SimulatedVolume
+    affine: np.ndarray  # scanner voxel -> world
+    atlas_to_subject: np.ndarray
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.volume.image > 0
+
+    def network_input(self, grid: Grid = GRID) -> np.ndarray:
+        return network_input(self.volume.image, self.affine, self.mask, self.atlas_to_subject, grid)
+
+
+def posed_subject(
+    age_weeks: float, seed: int, voxel_mm: float = 1.0, ventricle_factor: float = 1.0
+) -> PosedSubject:
+    """A simulated subject in a random pose (seeded), with its registration's linear map."""
+    vol = simulated_volume(age_weeks, seed, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
+    rng = np.random.default_rng([seed, 17])
+    pose = rigid_matrix(
+        np.concatenate([rng.uniform(-180, 180, 3), rng.uniform(-20, 20, 3)]), np.zeros(3)
+    )
+    scale = np.diag([*(rng.uniform(0.8, 1.25),) * 3, 1.0])
+    return PosedSubject(vol, pose @ vol.affine, pose @ scale)

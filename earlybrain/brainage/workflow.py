@@ -1,0 +1,57 @@
+"""Helpers for workflow/rules/brainage.smk (Snakemake lint wants no functions in rule files)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from earlybrain.brainage.ensemble import default_weights_path
+from earlybrain.brainage.pipeline import brainage_paths
+
+SETTINGS_KEYS = ("weights", "norms")
+
+
+def rule_outputs(deriv: str, sdir: str, prefix: str) -> dict[str, str]:
+    """Outputs of `brainage` for a reconstruction `{prefix}_rec-svr` (wildcards allowed)."""
+    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_rec-svr")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def figure_path(deriv: str, sdir: str, prefix: str) -> str:
+    """The normative chart of a session (rule brainage_figures)."""
+    return f"{deriv}/{sdir}/figures/{prefix}_rec-svr_desc-brainage_chart.png"
+
+
+def inference_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of config `brainage` the per-subject step uses (not the training keys)."""
+    return {k: section[k] for k in SETTINGS_KEYS if k in section}
+
+
+def norms_file(section: Mapping[str, Any]) -> str:
+    """The normative curves in use: config brainage.norms, else the shipped ones."""
+    from earlybrain.brainage.norms import shipped_norms_path
+
+    return str(section.get("norms") or shipped_norms_path())
+
+
+def model_files(section: Mapping[str, Any]) -> list[str]:
+    """Weights and norms a subject's brain age depends on (the shipped ones when empty):
+    inputs of the rule, so new weights or refitted norms re-run it."""
+    return [str(section.get("weights") or default_weights_path()), norms_file(section)]
+
+
+def cohort_options(volumes: Sequence[str], masks: Sequence[str], affines: Sequence[str],
+                   ages: Sequence[float]) -> str:  # fmt: skip
+    """`earlybrain train-brainage` arguments for training on this run's sessions."""
+    if not volumes:
+        return ""
+    args = ["--cohort-volumes", *volumes, "--cohort-masks", *masks]
+    args += ["--cohort-affines", *affines, "--cohort-ages", *(f"{a:g}" for a in ages)]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def selected(records: Sequence[Any], subjects: Sequence[str]) -> list[Any]:
+    """Fetal sessions of `subjects` (with or without `sub-`; empty = every fetal session)."""
+    want = {s.removeprefix("sub-") for s in subjects}
+    return [r for r in records if r.kind == "fetal" and (not want or r.subject in want)]

@@ -1,0 +1,65 @@
+# Brain age of each fetal reconstruction (deep ensemble + atlas similarity + volumes)
+# and normative z-scores of its volumes; a normative chart per session for the report.
+# Training of the ensemble and refitting of the norms: rules train_brainage and
+# fit_norms in train.smk.
+
+
+rule brainage:
+    """Reconstruction + registration + volumes -> desc-brainage.json and desc-zscores.tsv."""
+    input:
+        volume=rules.recon.output.volume,
+        mask=rules.recon.output.mask,
+        affine=rules.register_atlas.output.affine,
+        volumes=rules.segment.output.volumes,
+        atlas=ATLAS_MANIFEST,
+        models=brainage_wf.model_files(config["brainage"]),
+    output:
+        **brainage_wf.rule_outputs(DERIV, "{sdir}", "{prefix}"),
+    params:
+        eb=EARLYBRAIN,
+        age=lambda wildcards: session_of(wildcards).age_weeks,
+        settings=json.dumps(BRAINAGE_SETTINGS, sort_keys=True),
+        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
+        prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+        device=config["device"],
+        fallback=config["device_fallback"],
+    log:
+        f"{LOGS}/brainage/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/brainage/{{sdir}}/{{prefix}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step brainage --volume {input.volume:q} --mask {input.mask:q}"
+        " --affine {input.affine:q} --volumes {input.volumes:q} --age {params.age}"
+        " --atlas {input.atlas:q} --out-anat {params.anat:q} --prefix {params.prefix:q}"
+        " --settings {params.settings:q} --device {params.device}"
+        " --device-fallback {params.fallback} --threads {threads} > {log:q} 2>&1"
+
+
+rule brainage_figures:
+    """Volumes on their normative centile curves and brain age vs age (PNG, in the report)."""
+    input:
+        brainage=rules.brainage.output.brainage,
+        zscores=rules.brainage.output.zscores,
+    output:
+        png=brainage_wf.figure_path(DERIV, "{sdir}", "{prefix}"),
+    params:
+        eb=EARLYBRAIN,
+    log:
+        f"{LOGS}/brainage_figures/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/brainage_figures/{{sdir}}/{{prefix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step brainage-figures --brainage {input.brainage:q}"
+        " --zscores {input.zscores:q} --out {output.png:q} > {log:q} 2>&1"
