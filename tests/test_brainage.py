@@ -276,3 +276,18 @@ def test_fit_norms_command_refits_a_cohort(tmp_path) -> None:
         for age in (24.0, 29.0, 34.0):
             want = 1.1 * float(shipped.expected_ml(s, age))
             assert float(refit.expected_ml(s, age)) == pytest.approx(want, rel=0.04), (s, age)
+
+
+def test_a_structure_segmented_as_nothing_is_left_out() -> None:
+    """A tissue the segmentation found none of (volume 0, seen on coarse test
+    reconstructions) does not stop the volume-based age; its z-score is flagged."""
+    from earlybrain.brainage.norms import volume_age
+
+    norms = Norms.from_json(shipped_norms_path())
+    vols = {s: float(norms.expected_ml(s, 30.0)) for s in norms.structures}
+    vols["deep_GM"] = 0.0
+    r = volume_age(norms, vols)
+    assert "deep_GM" not in r["structures"] and "deep_GM" in r["note"]
+    assert abs(r["age_weeks"] - 30.0) < 0.5
+    (row,) = [r for r in subject_zscores(norms, 30.0, vols) if r["structure"] == "deep_GM"]
+    assert row["flag"] and row["z"] == -np.inf

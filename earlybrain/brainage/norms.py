@@ -449,12 +449,12 @@ def volume_age(
     size, so it is too small: when the structures are those the norms' leave-one-out
     calibration used, the SD is multiplied by its `sd_scale` (`calibrated` says so).
     """
-    used = [s for s in structures if volumes.get(s) is not None and np.isfinite(volumes[s])]
+    known = [s for s in structures if volumes.get(s) is not None and np.isfinite(volumes[s])]
+    # a structure the segmentation found nothing of says nothing about age: left out
+    missing = [s for s in known if volumes[s] <= 0]
+    used = [s for s in known if volumes[s] > 0]
     if not used:
-        raise NormsError(f"none of {', '.join(structures)} has a volume")
-    nonpositive = [s for s in used if volumes[s] <= 0]
-    if nonpositive:
-        raise NormsError(f"volume of {', '.join(nonpositive)} is not positive")
+        raise NormsError(f"none of {', '.join(structures)} has a positive volume")
     grid = _default_grid(norms.age_range) if age_grid is None else np.asarray(age_grid, float)
     log_v = np.log([float(volumes[s]) for s in used])
     age, sd_naive, at_edge = _ml_age([norms.model(s) for s in used], log_v, grid)
@@ -467,7 +467,11 @@ def volume_age(
         "sd_naive_weeks": sd_naive,
         "calibrated": calibrated,
         "structures": used,
-        "note": f"on the edge of the searched ages {grid[0]:g}-{grid[-1]:g}" if at_edge else None,
+        "note": "; ".join(
+            [f"on the edge of the searched ages {grid[0]:g}-{grid[-1]:g}"] * at_edge
+            + [f"left out (volume 0): {', '.join(missing)}"] * bool(missing)
+        )
+        or None,
     }
 
 
@@ -551,10 +555,8 @@ def norms_from_files(
         raise NormsError(f"{len(volume_tsvs)} volumes files but {len(ages)} ages")
     rows = []
     for path, age in zip(volume_tsvs, ages, strict=True):
-        vols = read_volumes_tsv(path)
-        bad = [s for s, v in vols.items() if v <= 0]
-        if bad:
-            raise NormsError(f"{path}: volume of {', '.join(bad)} is not positive")
+        # a structure the segmentation found nothing of: missing for this subject
+        vols = {s: (v if v > 0 else None) for s, v in read_volumes_tsv(path).items()}
         if not np.isfinite(age):
             raise NormsError(f"{path}: age {age} is not a number")
         rows.append((float(age), vols))
