@@ -41,9 +41,15 @@ def model_files(section: Mapping[str, Any]) -> list[str]:
     return [str(section.get("weights") or default_weights_path()), norms_file(section)]
 
 
+def as_list(value: str | Sequence[str]) -> list[str]:
+    """A rule's named input as a list (Snakemake hands a one-file list over as the file)."""
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
 def cohort_options(volumes: Sequence[str], masks: Sequence[str], affines: Sequence[str],
                    ages: Sequence[float]) -> str:  # fmt: skip
     """`earlybrain train-brainage` arguments for training on this run's sessions."""
+    volumes, masks, affines = as_list(volumes), as_list(masks), as_list(affines)
     if not volumes:
         return ""
     args = ["--cohort-volumes", *volumes, "--cohort-masks", *masks]
@@ -52,6 +58,8 @@ def cohort_options(volumes: Sequence[str], masks: Sequence[str], affines: Sequen
 
 
 def selected(records: Sequence[Any], subjects: Sequence[str]) -> list[Any]:
-    """Fetal sessions of `subjects` (with or without `sub-`; empty = every fetal session)."""
+    """Fetal sessions with an age of `subjects` (with or without `sub-`; empty = every one).
+    Choose sessions that were processed: one that failed validation has no outputs."""
     want = {s.removeprefix("sub-") for s in subjects}
-    return [r for r in records if r.kind == "fetal" and (not want or r.subject in want)]
+    return [r for r in records if r.kind == "fetal" and r.age_weeks is not None
+            and (not want or r.subject in want)]  # fmt: skip
