@@ -26,6 +26,7 @@ from scipy import ndimage
 from torch.nn import functional
 
 from earlybrain.brainage.frame import GRID, Grid, mask_centroid_mm, normalise, sample_on_grid
+from earlybrain.segment.synth import gaussian_blur
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.phantom import make_phantom
 
@@ -112,21 +113,6 @@ def _rotations(rng: np.random.Generator, n: int, max_deg: float) -> np.ndarray:
     return np.stack([rotation_matrix(*rng.uniform(-max_deg, max_deg, 3)) for _ in range(n)])
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma < 0.2:
-        return x
-    r = int(np.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = k / k.sum()
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = -1
-        pad = [0] * 6
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
-        x = functional.conv3d(functional.pad(x, pad), k.view(*shape).to(x))
-    return x
-
-
 def augment(
     x: torch.Tensor, rng: np.random.Generator, cfg: Augment = Augment(), grid: Grid = GRID
 ) -> torch.Tensor:
@@ -145,7 +131,7 @@ def augment(
     x = functional.grid_sample(x, coords, mode="bilinear", align_corners=True)
     out = []
     for i in range(n):
-        xi = _blur(x[i : i + 1], float(rng.uniform(0, cfg.blur_max_vox)))
+        xi = gaussian_blur(x[i : i + 1], [float(rng.uniform(0, cfg.blur_max_vox))] * 3)
         coarse = torch.from_numpy(rng.standard_normal((1, 1, 3, 3, 3)).astype("f4"))
         bias = functional.interpolate(coarse, size=x.shape[-3:], mode="trilinear")
         xi = xi * torch.exp(cfg.bias_max / 2 * bias)

@@ -67,7 +67,7 @@ def _smooth_field(rng: np.random.Generator, n: int, grid: int, size: int, channe
     return functional.interpolate(coarse, size=(size,) * 3, mode="trilinear", align_corners=True)
 
 
-def _gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
     """Separable Gaussian blur of (1, 1, d, h, w) with one sigma (voxels) per axis."""
     for axis, s in enumerate(sigmas):
         if s < 0.2:
@@ -139,7 +139,7 @@ def synthesize(
         img = img + torch.from_numpy(spread)[idx] * torch.from_numpy(
             rng.standard_normal(lab.shape).astype("f4")
         )
-        x = _gaussian_blur(img[None, None], rng.uniform(0, cfg.blur_max_vox, 3))
+        x = gaussian_blur(img[None, None], rng.uniform(0, cfg.blur_max_vox, 3))
         if rng.random() < cfg.p_bias:
             field = _smooth_field(rng, 1, 4, lab.shape[-1], 1)
             x = x * torch.exp(cfg.bias_strength * field / 2.0)
