@@ -52,16 +52,22 @@ def posed_subject(
     phantom_voxel_mm: float | None = None,
     noise: float = 0.02,
     margin_mm: float = 8.0,
+    values: dict[int, float] | None = None,
+    ventricle_factor: float = 1.0,
 ) -> PosedSubject:
     """A brain-masked T2w volume of phantom (`age_weeks`, `seed`) in scanner pose `pose`.
 
     The phantom is rasterised at `phantom_voxel_mm` (default: `voxel_mm`) and resampled
     (linear for the image, nearest for labels) onto a scanner-aligned grid of `voxel_mm`;
     Gaussian noise of `noise` x the median brain intensity is added inside the mask.
+    `values` (intensity per label) replaces the simulator's T2w contrast.
     """
-    ph = make_phantom(age_weeks, seed, kind="fetal", voxel_mm=phantom_voxel_mm or voxel_mm)
+    ph = make_phantom(
+        age_weeks, seed, kind="fetal", voxel_mm=phantom_voxel_mm or voxel_mm,
+        ventricle_factor=ventricle_factor,
+    )  # fmt: skip
     brain = (ph.labels >= 1) & (ph.labels <= 12)
-    img = intensity_image(ph) * brain
+    img = intensity_image(ph, values=values) * brain
     labels = np.where(brain, ph.labels, 0).astype(np.uint8)
     head_to_vox = np.linalg.inv(ph.affine)
     corners = np.array(list(np.ndindex(2, 2, 2))) * (np.array(brain.shape) - 1)

@@ -24,7 +24,7 @@ from earlybrain.simulate.phantom import make_phantom
 log = logging.getLogger(__name__)
 
 # changes whenever the phantom or this preparation changes: a cache never serves stale maps
-DATA_VERSION = 1
+DATA_VERSION = 2
 # FeTA tissue (1..7) -> an earlybrain label of that tissue (the left one for lateral tissues)
 FETA_TO_EARLYBRAIN = np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8)
 
@@ -39,10 +39,12 @@ def crop_to_content(labels: np.ndarray, margin: int = 4) -> np.ndarray:
     return np.ascontiguousarray(labels[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
 
 
-def phantom_map(args: tuple[float, int, float]) -> np.ndarray:
-    """Detailed labels of one simulated head (age in weeks, subject seed) on the grid."""
-    age, seed, voxel_mm = args
-    return crop_to_content(make_phantom(age, seed, voxel_mm=voxel_mm).labels)
+def phantom_map(args: tuple[float, int, float, float]) -> np.ndarray:
+    """Detailed labels of one simulated head (age in weeks, subject seed, voxel size,
+    ventricle size factor) on the grid."""
+    age, seed, voxel_mm, ventricle_factor = args
+    ph = make_phantom(age, seed, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
+    return crop_to_content(ph.labels)
 
 
 def phantom_maps(
@@ -51,9 +53,14 @@ def phantom_maps(
     voxel_mm: float,
     workers: int = 1,
     cache_dir: str | os.PathLike[str] | None = None,
+    ventricle_factors: list[float] | None = None,
 ) -> list[np.ndarray]:
     """Simulated label maps, from a cache when one is given (simulation takes minutes)."""
-    jobs = [(float(a), int(s), float(voxel_mm)) for a, s in zip(ages, seeds, strict=True)]
+    factors = ventricle_factors or [1.0] * len(ages)
+    jobs = [
+        (float(a), int(s), float(voxel_mm), float(f))
+        for a, s, f in zip(ages, seeds, factors, strict=True)
+    ]
     key = hashlib.sha256(repr((DATA_VERSION, jobs)).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"segment-labelmaps-{key}.pkl" if cache_dir else None
     if cache is not None and cache.is_file():

@@ -54,6 +54,9 @@ class SynthConfig:
     spread_max: float = 0.08  # within-label standard deviation (fraction of range)
     p_blank_outside: float = 0.6  # zero outside the intracranial space, like a masked recon
     mask_dilate_max: int = 4
+    # of the blanked samples, the share cut exactly at the intracranial border: a masked
+    # reconstruction usually is, and the outermost eCSF was otherwise called background
+    p_tight_mask: float = 0.5
     blur_max_vox: float = 1.2
     p_bias: float = 0.6
     bias_strength: float = 0.35
@@ -148,7 +151,9 @@ def synthesize(
         )
         if rng.random() < cfg.p_blank_outside:  # a masked reconstruction: zero outside
             inside = (lab >= 1) & (lab <= 12)
-            x = x * _dilate(inside, int(rng.integers(0, cfg.mask_dilate_max + 1)))
+            tight = rng.random() < cfg.p_tight_mask
+            radius = 0 if tight else int(rng.integers(1, cfg.mask_dilate_max + 1))
+            x = x * _dilate(inside, radius)
         x = normalise(x.clamp_min(0))
         x = x.clamp(0, 2) ** float(rng.uniform(*cfg.gamma_range))
         images.append(x[0])

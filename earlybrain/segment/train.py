@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # seed-derivation codes: training and validation subjects never share a seed
 SPLIT_CODES = {"train": 303, "val": 404}
 VAL_AGES = (22.0, 26.0, 30.0, 34.0, 36.0)
+VAL_VENTRICLES = 1.8  # ventricle size factor of the ventriculomegaly validation
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     percentile: float = 99.0
     p_atlas: float = 0.2  # share of samples from the atlas templates' label maps
+    # share of simulated subjects with enlarged ventricles, and their size factor range:
+    # without them the network labels much of a ventriculomegaly as other tissue
+    p_enlarged_ventricles: float = 0.35
+    enlarged_ventricles: tuple[float, float] = (1.2, 2.3)
     p_extra: float = 0.5  # share from a lab's own label maps, when given
     arch: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCH))
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -87,6 +92,14 @@ def subject_ages(seed: int, n: int, ga_range: tuple[float, float]) -> list[float
     rng = np.random.default_rng([seed, 505])
     lo, hi = ga_range
     return [float(lo + (hi - lo) * (i + rng.random()) / n) for i in range(n)]
+
+
+def subject_ventricles(cfg: TrainConfig, n: int) -> list[float]:
+    """Ventricle size factor per training subject (1 = typical), seeded."""
+    rng = np.random.default_rng([cfg.seed, 506])
+    enlarged = rng.random(n) < cfg.p_enlarged_ventricles
+    factors = rng.uniform(*cfg.enlarged_ventricles, n)
+    return [round(float(f), 3) if e else 1.0 for e, f in zip(enlarged, factors, strict=True)]
 
 
 class PatchSampler:
@@ -160,11 +173,13 @@ def atlas_maps(manifest_path: str | os.PathLike[str], voxel_mm: float) -> list[n
     return maps
 
 
-def validation_volumes(seed: int, n: int, voxel_mm: float, unseen: bool = False) -> list:
+def validation_volumes(
+    seed: int, n: int, voxel_mm: float, unseen: bool = False, ventricle_factor: float = 1.0
+) -> list:
     seeds = subject_seeds(seed, n, "val")
     ages = [VAL_AGES[i % len(VAL_AGES)] for i in range(n)]
     return [
-        simulated_volume(a, s, voxel_mm, unseen_contrast=unseen)
+        simulated_volume(a, s, voxel_mm, unseen_contrast=unseen, ventricle_factor=ventricle_factor)
         for a, s in zip(ages, seeds, strict=True)
     ]
 
@@ -230,9 +245,10 @@ def train_segmentation(
         raise ValueError("the training patch must equal the inference window (arch patch)")
     train_seeds = subject_seeds(seed, n_train_subjects, "train")
     ages = subject_ages(seed, n_train_subjects, cfg.ga_range)
+    ventricles = subject_ventricles(cfg, n_train_subjects)
     say(f"simulating {n_train_subjects} label maps at {cfg.target_mm} mm")
     pools = {
-        "simulated": phantom_maps(ages, train_seeds, cfg.target_mm, workers, cache_dir),
+        "simulated": phantom_maps(ages, train_seeds, cfg.target_mm, workers, cache_dir, ventricles),
         "atlas": atlas_maps(atlas_manifest, cfg.target_mm) if atlas_manifest else [],
         "extra": [file_map(p, cfg.target_mm, label_scheme) for p in label_maps],
     }
@@ -295,6 +311,11 @@ def train_segmentation(
     unseen = validate(
         model, validation_volumes(seed, n_val_subjects, cfg.target_mm, True), tta=True
     )
+    enlarged = validate(
+        model,
+        validation_volumes(seed, n_val_subjects, cfg.target_mm, ventricle_factor=VAL_VENTRICLES),
+        tta=True,
+    )
     out = Path(out_dir)
     wpath = save_weights(out / WEIGHTS_NAME, net.cpu(), arch, cfg.target_mm, cfg.percentile)
     card = {
@@ -323,6 +344,7 @@ def train_segmentation(
                 "ga_weeks_range": list(cfg.ga_range),
                 "seeds": train_seeds,
                 "ages_weeks": [round(a, 2) for a in ages],
+                "ventricle_factors": ventricles,
                 "subject_seeds": "np.random.SeedSequence([seed, 303, i])",
             },
             "atlas": str(atlas_manifest) if atlas_manifest else None,
@@ -348,6 +370,7 @@ def train_segmentation(
         },
         "validation_unseen_contrast": unseen
         | {"contrast": "earlybrain.segment.evaluate.UNSEEN_CONTRAST"},
+        "validation_enlarged_ventricles": enlarged | {"ventricle_factor": VAL_VENTRICLES},
         "history": history,
         "device": str(dev),
         "threads": threads,
@@ -358,7 +381,8 @@ def train_segmentation(
     write_json_atomic(out / CARD_NAME, card)
     say(
         f"wrote {wpath} and {out / CARD_NAME}: validation Dice {final['dice_mean']:.4f}, "
-        f"unseen contrast {unseen['dice_mean']:.4f}"
+        f"unseen contrast {unseen['dice_mean']:.4f}, enlarged ventricles "
+        f"{enlarged['dice_per_tissue']['ventricles']:.4f} (ventricle Dice)"
     )
     return card
 
