@@ -163,11 +163,14 @@ def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     data; fine-tuning from those weights on a lab's own FeTA-style label map."""
     card = train_segmentation(
         tmp_path / "a", seed=1, epochs=1, steps_per_epoch=2, n_train_subjects=2,
-        n_val_subjects=1, device="cpu", workers=1, threads=2,
+        n_val_subjects=1, n_infant_subjects=1, device="cpu", workers=1, threads=2,
     )  # fmt: skip
     weights = tmp_path / "a" / "unet3d_weights.pt"
     assert load_model(weights, device="cpu").arch == DEFAULT_ARCH
-    assert card["training_data"]["label_maps"] == {"simulated": 2, "atlas": 0, "extra": 0}
+    assert card["training_data"]["label_maps"] == {
+        "simulated": 2, "infant": 1, "atlas": 0, "extra": 0,
+    }  # fmt: skip
+    assert len(card["validation_infant"]["subjects"]) == 1
     assert set(card["training_data"]["simulated"]["seeds"]) == set(subject_seeds(1, 2, "train"))
     assert set(card["validation"]["dice_per_tissue"]) == set(TISSUES.values())
     ph = make_phantom(30.0, 77, voxel_mm=1.2)

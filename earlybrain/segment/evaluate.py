@@ -39,23 +39,31 @@ class SimulatedVolume:
 
 
 def simulated_volume(
-    age_weeks: float,
+    age: float,
     seed: int,
     voxel_mm: float = 0.8,
     unseen_contrast: bool = False,
     noise: float = 0.02,
     ventricle_factor: float = 1.0,
+    kind: str = "fetal",
+    contrast: str = "T2w",
 ) -> SimulatedVolume:
-    """A simulated, masked fetal brain volume with its labels (seeded)."""
-    ph = make_phantom(age_weeks, seed, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
-    img = intensity_image(ph, values=UNSEEN_CONTRAST if unseen_contrast else None)
+    """A simulated, masked brain volume with its labels (seeded); `age` is weeks GA for a
+    fetus and months for an infant (whose T1w or T2w contrast the simulator renders)."""
+    ph = make_phantom(age, seed, kind=kind, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
+    img = intensity_image(ph, contrast, values=UNSEEN_CONTRAST if unseen_contrast else None)
     rng = np.random.default_rng([seed, 7])
     img = img + noise * float(np.percentile(img, 99)) * rng.standard_normal(img.shape)
     brain = (ph.labels >= 1) & (ph.labels <= 12)
     keep = ndimage.binary_dilation(brain, iterations=max(1, round(1.5 / voxel_mm)))
     labels = np.where(brain, ph.labels, 0).astype(np.uint8)
     return SimulatedVolume(
-        (np.clip(img, 0, None) * keep).astype(np.float32), ph.affine, labels, age_weeks, seed, ph
+        (np.clip(img, 0, None) * keep).astype(np.float32),
+        ph.affine,
+        labels,
+        ph.age_weeks,
+        seed,
+        ph,
     )
 
 

@@ -46,6 +46,12 @@ def default_weights_path() -> Path:
     return shipped_path("segmentation", WEIGHTS_NAME)
 
 
+def default_infant_weights_path() -> Path:
+    """The infant network (`models/segmentation-infant/`): the fetal weights fine-tuned
+    with infant heads (0-24 months) among the label maps (its card says how)."""
+    return shipped_path("segmentation-infant", WEIGHTS_NAME)
+
+
 @dataclass
 class SegmentationModel:
     """A loaded network and how its inputs must be prepared."""

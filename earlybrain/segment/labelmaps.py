@@ -1,9 +1,10 @@
 """Label maps the segmentation network is trained on, on its working grid.
 
 Three sources, all in earlybrain's 12-label scheme (plus the simulator's scene labels):
-simulated heads (`make_phantom`, ages drawn over the fetal range, with skull, scalp,
-body and amniotic fluid around the brain), the templates' label maps of the atlas, and
-a lab's own label maps (earlybrain labels, or FeTA's 7 tissues) for fine-tuning.
+simulated heads (`make_phantom`: fetuses over the fetal range and infants of 0-24
+months, with skull, scalp, body and fluid around the brain), the templates' label maps
+of the atlas, and a lab's own label maps (earlybrain labels, or FeTA's 7 tissues) for
+fine-tuning.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from earlybrain.simulate.phantom import make_phantom
 log = logging.getLogger(__name__)
 
 # changes whenever the phantom or this preparation changes: a cache never serves stale maps
-DATA_VERSION = 2
+DATA_VERSION = 3
 # FeTA tissue (1..7) -> an earlybrain label of that tissue (the left one for lateral tissues)
 FETA_TO_EARLYBRAIN = np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8)
 
@@ -39,11 +40,11 @@ def crop_to_content(labels: np.ndarray, margin: int = 4) -> np.ndarray:
     return np.ascontiguousarray(labels[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
 
 
-def phantom_map(args: tuple[float, int, float, float]) -> np.ndarray:
-    """Detailed labels of one simulated head (age in weeks, subject seed, voxel size,
-    ventricle size factor) on the grid."""
-    age, seed, voxel_mm, ventricle_factor = args
-    ph = make_phantom(age, seed, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
+def phantom_map(args: tuple[float, int, float, float, str]) -> np.ndarray:
+    """Detailed labels of one simulated head (age: weeks GA for a fetus, months for an
+    infant; subject seed, voxel size, ventricle size factor, kind) on the grid."""
+    age, seed, voxel_mm, ventricle_factor, kind = args
+    ph = make_phantom(age, seed, kind=kind, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
     return crop_to_content(ph.labels)
 
 
@@ -54,11 +55,12 @@ def phantom_maps(
     workers: int = 1,
     cache_dir: str | os.PathLike[str] | None = None,
     ventricle_factors: list[float] | None = None,
+    kind: str = "fetal",
 ) -> list[np.ndarray]:
     """Simulated label maps, from a cache when one is given (simulation takes minutes)."""
     factors = ventricle_factors or [1.0] * len(ages)
     jobs = [
-        (float(a), int(s), float(voxel_mm), float(f))
+        (float(a), int(s), float(voxel_mm), float(f), kind)
         for a, s, f in zip(ages, seeds, factors, strict=True)
     ]
     key = hashlib.sha256(repr((DATA_VERSION, jobs)).encode()).hexdigest()[:16]

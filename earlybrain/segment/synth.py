@@ -39,6 +39,11 @@ for _i, _lab in enumerate(SCENE_LABELS):
 N_GROUPS = 8 + len(SCENE_LABELS)
 # a fetal-T2-like ordering (CSF bright, cortex dark) by group, to be jittered
 T2_PRIOR = np.array([0.0, 1.0, 0.38, 0.62, 0.95, 0.48, 0.45, 0.42, 0.12, 0.55, 0.5, 1.05])
+# neighbouring tissue groups whose contrast vanishes in some scans: grey and white matter
+# in the infant isointense phase (6-8 months) and on early T1w, deep grey vs white matter,
+# cerebellum vs brainstem, the two CSF spaces. Made equal in some samples, so the network
+# learns to place the cortical ribbon and the nuclei from shape when intensity is silent.
+ISOINTENSE_PAIRS = ((2, 3), (3, 6), (5, 7), (1, 4))
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class SynthConfig:
     elastic_mm: float = 2.5  # max displacement of the smooth warp (working-grid voxels)
     elastic_grid: int = 5
     p_t2_prior: float = 0.7  # else: uniform random intensity per label group
+    p_isointense: float = 0.3  # share of samples with one ISOINTENSE_PAIRS pair made equal
     t2_jitter: float = 0.3
     spread_max: float = 0.08  # within-label standard deviation (fraction of range)
     p_blank_outside: float = 0.6  # zero outside the intracranial space, like a masked recon
@@ -117,6 +123,9 @@ def _intensities(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
         group_mean = T2_PRIOR * rng.uniform(1 - cfg.t2_jitter, 1 + cfg.t2_jitter, N_GROUPS)
     else:
         group_mean = rng.uniform(0.0, 1.0, N_GROUPS)
+    if rng.random() < cfg.p_isointense:
+        a, b = ISOINTENSE_PAIRS[int(rng.integers(len(ISOINTENSE_PAIRS)))]
+        group_mean[b] = group_mean[a]
     group_mean[0] = rng.uniform(0.0, 0.3) if rng.random() < 0.5 else 0.0
     mean = group_mean[GROUP_OF] * rng.uniform(0.97, 1.03, N_LABELS)
     spread = rng.uniform(0.0, cfg.spread_max, N_LABELS)

@@ -1,12 +1,14 @@
 """Train the tissue segmentation network on synthetic images drawn from label maps.
 
-Label maps: simulated fetal heads of 21-38 weeks (`earlybrain.simulate`, seeds derived
-from the training seed), the atlas templates' label maps, and optionally a lab's own
-label maps (fine-tuning, usually starting from the shipped weights). Every training
-sample is a random patch turned into an image with random intensities per label
-(`earlybrain.segment.synth`), so the network does not learn one contrast. Validation
-uses other seeds rendered with the simulator's own T2w contrast, and a final check with
-a contrast no training sample was drawn from.
+Label maps: simulated fetal heads of 21-38 weeks and infant heads of 0-24 months
+(`earlybrain.simulate`, seeds derived from the training seed), the atlas templates'
+label maps, and optionally a lab's own label maps (fine-tuning, usually starting from
+the shipped weights). Every training sample is a random patch turned into an image
+with random intensities per label (`earlybrain.segment.synth`), so the network does
+not learn one contrast. Validation uses other seeds rendered with the simulator's own
+T2w contrast, then a final check with a contrast no training sample was drawn from,
+and on infants rendered with the simulator's T1w and T2w across the first two years
+(myelination inverts their grey/white contrast).
 
     earlybrain train-segmentation --out models/segmentation --seed 0
     snakemake train_segmentation --cores 2          (the same through the workflow)
@@ -51,8 +53,11 @@ from earlybrain.weights import CARD_NAME
 log = logging.getLogger(__name__)
 
 # seed-derivation codes: training and validation subjects never share a seed
-SPLIT_CODES = {"train": 303, "val": 404}
+SPLIT_CODES = {"train": 303, "val": 404, "infant_train": 313, "infant_val": 414}
 VAL_AGES = (22.0, 26.0, 30.0, 34.0, 36.0)
+# infant validation: (months, contrast) -- T1w before, isointense during, T2w after the
+# inversion of the grey/white contrast
+VAL_INFANTS = ((1.0, "T1w"), (7.0, "T2w"), (15.0, "T1w"), (22.0, "T2w"))
 VAL_VENTRICLES = 1.8  # ventricle size factor of the ventriculomegaly validation
 
 
@@ -73,6 +78,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     percentile: float = 99.0
     p_atlas: float = 0.2  # share of samples from the atlas templates' label maps
+    # infant heads (0-24 months): one network for fetal and infant sessions
+    n_infant_subjects: int = 12
+    infant_months: tuple[float, float] = (0.0, 24.0)
+    p_infant: float = 0.2
     # share of simulated subjects with enlarged ventricles, and their size factor range:
     # without them the network labels much of a ventriculomegaly as other tissue
     p_enlarged_ventricles: float = 0.35
@@ -184,6 +193,15 @@ def validation_volumes(
     ]
 
 
+def infant_validation_volumes(seed: int, n: int, voxel_mm: float) -> list:
+    seeds = subject_seeds(seed, n, "infant_val")
+    cases = [VAL_INFANTS[i % len(VAL_INFANTS)] for i in range(n)]
+    return [
+        simulated_volume(m, s, voxel_mm, kind="infant", contrast=c)
+        for (m, c), s in zip(cases, seeds, strict=True)
+    ]
+
+
 def validate(model: SegmentationModel, volumes: list, tta: bool = False) -> dict[str, Any]:
     """Dice per tissue (mean over subjects) and the mean over tissues."""
     per_subject = []
@@ -213,6 +231,7 @@ def train_segmentation(
     steps_per_epoch: int = 200,
     n_train_subjects: int = 40,
     n_val_subjects: int = 3,
+    n_infant_subjects: int = 12,
     atlas_manifest: str | os.PathLike[str] | None = None,
     label_maps: Sequence[str | os.PathLike[str]] = (),
     label_scheme: str = "earlybrain",
@@ -238,6 +257,7 @@ def train_segmentation(
         steps_per_epoch=steps_per_epoch,
         n_train_subjects=n_train_subjects,
         n_val_subjects=n_val_subjects,
+        n_infant_subjects=n_infant_subjects,
     )
     if p_t2_prior is not None:
         cfg = replace(cfg, synth=replace(cfg.synth, p_t2_prior=float(p_t2_prior)))
@@ -246,13 +266,27 @@ def train_segmentation(
     train_seeds = subject_seeds(seed, n_train_subjects, "train")
     ages = subject_ages(seed, n_train_subjects, cfg.ga_range)
     ventricles = subject_ventricles(cfg, n_train_subjects)
-    say(f"simulating {n_train_subjects} label maps at {cfg.target_mm} mm")
+    infant_seeds = subject_seeds(seed, cfg.n_infant_subjects, "infant_train")
+    infant_months = subject_ages(seed + 1, cfg.n_infant_subjects, cfg.infant_months)
+    say(
+        f"simulating {n_train_subjects} fetal and {cfg.n_infant_subjects} infant label maps "
+        f"at {cfg.target_mm} mm"
+    )
     pools = {
         "simulated": phantom_maps(ages, train_seeds, cfg.target_mm, workers, cache_dir, ventricles),
+        "infant": phantom_maps(
+            infant_months, infant_seeds, cfg.target_mm, workers, cache_dir, kind="infant"
+        ),
         "atlas": atlas_maps(atlas_manifest, cfg.target_mm) if atlas_manifest else [],
         "extra": [file_map(p, cfg.target_mm, label_scheme) for p in label_maps],
     }
-    weights = {"simulated": 1.0 - cfg.p_atlas, "atlas": cfg.p_atlas, "extra": 0.0}
+    p_infant = cfg.p_infant if cfg.n_infant_subjects else 0.0
+    weights = {
+        "simulated": 1.0 - cfg.p_atlas - p_infant,
+        "infant": p_infant,
+        "atlas": cfg.p_atlas,
+        "extra": 0.0,
+    }
     if pools["extra"]:
         weights = {k: v * (1 - cfg.p_extra) for k, v in weights.items()} | {"extra": cfg.p_extra}
     sampler = PatchSampler(pools, weights, cfg.crop)
@@ -316,10 +350,17 @@ def train_segmentation(
         validation_volumes(seed, n_val_subjects, cfg.target_mm, ventricle_factor=VAL_VENTRICLES),
         tta=True,
     )
+    n_val_infants = min(len(VAL_INFANTS), n_val_subjects) if cfg.n_infant_subjects else 0
+    infant = (
+        validate(model, infant_validation_volumes(seed, n_val_infants, cfg.target_mm), tta=True)
+        if n_val_infants
+        else {"dice_mean": float("nan"), "note": "no infant label maps in training"}
+    )
     out = Path(out_dir)
     wpath = save_weights(out / WEIGHTS_NAME, net.cpu(), arch, cfg.target_mm, cfg.percentile)
     card = {
-        "model": "earlybrain fetal tissue segmentation: 3D U-Net, background + 7 FeTA tissues",
+        "model": "earlybrain fetal and infant tissue segmentation: 3D U-Net, background + 7 "
+        "FeTA tissues",
         "weights_file": WEIGHTS_NAME,
         "weights_size_bytes": wpath.stat().st_size,
         "weights_dtype": "float16 (loaded as float32)",
@@ -347,6 +388,13 @@ def train_segmentation(
                 "ventricle_factors": ventricles,
                 "subject_seeds": "np.random.SeedSequence([seed, 303, i])",
             },
+            "infant": {
+                "source": "earlybrain.simulate.make_phantom(kind='infant')",
+                "months_range": list(cfg.infant_months),
+                "seeds": infant_seeds,
+                "ages_months": [round(a, 2) for a in infant_months],
+                "subject_seeds": "np.random.SeedSequence([seed, 313, i])",
+            },
             "atlas": str(atlas_manifest) if atlas_manifest else None,
             "extra_label_maps": [str(p) for p in label_maps],
             "label_scheme": label_scheme,
@@ -371,6 +419,11 @@ def train_segmentation(
         "validation_unseen_contrast": unseen
         | {"contrast": "earlybrain.segment.evaluate.UNSEEN_CONTRAST"},
         "validation_enlarged_ventricles": enlarged | {"ventricle_factor": VAL_VENTRICLES},
+        "validation_infant": infant
+        | {
+            "cases_months_contrast": [list(c) for c in VAL_INFANTS[:n_val_infants]],
+            "subject_seeds": "np.random.SeedSequence([seed, 414, i])",
+        },
         "history": history,
         "device": str(dev),
         "threads": threads,
@@ -381,7 +434,8 @@ def train_segmentation(
     write_json_atomic(out / CARD_NAME, card)
     say(
         f"wrote {wpath} and {out / CARD_NAME}: validation Dice {final['dice_mean']:.4f}, "
-        f"unseen contrast {unseen['dice_mean']:.4f}, enlarged ventricles "
+        f"unseen contrast {unseen['dice_mean']:.4f}, infants {infant['dice_mean']:.4f}, "
+        "enlarged ventricles "
         f"{enlarged['dice_per_tissue']['ventricles']:.4f} (ventricle Dice)"
     )
     return card
@@ -397,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--steps-per-epoch", type=int, default=200)
     ap.add_argument("--subjects", type=int, default=40, help="simulated training label maps")
     ap.add_argument("--val-subjects", type=int, default=3)
+    ap.add_argument(
+        "--infant-subjects", type=int, default=12, help="simulated infant label maps (0: none)"
+    )
     ap.add_argument("--atlas", default=None, help="atlas manifest whose label maps join training")
     ap.add_argument("--label-maps", nargs="*", default=[], help="a lab's own label maps")
     ap.add_argument("--label-scheme", default="earlybrain", choices=["earlybrain", "feta"])
@@ -419,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps_per_epoch=a.steps_per_epoch,
         n_train_subjects=a.subjects,
         n_val_subjects=a.val_subjects,
+        n_infant_subjects=a.infant_subjects,
         atlas_manifest=a.atlas,
         label_maps=a.label_maps,
         label_scheme=a.label_scheme,

@@ -11,9 +11,11 @@ from earlybrain.segment.pipeline import segmentation_paths
 SETTINGS_KEYS = ("weights", "tta", "keep_fraction")
 
 
-def rule_outputs(deriv: str, sdir: str, prefix: str, space: str) -> dict[str, str]:
-    """Outputs of `segment` for a reconstruction `{prefix}_rec-svr` (wildcards allowed)."""
-    paths = segmentation_paths(f"{deriv}/{sdir}/anat", f"{prefix}_rec-svr", space)
+def rule_outputs(
+    deriv: str, sdir: str, prefix: str, space: str, entity: str = "rec-svr"
+) -> dict[str, str]:
+    """Outputs of `segment` for the volume `{prefix}_{entity}` (wildcards allowed)."""
+    paths = segmentation_paths(f"{deriv}/{sdir}/anat", f"{prefix}_{entity}", space)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -21,6 +23,15 @@ def inference_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of config `segmentation` that inference uses (training keys left out, so
     changing them does not re-run every subject's segmentation)."""
     return {k: section[k] for k in SETTINGS_KEYS if k in section}
+
+
+def infant_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Inference settings of infant sessions: those of config `segmentation`, with the
+    infant network (`infant_weights`, empty: the shipped one) as the weights."""
+    from earlybrain.segment.inference import default_infant_weights_path
+
+    weights = section.get("infant_weights") or str(default_infant_weights_path())
+    return inference_settings(section) | {"weights": weights}
 
 
 def _files(value: Any) -> list[str]:

@@ -67,6 +67,7 @@ rule train_segmentation:
         steps=SEGMENTATION_TRAIN["steps_per_epoch"],
         subjects=SEGMENTATION_TRAIN["subjects"],
         val_subjects=SEGMENTATION_TRAIN["val_subjects"],
+        infant_subjects=SEGMENTATION_TRAIN["infant_subjects"],
         scheme=SEGMENTATION_TRAIN["label_scheme"],
         optional=segment_wf.train_options,
         prior=(
@@ -89,6 +90,7 @@ rule train_segmentation:
         "{params.eb} train-segmentation --out {params.out:q} --seed {params.seed}"
         " --epochs {params.epochs} --steps-per-epoch {params.steps}"
         " --subjects {params.subjects} --val-subjects {params.val_subjects}"
+        " --infant-subjects {params.infant_subjects}"
         " --label-scheme {params.scheme} {params.optional} {params.prior}"
         " --device {params.device}"
         " --workers {threads} --threads {threads} > {log:q} 2>&1"
