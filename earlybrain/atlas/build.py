@@ -125,8 +125,18 @@ class WeekTemplate:
     dseg: np.ndarray | None  # uint8, earlybrain labels
     contributors: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # several contrasts (contrast -> image, scaled like `image`); empty: `image` is the T2w
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    # how a template not built from subjects was made (replaces the contributor summary)
+    info: dict[str, Any] | None = None
+
+    def contrast_images(self) -> dict[str, np.ndarray]:
+        """The images to write, by contrast."""
+        return dict(self.images) if self.images else {"T2w": self.image}
 
     def build_info(self) -> dict[str, Any]:
+        if self.info is not None:
+            return dict(self.info)
         w = np.array([c["weight"] for c in self.contributors])
         ages = np.array([c["age_weeks"] for c in self.contributors])
         return {

@@ -85,7 +85,7 @@ def write_atlas(
     *,
     name: str,
     space: str,
-    params: BuildParams,
+    params: BuildParams | None,
     provenance: dict[str, Any],
     description: str = "",
     population: str = "fetal",
@@ -93,20 +93,36 @@ def write_atlas(
     license_name: str = "MIT",
     license_text: str | None = MIT_TEXT,
     citation: str | None = None,
+    resolution_mm: float | None = None,
 ) -> Path:
-    """Write templates, label table, licence and manifest into `out_dir`; returns the manifest."""
+    """Write templates, label table, licence and manifest into `out_dir`; returns the manifest.
+
+    A template writes one image per contrast (`WeekTemplate.contrast_images()`: its
+    `images`, or `image` as the T2w); the manifest's `contrasts` lists them in order of
+    first appearance. Templates made without groupwise registration (e.g. the infant
+    atlas) pass `params=None` and their grid's `resolution_mm`; their provenance then
+    has no `build_parameters`.
+    """
+    if params is None and resolution_mm is None:
+        raise ValueError("write_atlas needs the build parameters or the resolution_mm")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     has_labels = all(t.dseg is not None for t in templates)
     entries = []
+    contrasts: list[str] = []
     for t in templates:
         stem = f"tpl-{space}_week-{week_tag(t.week)}"
-        img_name, mask_name = f"{stem}_T2w.nii.gz", f"{stem}_desc-brain_mask.nii.gz"
-        save_nifti(np.rint(t.image), t.affine, out / img_name, dtype=np.int16)
+        mask_name = f"{stem}_desc-brain_mask.nii.gz"
+        images = {}
+        for contrast, image in t.contrast_images().items():
+            images[contrast] = f"{stem}_{contrast}.nii.gz"
+            save_nifti(np.rint(image), t.affine, out / images[contrast], dtype=np.int16)
+            if contrast not in contrasts:
+                contrasts.append(contrast)
         save_nifti(t.mask, t.affine, out / mask_name, dtype=np.uint8)
         entry: dict[str, Any] = {
             "age_weeks": t.week,
-            "images": {"T2w": img_name},
+            "images": images,
             "mask": mask_name,
         }
         if t.dseg is not None:
@@ -122,8 +138,8 @@ def write_atlas(
         "description": description,
         "population": population,
         "age_kind": age_kind,
-        "contrasts": ["T2w"],
-        "resolution_mm": params.voxel_mm,
+        "contrasts": contrasts,
+        "resolution_mm": params.voxel_mm if resolution_mm is None else resolution_mm,
         "orientation": "RAS",
         "midsagittal_plane_x_mm": 0.0,
     }
@@ -136,10 +152,9 @@ def write_atlas(
         manifest["license_file"] = "LICENSE"
     if citation:
         manifest["citation"] = citation
-    manifest["provenance"] = provenance | {
-        "software": software_versions(),
-        "build_parameters": asdict(params),
-    }
+    manifest["provenance"] = provenance | {"software": software_versions()}
+    if params is not None:
+        manifest["provenance"]["build_parameters"] = asdict(params)
     manifest["templates"] = entries
     path = write_json_atomic(out / "manifest.json", manifest)
     load_manifest(path)  # what we write must read back
