@@ -91,6 +91,7 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "stack-qc": ("stack_qc", lambda a: a.out_tsv),
     "recon": ("recon", lambda a: a.out_volume),
     "recon-figures": ("recon_figures", lambda a: a.volume),
+    "infant-prep": ("infant_prep", lambda a: a.image),
     "register-atlas": ("register_atlas", lambda a: a.volume),
     "register-figures": ("register_figures", lambda a: a.volume),
     "segment": ("segment", lambda a: a.subject_volume),
@@ -203,6 +204,20 @@ def _run_step(args: argparse.Namespace) -> int:
             Path(args.out_xfm),
             args.prefix,
             params=json.loads(args.params),
+            threads=args.threads,
+            contrast=args.contrast,
+        )
+    if args.step == "infant-prep":
+        return steps.infant_prep_step(
+            Path(args.image),
+            args.contrast,
+            args.age,
+            Path(args.out_mask),
+            Path(args.out_qc),
+            weights=Path(args.weights) if args.weights else None,
+            tta=args.tta,
+            device=args.device,
+            device_fallback=args.device_fallback,
             threads=args.threads,
         )
     if args.step == "segment":
@@ -364,7 +379,20 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     ra.add_argument("--out-xfm", required=True, help="folder for transforms")
     ra.add_argument("--prefix", required=True, help="e.g. sub-01_rec-svr")
     ra.add_argument("--params", default="{}", help="JSON object of RegistrationParams fields")
+    ra.add_argument("--contrast", default="T2w", choices=["T1w", "T2w"], help="template contrast")
     ra.add_argument("--threads", type=int, default=1)
+
+    ip = steps.add_parser("infant-prep", help="brain mask of an infant's 3D head image")
+    ip.add_argument("--image", required=True, help="the N4-corrected T1w or T2w image")
+    ip.add_argument("--contrast", required=True, choices=["T1w", "T2w"])
+    ip.add_argument("--age", type=float, required=True, help="post-menstrual age, weeks")
+    ip.add_argument("--out-mask", required=True)
+    ip.add_argument("--out-qc", required=True)
+    ip.add_argument("--weights", default=None, help="segmentation weights (default: shipped)")
+    ip.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    ip.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ip.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
+    ip.add_argument("--threads", type=int, default=1)
 
     sg = steps.add_parser("segment", help="tissue labels of a registered reconstruction")
     sg.add_argument("--volume", required=True, help="the reconstruction in atlas space")

@@ -262,8 +262,9 @@ def register_atlas_step(
     *,
     params: dict,
     threads: int,
+    contrast: str = "T2w",
 ) -> int:
-    """Reconstruction -> age-matched template (rigid, affine, SyN); QC JSON for the report."""
+    """Volume -> age-matched template (rigid, affine, SyN); QC JSON for the report."""
     import logging
 
     from earlybrain.register.register import register_to_atlas
@@ -278,10 +279,40 @@ def register_atlas_step(
         prefix,
         params={"threads": threads, **params},
         xfm_dir=out_xfm,
+        contrast=contrast,
     )
     print(
         f"{prefix}: template {qc['template']['age_weeks']} w, NCC {qc['ncc']:.3f}, "
         f"mask Dice {qc['mask_dice']:.3f}, QC {'pass' if qc['qc_pass'] else 'FAIL'}"
+    )
+    return 0
+
+
+def infant_prep_step(
+    image: Path,
+    contrast: str,
+    pma_weeks: float,
+    out_mask: Path,
+    out_qc: Path,
+    *,
+    weights: Path | None,
+    tta: bool,
+    device: str,
+    device_fallback: str,
+    threads: int,
+) -> int:
+    """Brain mask of an infant's N4-corrected 3D image (the segmentation network)."""
+    import torch
+
+    from earlybrain.preprocess.infant import prepare_infant_to_files
+    from earlybrain.segment.inference import load_model
+
+    torch.set_num_threads(max(1, threads))
+    model = load_model(weights, device=device, allow_cpu_fallback=device_fallback == "cpu")
+    qc = prepare_infant_to_files(image, contrast, pma_weeks, out_mask, out_qc, model, tta=tta)
+    print(
+        f"{image.name}: {contrast} at {qc['age_months']:.1f} months, brain mask "
+        f"{qc['volume_ml']:.0f} mL"
     )
     return 0
 

@@ -309,7 +309,7 @@ def _rerun_keeps(cmd: list[str], out: Path, kept: dict[Path, int]) -> str:
     """Re-run to completion; the outputs in `kept` must not have been rewritten."""
     log_path = out.parent / "run2.log"
     with log_path.open("w") as fh:
-        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=300).returncode
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=900).returncode
     log = log_path.read_text()
     assert rc == 0, log
     assert {p: p.stat().st_mtime_ns for p in kept} == kept

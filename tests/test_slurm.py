@@ -51,7 +51,7 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
     """A dry run with the GPU profile: only the GPU rules get gpu=1 and the GPU partition."""
     if shutil.which("sbatch") is None:
         pytest.skip("the slurm executor plugin needs sbatch on PATH, even for a dry run")
-    spec = CohortSpec(n_fetal=1, n_stacks=2, preset="tiny", write_masks=True)
+    spec = CohortSpec(n_fetal=1, n_infant=1, n_stacks=2, preset="tiny", write_masks=True)
     bids, _ = simulate_cohort(tmp_path / "data", spec)
     config = [
         "--directory",

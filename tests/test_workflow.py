@@ -345,6 +345,41 @@ def test_build_atlas_from_the_cohorts_reconstructions(cohort_run) -> None:
     assert nib.load(template.mask).get_fdata().sum() > 0
 
 
+def test_infant_branch_in_the_workflow(cohort_run) -> None:
+    """The infant of the mixed cohort (1 month, T1w + T2w, no stacks) ran through its own
+    branch in the same invocation: T2w, brain mask, infant atlas, tissues, volumes, the
+    same report sections (brain age: not yet for infants, and the report says so)."""
+    deriv, truth_dir = cohort_run["out"] / "earlybrain", cohort_run["truth"]
+    anat = deriv / "sub-i01" / "anat"
+    mask = nib.load(anat / "sub-i01_mod-T2w_desc-brain_mask.nii.gz")
+    true = nib.load(truth_dir / "sub-i01" / "sub-i01_desc-brain_mask.nii.gz")
+    got, want = np.asanyarray(mask.dataobj) > 0, np.asanyarray(true.dataobj) > 0
+    dice = 2 * np.sum(got & want) / (got.sum() + want.sum())
+    print(f"sub-i01 mask Dice {dice:.3f} (2.4 mm voxels)")
+    assert dice > 0.85
+    side = json.loads((anat / "sub-i01_mod-T2w_desc-brain_mask.json").read_text())
+    assert side["GeneratedBy"][0]["Step"] == "infant_prep" and side["Contrast"] == "T2w"
+    qc = json.loads((anat / "sub-i01_mod-T2w_desc-registration_qc.json").read_text())
+    assert qc["template"]["space"] == "earlybrainInfant"
+    assert (anat / "sub-i01_mod-T2w_space-earlybrainInfant_dseg.nii.gz").is_file()
+    rows = (anat / "sub-i01_mod-T2w_desc-volumes.tsv").read_text().splitlines()
+    vols = {r.split("\t")[0]: float(r.split("\t")[3]) for r in rows[1:]}
+    truth = json.loads((truth_dir / "sub-i01" / "sub-i01_truth.json").read_text())
+    print("sub-i01 volumes", vols, "true TBV", truth["brain_volume_ml"])
+    assert abs(vols["total_brain"] - truth["brain_volume_ml"]) < 0.2 * truth["brain_volume_ml"]
+    for name in ("desc-atlas_dseg", "desc-segmentation_dseg"):
+        png = deriv / "sub-i01" / "figures" / f"sub-i01_mod-T2w_{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG")
+    stages = json.loads((deriv / "group" / "stages" / "sub-i01_stages.json").read_text())
+    status = {s["key"]: s["status"] for s in stages["stages"]}
+    assert status["brain_mask"] == "done" and status["segmentation"] == "done"
+    assert status["atlas_registration"] in ("done", "flagged")
+    assert status["svr_srr"] == "not applicable"
+    html = (deriv / "sub-i01.html").read_text()
+    assert "infant brain age: not in this version" in html
+    assert "segmentation network on the whole head" in html
+
+
 def test_inputs_unchanged(cohort_run) -> None:
     assert file_checksums(cohort_run["bids"]) == cohort_run["before"]
 

@@ -15,6 +15,7 @@ from earlybrain.atlas.manifest import load_manifest
 from earlybrain.register.register import registration_paths
 
 DEFAULT_MANIFEST = "atlases/earlybrain-fetal/manifest.json"
+DEFAULT_INFANT_MANIFEST = "atlases/earlybrain-infant/manifest.json"
 
 
 def resolve_manifest(path: str, repo: str | Path) -> str:
@@ -64,9 +65,12 @@ def build_args(build: Mapping[str, Any], files: Mapping[str, Sequence[str]]) -> 
     return " ".join(shlex.quote(a) for a in args)
 
 
-def rule_outputs(deriv: str, sdir: str, prefix: str, space: str) -> dict[str, str]:
-    """Outputs of `register_atlas` for a reconstruction `{prefix}_rec-svr` (wildcards allowed)."""
+def rule_outputs(
+    deriv: str, sdir: str, prefix: str, space: str, entity: str = "rec-svr", contrast: str = "T2w"
+) -> dict[str, str]:
+    """Outputs of `register_atlas` for the volume `{prefix}_{entity}` (wildcards allowed):
+    a fetal reconstruction `rec-svr`, an infant's image `mod-T1w` / `mod-T2w`."""
     paths = registration_paths(
-        f"{deriv}/{sdir}/anat", f"{prefix}_rec-svr", space, "T2w", f"{deriv}/{sdir}/xfm"
+        f"{deriv}/{sdir}/anat", f"{prefix}_{entity}", space, contrast, f"{deriv}/{sdir}/xfm"
     )
     return {k: str(v) for k, v in paths.items()}

@@ -336,8 +336,24 @@ def is_precomputed_mask(sidecar: dict[str, Any]) -> bool:
     return sidecar.get("Parameters", {}).get("method", "").startswith("precomputed")
 
 
+def infant_mask_paragraph(sidecar: dict[str, Any]) -> str:
+    """How an infant's 3D head image was masked."""
+    par = sidecar.get("Parameters", {})
+    return (
+        f"The infant's {sidecar.get('Contrast', '?')} image (the session's working contrast, "
+        "chosen by age: T2w early, T1w once white matter has myelinated) was masked by running "
+        "the tissue segmentation network on the whole head and keeping the union of the "
+        "tissues it found (largest connected component, holes filled"
+        + (", mirror test-time augmentation" if par.get("test_time_mirror") else "")
+        + f"; weights {Path(str(par.get('weights', '?'))).name}, SHA-256 "
+        f"{str(par.get('weights_sha256', '?'))[:12]})."
+    )
+
+
 def brain_mask_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str:
     """Network masks (with the weights' identity and validation) and/or precomputed ones."""
+    if sidecars and sidecars[0].get("GeneratedBy", [{}])[0].get("Step") == "infant_prep":
+        return infant_mask_paragraph(sidecars[0])
     net = [s for s in sidecars if not is_precomputed_mask(s)]
     given = len(sidecars) - len(net)
     parts = []

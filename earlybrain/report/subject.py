@@ -183,6 +183,20 @@ def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]
     return {"status": "done", "detail": f"{len(sides)} stack(s): {', '.join(how)}{vol}"}
 
 
+def _infant_mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]) -> dict:
+    if not passed:
+        return SKIPPED_INVALID
+    missing = [p.name for p in brain_masks if not p.is_file()]
+    if not brain_masks or missing:
+        return {"status": "failed", "detail": "no output; see logs/infant_prep"}
+    side = sides[0] if sides else {}
+    return {
+        "status": "done",
+        "detail": f"intracranial mask of the {side.get('Contrast', '?')} image by the "
+        f"segmentation network; {side.get('BrainVolume_ml', float('nan')):.0f} ml",
+    }
+
+
 def _stack_qc_row(passed: bool, stack_qc: Output[list[dict[str, str]]]) -> dict:
     if row := _not_run(passed, stack_qc, "stack_qc"):
         return row
@@ -250,20 +264,40 @@ def stage_table(
                 row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
         elif key == "brain_mask" and kind == "fetal":
             row |= _mask_row(passed, out.brain_masks, out.brain_mask_sidecars)
+        elif key == "brain_mask":
+            row |= _infant_mask_row(passed, out.brain_masks, out.brain_mask_sidecars)
         elif key == "stack_qc":
             row |= _stack_qc_row(passed, out.stack_qc)
         elif key == "svr_srr":
             row |= _recon_row(passed, out.recon_metrics)
-        elif key == "atlas_registration" and kind == "fetal":
+        elif key == "atlas_registration":
             row |= _registration_row(passed, out.registration_qc)
-        elif key == "segmentation" and kind == "fetal":
+        elif key == "segmentation":
             row |= _segmentation_stage_row(passed, out.segmentation_qc)
-        elif key == "brain_age" and kind == "fetal":
+        elif key == "brain_age" and kind == "infant" and out.brainage.path is None:
+            row |= {"status": NOT_YET, "detail": "infant brain age: not in this version"}
+        elif key == "brain_age":
             row |= _not_run(passed, out.brainage, "brainage") or brainage_row(out.brainage.content)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
     return rows
+
+
+def _mask_per_image(
+    images: list[dict[str, Any]], out: StageOutputs, kind: str
+) -> list[Path | None]:
+    """The brain mask to outline on each input image: one per stack for a fetus; an
+    infant's one mask on the image of the contrast it was computed on (same grid)."""
+    if kind == "fetal":
+        return list(out.brain_masks) or [None] * len(images)
+    contrast = out.brain_mask_sidecars[0].get("Contrast") if out.brain_mask_sidecars else None
+    brains: list[Path | None] = [None] * len(images)
+    for i, info in enumerate(images):
+        if contrast and out.brain_masks and info["name"].split(".")[0].endswith(f"_{contrast}"):
+            brains[i] = out.brain_masks[0]
+            break
+    return brains
 
 
 def _load(path: str | os.PathLike[str]) -> np.ndarray:
@@ -423,7 +457,7 @@ def build_subject_report(
     notes = list(validation.get("notes", []))
     if passed and not missing:
         heading = "Bias-field correction and brain masks (per input image)"
-        brains: list[Path | None] = list(out.brain_masks) or [None] * len(images)
+        brains = _mask_per_image(images, out, validation.get("kind", "fetal"))
         for info, n4p, side, bp, mp, brain in zip(
             images, n4_paths, n4_sidecars, bias_paths, mask_paths, brains, strict=True
         ):

@@ -15,6 +15,7 @@ from earlybrain.brainage import workflow as brainage_wf
 from earlybrain.atlas.manifest import ManifestError
 from earlybrain.io.bids import BIDSError, discover_sessions
 from earlybrain.io.masks import MaskNotFoundError, find_mask
+from earlybrain.preprocess.infant import primary_contrast
 from earlybrain.preprocess.stack_quality import QualityRules
 from earlybrain.recon.config import ReconConfig
 from earlybrain.register.register import RegistrationParams
@@ -51,7 +52,15 @@ EARLYBRAIN = earlybrain_command()
 # GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal. brain_mask
 # runs torch too, but takes seconds per stack on a CPU: one GPU job per stack would
 # mostly wait in the GPU queue, so it stays on the CPU partition (device: auto).
-GPU_RULES = {"recon", "segment", "train_masking", "train_segmentation", "train_brainage"}
+GPU_RULES = {
+    "recon",
+    "segment",
+    "infant_prep",
+    "segment_infant",
+    "train_masking",
+    "train_segmentation",
+    "train_brainage",
+}
 
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
@@ -91,6 +100,8 @@ for _key, _check in (
 MASKING_WEIGHTS = config["masking"]["weights"]
 # inference keys of config segmentation (empty weights: the shipped models/segmentation)
 SEGMENTATION_SETTINGS = segment_wf.inference_settings(config["segmentation"])
+# the same for infant sessions, with the infant network (segmentation.infant_weights)
+INFANT_SEGMENTATION_SETTINGS = segment_wf.infant_settings(config["segmentation"])
 # inference keys of config brainage (empty: the shipped models/brainage ensemble and norms)
 BRAINAGE_SETTINGS = brainage_wf.inference_settings(config["brainage"])
 
@@ -102,6 +113,12 @@ try:
     ATLAS_SPACE = atlas_wf.atlas_space(ATLAS_MANIFEST)
 except ManifestError as exc:
     raise WorkflowError(f"config atlas.manifest: {exc}") from exc
+# infant sessions register to the infant atlas (config atlas.infant_manifest)
+INFANT_MANIFEST = atlas_wf.resolve_manifest(config["atlas"]["infant_manifest"], REPO)
+try:
+    INFANT_SPACE = atlas_wf.atlas_space(INFANT_MANIFEST, "earlybrainInfant")
+except ManifestError as exc:
+    raise WorkflowError(f"config atlas.infant_manifest: {exc}") from exc
 RAW_IMAGES = {(s.reldir, im.stem, im.suffix): im.path for s in SESSIONS for im in s.images}
 
 
@@ -196,26 +213,37 @@ def stack_qc_inputs(wildcards):
 
 
 def registration_figure(rec):
-    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_rec-svr_desc-atlas_dseg.png"
+    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_{stage_entity(rec)}_desc-atlas_dseg.png"
 
 
 def registration_outputs(rec):
-    """Outputs of register_atlas for a session's reconstruction (workflow/rules/register.smk)."""
-    return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
+    """Outputs of register_atlas (fetal) or register_infant for a session."""
+    if rec.kind == "fetal":
+        return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
+    contrast = infant_contrast(rec)
+    return atlas_wf.rule_outputs(
+        DERIV, rec.reldir, rec.prefix, INFANT_SPACE, f"mod-{contrast}", contrast
+    )
 
 
 def segmentation_outputs(rec):
-    """Outputs of segment for a session's reconstruction (workflow/rules/segment.smk)."""
-    return segment_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
+    """Outputs of segment (fetal) or segment_infant for a session."""
+    space = ATLAS_SPACE if rec.kind == "fetal" else INFANT_SPACE
+    return segment_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, space, stage_entity(rec))
 
 
 def brainage_outputs(rec):
-    """Outputs of brainage for a session's reconstruction (workflow/rules/brainage.smk)."""
+    """Outputs of brainage for a fetal session (workflow/rules/brainage.smk)."""
     return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix)
 
 
+def brainage_figure(rec):
+    return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix)
+
+
 def segmentation_figure(rec):
-    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_rec-svr_desc-segmentation_dseg.png"
+    entity = stage_entity(rec)
+    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_{entity}_desc-segmentation_dseg.png"
 
 
 def recon_outputs(rec):
@@ -274,6 +302,34 @@ def cohort_age(volume):
 
 
 
+def infant_contrast(rec):
+    """The contrast an infant session is masked, registered and segmented on."""
+    return primary_contrast(
+        [im.suffix for im in rec.images], rec.age_weeks, config["infant"]["t1w_from_months"]
+    )
+
+
+def infant_entity(rec):
+    """The entity naming an infant session's derived files: mod-T1w or mod-T2w."""
+    return f"mod-{infant_contrast(rec)}"
+
+
+def infant_image(wildcards):
+    """The N4-corrected image an infant session works on (first of its contrast)."""
+    rec = session_of(wildcards)
+    im = next(im for im in rec.images if im.suffix == wildcards.suffix)
+    return f"{DERIV}/{rec.reldir}/anat/{im.stem}_desc-n4_{im.suffix}.nii.gz"
+
+
+def infant_mask(rec):
+    return f"{DERIV}/{rec.reldir}/anat/{rec.prefix}_{infant_entity(rec)}_desc-brain_mask.nii.gz"
+
+
+def stage_entity(rec):
+    """What a session's registered volume is called: rec-svr (fetal) or mod-<contrast>."""
+    return "rec-svr" if rec.kind == "fetal" else infant_entity(rec)
+
+
 def recon_inputs(wildcards):
     rec = session_of(wildcards)
     return {
@@ -287,29 +343,32 @@ def session_report_inputs(rec, validation):
     """A session's report inputs once its validation JSON exists: the stages it reaches.
 
     A validated fetal session is masked, its stacks ranked, reconstructed, registered
-    to the atlas and segmented.
+    to the atlas, segmented and aged; a validated infant session is masked, registered
+    to the infant atlas and segmented.
     """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
     fetal = passed and rec.kind == "fetal"
+    infant = passed and rec.kind == "infant"
     recon = recon_outputs(rec) if fetal else {}
     return {
         "validation": validation,
         "n4": preprocessed(rec, "image") if passed else [],
         "bias": preprocessed(rec, "bias") if passed else [],
         "mask": preprocessed(rec, "mask") if passed else [],
-        "brain_masks": brain_masks(rec) if fetal else [],
+        "brain_masks": brain_masks(rec) if fetal else [infant_mask(rec)] if infant else [],
         "stack_qc": stack_qc_tsv(rec) if fetal else [],
         "recon_metrics": recon.get("metrics", []),
         "recon_figures": recon.get("figures", []),
-        "registration_qc": registration_outputs(rec)["qc"] if fetal else [],
-        "registration_figure": registration_figure(rec) if fetal else [],
-        "segmentation_qc": segmentation_outputs(rec)["qc"] if fetal else [],
-        "volumes": segmentation_outputs(rec)["volumes"] if fetal else [],
-        "segmentation_figure": segmentation_figure(rec) if fetal else [],
+        "registration_qc": registration_outputs(rec)["qc"] if passed else [],
+        "registration_figure": registration_figure(rec) if passed else [],
+        "segmentation_qc": segmentation_outputs(rec)["qc"] if passed else [],
+        "volumes": segmentation_outputs(rec)["volumes"] if passed else [],
+        "segmentation_figure": segmentation_figure(rec) if passed else [],
+        # infants: no brain age in this version (the report says so)
         "brainage": brainage_outputs(rec)["brainage"] if fetal else [],
         "zscores": brainage_outputs(rec)["zscores"] if fetal else [],
-        "brainage_figure": brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix) if fetal else [],
+        "brainage_figure": brainage_figure(rec) if fetal else [],
     }
 
 

@@ -43,6 +43,7 @@ rule register_atlas:
         anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
         xfm=lambda wildcards: f"{DERIV}/{wildcards.sdir}/xfm",
         prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+        contrast="T2w",
     log:
         f"{LOGS}/register_atlas/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -57,7 +58,8 @@ rule register_atlas:
         "{params.eb} step register-atlas --volume {input.volume:q} --mask {input.mask:q}"
         " --age {params.age} --atlas {input.atlas:q} --out-anat {params.anat:q}"
         " --out-xfm {params.xfm:q} --prefix {params.prefix:q}"
-        " --params {params.register:q} --threads {threads} > {log:q} 2>&1"
+        " --params {params.register:q} --contrast {params.contrast}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule register_figures:
