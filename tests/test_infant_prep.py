@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,17 @@ def test_mask_is_one_filled_component() -> None:
     assert mask.sum() == pytest.approx(ball.sum(), rel=0.02)
     empty = brain_mask_from_probabilities(np.stack([np.ones((8, 8, 8))] * 2), np.eye(4))
     assert not empty.any()
+
+
+def test_every_infant_age_has_a_template_within_the_configured_distance() -> None:
+    """An infant half way between two templates must still be registered."""
+    import yaml
+
+    from earlybrain.atlas.manifest import load_manifest, select_template
+
+    repo = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    limit = config["infant"]["max_template_distance_weeks"]
+    manifest = load_manifest(repo / config["atlas"]["infant_manifest"])
+    for months in np.arange(0.0, 24.01, 0.25):
+        select_template(manifest, months_to_pma_weeks(months), "T2w", limit)
