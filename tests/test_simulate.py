@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +25,12 @@ from skimage import measure
 
 from earlybrain.simulate import biometry
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
-from earlybrain.simulate.contrast import tissue_intensities
+from earlybrain.simulate.contrast import (
+    intensity_image,
+    tissue_intensities,
+    wm_half_months,
+    wm_position,
+)
 from earlybrain.simulate.labels import LABELS, to_tissues
 from earlybrain.simulate.motion import MOTION_LEVELS, interleaved_order, motion_trajectory
 from earlybrain.simulate.phantom import make_phantom
@@ -250,6 +256,27 @@ def test_infant_myelination_inverts_white_matter_contrast() -> None:
         make_phantom(24, 0, kind="infant", voxel_mm=3.0).brain_volume_ml()
         > make_phantom(1, 0, kind="infant", voxel_mm=3.0).brain_volume_ml()
     )
+
+
+def test_infant_white_matter_myelinates_centre_to_periphery_back_to_front() -> None:
+    """T2w white matter darkens deep and posterior first, superficial frontal last; a
+    faster maturation clock myelinates more and leaves the anatomy alone."""
+    ph = make_phantom(12, seed=0, kind="infant", voxel_mm=2.0)
+    wm = np.isin(ph.labels, (4, 5))
+    depth, front = wm_position(ph, wm)
+    img = intensity_image(ph, "T2w")[wm]
+    deep_back = np.median(img[(depth < 0.3) & (front < 0.4)])
+    outer_front = np.median(img[(depth > 0.7) & (front > 0.6)])
+    assert deep_back < 0.8 * outer_front  # myelinated (dark) vs still bright
+    assert wm_half_months("T2w", np.array(1.0), np.array(1.0)) > 15.0
+    assert wm_half_months("T1w", np.array(1.0), np.array(1.0)) < 10.0
+    fast = replace(ph, traits=replace(ph.traits, maturation=1.2))
+    assert np.median(intensity_image(fast, "T2w")[wm]) < np.median(img)
+    again = make_phantom(12, seed=0, kind="infant", voxel_mm=2.0)
+    assert np.array_equal(again.labels, ph.labels)
+    traits = [make_phantom(12, seed=s, kind="infant", voxel_mm=4.0).traits for s in range(40)]
+    rates = np.array([t.maturation for t in traits])
+    assert 0.02 < rates.std() < 0.08 and abs(rates.mean() - 1.0) < 0.03
 
 
 def test_motion_levels() -> None:

@@ -22,6 +22,11 @@ from scipy import ndimage
 from earlybrain.simulate import biometry
 from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL, label_volumes_ml
 
+# between-subject SD of the rate of myelination (a fraction of postnatal age): an
+# assumption; published milestone ranges (e.g. "4-7 months") mix it with observer spread
+MATURATION_SD = 0.05
+MATURATION_STREAM = 8
+
 
 @dataclass(frozen=True)
 class SubjectTraits:
@@ -33,10 +38,14 @@ class SubjectTraits:
     fold_seed: int  # seed of the folding pattern
     intensity: dict[int, float]  # multiplicative per-class contrast variation
     texture_seed: int
+    # infants: the myelination clock runs at this rate (1 = typical; `simulate.contrast`)
+    maturation: float = 1.0
 
     @classmethod
     def draw(cls, seed: int, ventricle_factor: float = 1.0) -> SubjectTraits:
         rng = np.random.default_rng(seed)
+        # its own stream, so that adding it left every other trait of every seed as it was
+        maturation = np.random.default_rng([seed, MATURATION_STREAM]).normal(1.0, MATURATION_SD)
         return cls(
             size=float(rng.normal(1.0, 0.035)),
             aspect=tuple(float(v) for v in rng.normal(1.0, 0.025, 3)),
@@ -44,6 +53,7 @@ class SubjectTraits:
             fold_seed=int(rng.integers(2**31)),
             intensity={k: float(rng.normal(1.0, 0.05)) for k in range(1, 17)},
             texture_seed=int(rng.integers(2**31)),
+            maturation=float(maturation),
         )
 
 
