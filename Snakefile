@@ -3,7 +3,8 @@
 # Stages built in this version: BIDS discovery, input validation, N4 bias-field
 # correction + intensity normalisation, fetal brain masking (network, or masks_dir),
 # stack quality ranking, SVR/SRR, registration to the age-matched atlas template,
-# tissue segmentation with volumes and asymmetry, brain age with normative z-scores,
+# tissue segmentation with volumes and asymmetry, brain age with normative z-scores
+# (fetal: deep ensemble; infants: rule brainage_infant),
 # subject and cohort QC reports; on demand: build_atlas, train_masking,
 # train_segmentation, train_brainage, fit_norms. When a job fails, `onerror` still
 # writes a report for the session it belonged to and the cohort table

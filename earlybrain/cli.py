@@ -96,6 +96,7 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "register-figures": ("register_figures", lambda a: a.volume),
     "segment": ("segment", lambda a: a.subject_volume),
     "brainage": ("brainage", lambda a: a.volume),
+    "infant-brainage": ("brainage_infant", lambda a: a.volume),
     "brainage-figures": ("brainage_figures", lambda a: a.brainage),
     "report": ("report", lambda a: a.validation),
     "cohort": ("cohort", lambda a: a.out_tsv),
@@ -251,6 +252,20 @@ def _run_step(args: argparse.Namespace) -> int:
             device_fallback=args.device_fallback,
             threads=args.threads,
         )
+    if args.step == "infant-brainage":
+        return steps.infant_brainage_step(
+            Path(args.volume),
+            Path(args.mask),
+            args.contrast,
+            Path(args.affine),
+            Path(args.volumes),
+            args.age,
+            Path(args.atlas),
+            Path(args.out_anat),
+            args.prefix,
+            dseg=Path(args.dseg) if args.dseg else None,
+            norms=Path(args.norms) if args.norms else None,
+        )
     if args.step == "register-figures":
         return steps.register_figures_step(
             Path(args.volume), Path(args.mask), Path(args.labels), Path(args.out)
@@ -311,6 +326,7 @@ def _run_step(args: argparse.Namespace) -> int:
             Path(args.out_tsv),
             Path(args.out_html),
             norms=Path(args.norms) if args.norms else None,
+            infant_norms=Path(args.infant_norms) if args.infant_norms else None,
         )
     if args.step == "brainage-figures":
         return steps.brainage_figures_step(Path(args.brainage), Path(args.zscores), Path(args.out))
@@ -423,6 +439,21 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     ba.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
     ba.add_argument("--threads", type=int, default=1)
 
+    ib = steps.add_parser(
+        "infant-brainage", help="brain age and normative z-scores of an infant session"
+    )
+    ib.add_argument("--volume", required=True, help="the N4-corrected image (registered one)")
+    ib.add_argument("--mask", required=True, help="its brain mask (same grid)")
+    ib.add_argument("--contrast", required=True, choices=["T1w", "T2w"], help="its contrast")
+    ib.add_argument("--affine", required=True, help="registration affine (.mat, atlas -> subject)")
+    ib.add_argument("--volumes", required=True, help="the segmentation's volumes TSV")
+    ib.add_argument("--dseg", default="", help="its segmentation on the image's grid (myelination)")
+    ib.add_argument("--age", type=float, required=True, help="post-menstrual age, weeks")
+    ib.add_argument("--atlas", required=True, help="infant atlas manifest.json")
+    ib.add_argument("--norms", default="", help="infant norms JSON (default: shipped)")
+    ib.add_argument("--out-anat", required=True)
+    ib.add_argument("--prefix", required=True, help="e.g. sub-01_mod-T2w")
+
     rg = steps.add_parser("register-figures", help="atlas labels over the reconstruction (PNG)")
     rg.add_argument("--volume", required=True)
     rg.add_argument("--mask", required=True)
@@ -487,6 +518,9 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out-tsv", required=True)
     c.add_argument("--out-html", required=True)
     c.add_argument("--norms", nargs="?", default="", const="", help="normative curves JSON")
+    c.add_argument(
+        "--infant-norms", nargs="?", default="", const="", help="infant normative curves JSON"
+    )
 
     bf = steps.add_parser("brainage-figures", help="normative chart of a session (PNG)")
     bf.add_argument("--brainage", required=True, help="desc-brainage.json")

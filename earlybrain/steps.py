@@ -406,6 +406,54 @@ def brainage_step(
     return 0
 
 
+def infant_brainage_step(
+    volume: Path,
+    mask: Path,
+    contrast: str,
+    affine_xfm: Path,
+    volumes_tsv: Path,
+    age_weeks: float,
+    manifest: Path,
+    out_anat: Path,
+    prefix: str,
+    *,
+    dseg: Path | None,
+    norms: Path | None,
+) -> int:
+    """Infant brain age (atlas similarity + volumes + myelination, combined) and z-scores.
+
+    Unusable inputs (BrainAgeError) end the step with one line on stderr, which is the
+    last line of the job's log and so what a salvaged report shows.
+    """
+    from earlybrain.brainage.ensemble import BrainAgeError
+    from earlybrain.brainage.infant import infant_brain_age_to_files
+
+    try:
+        r = infant_brain_age_to_files(
+            volume,
+            mask,
+            contrast,
+            affine_xfm,
+            volumes_tsv,
+            age_weeks,
+            manifest,
+            out_anat,
+            prefix,
+            norms,
+            dseg=dseg,
+        )
+    except BrainAgeError as exc:
+        print(f"error: infant brain age of {prefix}: BrainAgeError: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "
+        f"weeks PMA ({r['predicted_age_months']} months; chronological {age_weeks:g} weeks, "
+        f"{r['chronological_age_months']} months), gap z {r['brain_age_gap_z']:+.2f}, "
+        f"methods {', '.join(r['methods'])}, {len(r['flags'])} flag(s)"
+    )
+    return 0
+
+
 def brainage_figures_step(brainage: Path, zscores: Path, out: Path) -> int:
     """The session's volumes on their normative centile curves, and brain age vs age."""
     from earlybrain.report.brainage import brainage_figure_file
@@ -475,11 +523,16 @@ def report_step(
 
 
 def cohort_step(
-    stages: list[Path], reports: list[Path], out_tsv: Path, out_html: Path, norms: Path | None
+    stages: list[Path],
+    reports: list[Path],
+    out_tsv: Path,
+    out_html: Path,
+    norms: Path | None,
+    infant_norms: Path | None = None,
 ) -> int:
     from earlybrain.report.cohort import write_cohort
 
-    rows = write_cohort(stages, reports, out_tsv, out_html, norms=norms)
+    rows = write_cohort(stages, reports, out_tsv, out_html, norms=norms, infant_norms=infant_norms)
     n_ok = sum(r["status"] == "ok" for r in rows)
     print(f"{len(rows)} session(s), {n_ok} ok -> {out_html}")
     return 0

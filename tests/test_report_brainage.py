@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from synth_fixtures import make_bids
 from test_report import (
     IMG_RE,
     MIDLINE,
@@ -27,6 +28,7 @@ from test_report import (
     write_segmentation,
 )
 
+from earlybrain.brainage.infant_reference import shipped_infant_norms_path
 from earlybrain.brainage.norms import (
     STRUCTURES,
     Norms,
@@ -34,7 +36,10 @@ from earlybrain.brainage.norms import (
     subject_zscores,
     zscores_tsv,
 )
-from earlybrain.report.brainage import CHART_CAPTION, brainage_figure_file
+from earlybrain.io.bids import discover_sessions
+from earlybrain.io.validate import validate_session, write_validation
+from earlybrain.preprocess.n4 import PreprocessParams, run_n4
+from earlybrain.report.brainage import CHART_CAPTION, INFANT_CHART_CAPTION, brainage_figure_file
 from earlybrain.report.cohort import COLUMNS, write_cohort
 from earlybrain.report.html import esc
 from earlybrain.report.methods import REFERENCES
@@ -379,3 +384,222 @@ def test_cohort_without_norms_or_brain_age_says_why(sessions, tmp_path: Path) ->
     make_norms(bad)
     write_cohort(stages, reports, tsv, html, norms=bad)
     assert "No session has volumes at a GA age" in html.read_text()
+
+
+# --- infants: the infant brain-age step's JSON (earlybrain.brainage.infant), infant norms
+
+INFANT_AGE = 66.07  # weeks PMA: 6 months after term
+INFANT_GAP = 4.5
+INFANT_NORMS = shipped_infant_norms_path()
+
+
+def months(weeks: float) -> float:
+    return round((weeks - 40.0) / 4.345, 2)
+
+
+def infant_result(age: float = INFANT_AGE, gap: float = INFANT_GAP) -> dict:
+    """A brain-age JSON in the format of earlybrain.brainage.infant (made-up values)."""
+    pred, sd = age + gap, 3.2
+
+    def method(age_weeks: float, sd_weeks: float, **rest) -> dict:
+        return {
+            "age_weeks": age_weeks,
+            "sd_weeks": sd_weeks,
+            "age_months": months(age_weeks),
+        } | rest
+
+    norms = Norms.from_json(INFANT_NORMS)
+    return {
+        "chronological_age_weeks": age,
+        "chronological_age_months": months(age),
+        "age_kind": "PMA",
+        "population": "infant",
+        "contrast": "T2w",
+        "predicted_age_weeks": pred,
+        "predicted_age_months": months(pred),
+        "uncertainty_sd_weeks": sd,
+        "interval_95_weeks": [round(pred - 1.96 * sd, 2), round(pred + 1.96 * sd, 2)],
+        "brain_age_gap_weeks": gap,
+        "brain_age_gap_z": 0.9,
+        "brain_age_gap_centile": 81.6,
+        "primary_method": "combined",
+        "primary_method_description": "precision-weighted mean of the classical estimates "
+        "(atlas_similarity, volumes, myelination), SDs calibrated on simulated infants",
+        "methods": {
+            "combined": method(
+                pred,
+                sd,
+                sd_naive_weeks=2.6,
+                sd_scale=1.23,
+                weights={"atlas_similarity": 0.15, "volumes": 0.35, "myelination": 0.5},
+            ),
+            "atlas_similarity": method(
+                age + 8.0,
+                9.5,
+                best_template_weeks=74.76,
+                at_range_edge=False,
+                atlas="earlybrain-infant",
+                contrast="T2w",
+            ),
+            "volumes": method(
+                age + 2.0, 6.0, norms=norms.source, note=None, structures=list(norms.structures)
+            ),
+            "myelination": method(
+                age + 5.0,
+                4.0,
+                contrasts=["T2w"],
+                indexes={"T2w:WM_deep_posterior": -0.2, "T2w:cerebellum": 0.1},
+            ),
+        },
+        "method_spread_weeks": 6.0,
+        "out_of_training_range": False,
+        "flags": ["ventricles volume z = +2.41 (|z| > 2)"],
+        "gap_sd_weeks": 4.1,
+        "gap_bias_weeks": 0.8,
+        "norms": {"file": str(INFANT_NORMS), "source": norms.source},
+        "calibration": {
+            "source": "made-up calibration",
+            "atlas": "earlybrain-infant",
+            "configuration": "T2w|T2w",
+        },
+        "device": "cpu",
+        "timings": {"network_s": None, "total_s": 4.2},
+        "GeneratedBy": [{"Name": "earlybrain", "Version": "0.x", "Step": "brainage"}],
+        "Parameters": {"spread_limit_weeks": 20.0, "z_limit": 2.0},
+        "Sources": ["volume", "mask"],
+    }
+
+
+@pytest.fixture(scope="module")
+def infant_session(tmp_path_factory) -> dict:
+    """An infant session (T1w + T2w, 66 weeks PMA) validated and N4-corrected, with an
+    intracranial mask, its brain-age files and chart, and its report."""
+    root = tmp_path_factory.mktemp("infant_report")
+    bids = make_bids(root / "bids", fetal={}, infant={"i01": INFANT_AGE}, volume_shape=(32,) * 3)
+    (rec,) = discover_sessions(bids, strict=False)
+    deriv = root / "out" / "earlybrain"
+    anat = deriv / rec.reldir / "anat"
+    val = write_validation(validate_session(rec), deriv / rec.reldir / "qc" / "v.json")
+    n4, bias, mask = [], [], []
+    for im in rec.images:
+        stem = anat / im.stem
+        n4.append(Path(f"{stem}_desc-n4_{im.suffix}.nii.gz"))
+        bias.append(Path(f"{stem}_desc-biasfield_{im.suffix}.nii.gz"))
+        mask.append(Path(f"{stem}_desc-foreground{im.suffix}_mask.nii.gz"))
+        run_n4(im.path, n4[-1], bias[-1], mask[-1], PreprocessParams(), threads=1)
+    prefix = "sub-i01_mod-T2w"
+    brain = anat / f"{prefix}_desc-brain_mask.nii.gz"  # the T2w's foreground stands in
+    shutil.copy(mask[[im.suffix for im in rec.images].index("T2w")], brain)
+    brain.with_name(f"{prefix}_desc-brain_mask.json").write_text(json.dumps({
+        "Contrast": "T2w", "BrainVolume_ml": 700.0,
+        "GeneratedBy": [{"Name": "earlybrain", "Step": "infant_prep"}],
+    }))  # fmt: skip
+    result = infant_result()
+    brainage = anat / f"{prefix}_desc-brainage.json"
+    brainage.write_text(json.dumps(result))
+    norms = Norms.from_json(INFANT_NORMS)
+    volumes = {s: float(norms.expected_ml(s, INFANT_AGE)) for s in norms.structures}
+    volumes["ventricles"] *= 2.0  # flagged
+    rows = subject_zscores(norms, INFANT_AGE, volumes)
+    rows.append({"structure": "brain_age_gap_weeks", "volume_ml": None, "expected_ml": None,
+                 "z": 0.9, "centile": 81.6, "flag": False, "note": None})  # fmt: skip
+    zscores = anat / f"{prefix}_desc-zscores.tsv"
+    zscores.write_text(zscores_tsv(rows))
+    figure = deriv / rec.reldir / "figures" / f"{prefix}_desc-brainage_chart.png"
+    brainage_figure_file(brainage, zscores, figure)
+    html, stages = deriv / "sub-i01.html", deriv / "group" / "stages" / "sub-i01_stages.json"
+    build_subject_report(val, n4, bias, mask, html, stages, brain_masks=[brain],
+                         brainage=brainage, zscores=zscores, brainage_figure=figure)  # fmt: skip
+    st = json.loads(stages.read_text())
+    return {"html": html, "text": html.read_text(), "stages": stages, "st": st,
+            "volumes": volumes, "png": figure.read_bytes()}  # fmt: skip
+
+
+def test_infant_report_shows_brain_age(infant_session) -> None:
+    text, st = infant_session["text"], infant_session["st"]
+    assert st["kind"] == "infant"
+    row = {s["key"]: s for s in st["stages"]}["brain_age"]
+    assert row["status"] == "flagged", row
+    assert "check: ventricles volume z = +2.41" in row["detail"]
+    assert "not in this version" not in text
+    assert "70.6 ± 3.2 weeks PMA (7.0 months; 95 % interval 64.3-76.8)" in row["detail"]
+    assert "at a chronological age of 66.1 weeks (6.0 months)" in row["detail"]
+    top = text.split("<h2>", 1)[0]
+    assert "<td>brain age</td><td>70.6 ± 3.2 weeks PMA (7.0 months;" in top
+    section = text.split("<h2>Brain age</h2>", 1)[1].split("<h2", 1)[0]
+    (png,) = IMG_RE.findall(section)
+    assert base64.b64decode(png) == infant_session["png"]
+    assert f"<figcaption>{esc(INFANT_CHART_CAPTION)}</figcaption>" in section
+    assert "<th>age (months)</th>" in section
+    for cells in (
+        ["combined (primary)", "70.6", "3.2", "7.0"],
+        ["atlas similarity", "74.1", "9.5", "7.8", "most similar T2w template: 74.8 weeks of "
+         "earlybrain-infant"],
+        ["regional volumes", "68.1", "6.0", "6.5"],
+        ["myelination (contrast indexes)", "71.1", "4.0", "7.2"],
+    ):  # fmt: skip
+        assert "<tr><td>" + "</td><td>".join(cells) + "</td>" in section, cells
+    assert '<tr class="warn"><td>ventricles</td>' in section  # scored on the infant norms
+    assert "healthy simulated calibration infants at this age" in section
+    methods = text.split('<h2 id="methods">Methods</h2>', 1)[1]
+    for used in (
+        "precision-weighted combination (weights 1 / SD²) of three classical estimates, each "
+        "with an SD calibrated on simulated infants (made-up calibration)",
+        "T2w template of atlas earlybrain-infant",
+        "under the infant normative growth curves",
+        "as white matter myelinates (Barkovich et al. 1988; Dubois et al. 2014)",
+        "the myelination estimate used 2 indexes of the T2w image(s)",
+        "scaled by 1.23",
+        "(7.04 months after term",
+        "healthy calibration infants at this age (mean 0.8, SD 4.1 weeks)",
+        "fitted on 100 subjects aged",
+        REFERENCES["myelination_mri"][1],
+    ):
+        assert esc(used) in methods, used
+    assert "deep ensemble" not in methods
+    assert st["brain_age"]["population"] == "infant"
+    assert st["brain_age"]["predicted_months"] == 7.04
+    assert st["brain_age"]["age_kind"] == "PMA"
+
+
+def test_cohort_puts_infants_on_infant_charts(sessions, infant_session, tmp_path) -> None:
+    """A fetal and an infant session: the infant's row has its brain age, and it is on the
+    infant norms' charts and brain-age chart, never on the fetal ones."""
+    fetal = subject_with_brainage(sessions, tmp_path)
+    st = dict(infant_session["st"], volumes_ml=infant_session["volumes"])
+    infant_stages = tmp_path / "stages" / "sub-i01_stages.json"
+    infant_stages.write_text(json.dumps(st))
+    reports = [fetal["html"], shutil.copy(infant_session["html"], tmp_path / "sub-i01.html")]
+    tsv, html = tmp_path / "group" / "cohort.tsv", tmp_path / "group" / "cohort.html"
+    write_cohort([fetal["stages"], infant_stages], reports, tsv, html,
+                 norms=Path(fetal["norms"].origin), infant_norms=INFANT_NORMS)  # fmt: skip
+    rows = {r["participant_id"]: r for r in csv.DictReader(tsv.open(), delimiter="\t")}
+    assert list(rows["sub-i01"]) == list(COLUMNS)
+    assert rows["sub-i01"]["kind"] == "infant" and rows["sub-i01"]["age_measure"] == "PMA"
+    assert rows["sub-i01"]["predicted_age_weeks"] == "70.57"
+    assert rows["sub-i01"]["brain_age_gap_weeks"] == "+4.50"
+    assert rows["sub-i01"]["brain_age_gap_z"] == "+0.90" and rows["sub-i01"]["flags"] == "1"
+    assert rows["sub-f01"]["predicted_age_weeks"] == "27.80"
+    text = html.read_text()
+    growth = text.split('<h2 id="growth">Growth charts</h2>', 1)[1].split("<h2", 1)[0]
+    fetal_charts, infant_charts = growth.split("<h3>Infants</h3>")
+    assert fetal_charts.count('<svg class="chart"') == len(STRUCTURES)
+    assert "sub-i01" not in fetal_charts and "sub-f01" not in infant_charts
+    n_infant = len(Norms.from_json(INFANT_NORMS).structures)
+    assert infant_charts.count('<svg class="chart"') == n_infant
+    assert infant_charts.count('<a href="../sub-i01.html">') == n_infant
+    assert "age (weeks PMA)" in infant_charts and "age (weeks GA)" in fetal_charts
+    assert esc(Norms.from_json(INFANT_NORMS).source) in infant_charts
+    age = text.split('<h2 id="brain-age">Brain age</h2>', 1)[1].split("<h2", 1)[0]
+    fetal_age, infant_age = age.split("<h3>Infants</h3>")
+    assert fetal_age.count("<circle") == 1 and "sub-i01" not in fetal_age
+    assert infant_age.count("<circle") == 1 and '<a href="../sub-i01.html">' in infant_age
+    assert "infant brain age vs age" in infant_age and "7.0 months" in infant_age
+    outliers = text.split('<h2 id="outliers">Flagged outliers</h2>', 1)[1].split("<h2", 1)[0]
+    assert '<a href="../sub-i01.html">sub-i01</a>: ventricles volume z = +2.41' in outliers
+    # a cohort of infants only: no fetal charts at all
+    write_cohort([infant_stages], reports[1:], tsv, html, norms=Path(fetal["norms"].origin),
+                 infant_norms=INFANT_NORMS)  # fmt: skip
+    text = html.read_text()
+    assert "<h3>Infants</h3>" not in text and "age (weeks GA)" not in text
+    assert text.count('<a href="../sub-i01.html">') >= n_infant + 1

@@ -70,6 +70,27 @@ def test_dry_run(small_bids: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_infant_brainage_in_the_dag(small_bids: Path, tmp_path: Path) -> None:
+    """Once validated, an infant session's DAG ends in its brain age and chart (rules
+    brainage_infant, brainage_figures_infant) on the infant norms, and its report and the
+    cohort table take them; the fetal session keeps the fetal rules."""
+    config = ["--config", f"bids_dir={small_bids}", f"output_dir={tmp_path / 'o'}"]
+    # the jobs after the validation checkpoint only appear once it has run
+    res = snakemake(tmp_path, "--cores", "1", "--until", "validate", *config)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = snakemake(tmp_path, "-n", "-p", *config)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    for rule in ("brainage_infant", "brainage_figures_infant", "brainage", "brainage_figures"):
+        assert f"rule {rule}:" in out, rule
+    anat = "o/earlybrain/sub-i01/anat/sub-i01_mod-T2w"
+    assert f"{anat}_desc-brainage.json" in out and f"{anat}_desc-zscores.tsv" in out
+    assert "o/earlybrain/sub-i01/figures/sub-i01_mod-T2w_desc-brainage_chart.png" in out
+    assert "sub-i01_rec-svr_desc-brainage" not in out
+    assert "step infant-brainage" in out and f"--dseg {tmp_path}/{anat}_dseg.nii.gz" in out
+    assert "--infant-norms" in out and "norms_infant.json" in out  # the cohort's charts
+
+
 def test_bad_config_key_is_reported(small_bids: Path, tmp_path: Path) -> None:
     res = snakemake(
         tmp_path,
@@ -348,7 +369,8 @@ def test_build_atlas_from_the_cohorts_reconstructions(cohort_run) -> None:
 def test_infant_branch_in_the_workflow(cohort_run) -> None:
     """The infant of the mixed cohort (1 month, T1w + T2w, no stacks) ran through its own
     branch in the same invocation: T2w, brain mask, infant atlas, tissues, volumes, the
-    same report sections (brain age: not yet for infants, and the report says so)."""
+    same report sections, and a brain age of its own (atlas similarity, volumes under the
+    infant norms, myelination) on the infant norms."""
     deriv, truth_dir = cohort_run["out"] / "earlybrain", cohort_run["truth"]
     anat = deriv / "sub-i01" / "anat"
     mask = nib.load(anat / "sub-i01_mod-T2w_desc-brain_mask.nii.gz")
@@ -376,8 +398,25 @@ def test_infant_branch_in_the_workflow(cohort_run) -> None:
     assert status["atlas_registration"] in ("done", "flagged")
     assert status["svr_srr"] == "not applicable"
     html = (deriv / "sub-i01.html").read_text()
-    assert "infant brain age: not in this version" in html
     assert "segmentation network on the whole head" in html
+    # brain age: the infant method, on the infant norms, in the report and the cohort
+    r = json.loads((anat / "sub-i01_mod-T2w_desc-brainage.json").read_text())
+    print("infant brain age", r["predicted_age_weeks"], "+-", r["uncertainty_sd_weeks"],
+          {k: v["age_weeks"] for k, v in r["methods"].items()}, r["flags"])  # fmt: skip
+    assert r["population"] == "infant" and r["age_kind"] == "PMA"
+    assert r["chronological_age_weeks"] == pytest.approx(stages["age_weeks"])
+    assert set(r["methods"]) == {"combined", "atlas_similarity", "volumes", "myelination"}
+    assert r["norms"]["file"].endswith("norms_infant.json")
+    assert (anat / "sub-i01_mod-T2w_desc-zscores.tsv").is_file()
+    png = deriv / "sub-i01" / "figures" / "sub-i01_mod-T2w_desc-brainage_chart.png"
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert status["brain_age"] in ("done", "flagged")
+    assert stages["brain_age"]["population"] == "infant"
+    assert "infant brain age: not in this version" not in html and "<h2>Brain age</h2>" in html
+    assert "calibrated on simulated infants" in html
+    cohort = csv.DictReader((deriv / "group" / "cohort.tsv").open(), delimiter="\t")
+    i01 = next(row for row in cohort if row["participant_id"] == "sub-i01")
+    assert float(i01["predicted_age_weeks"]) == pytest.approx(r["predicted_age_weeks"], abs=0.01)
 
 
 def test_inputs_unchanged(cohort_run) -> None:

@@ -23,6 +23,17 @@ def figure_path(deriv: str, sdir: str, prefix: str) -> str:
     return f"{deriv}/{sdir}/figures/{prefix}_rec-svr_desc-brainage_chart.png"
 
 
+def infant_rule_outputs(deriv: str, sdir: str, prefix: str, contrast: str) -> dict[str, str]:
+    """Outputs of `brainage_infant` for an infant's image `{prefix}_mod-{contrast}`."""
+    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_mod-{contrast}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def infant_figure_path(deriv: str, sdir: str, prefix: str, contrast: str) -> str:
+    """The normative chart of an infant session (rule brainage_figures_infant)."""
+    return f"{deriv}/{sdir}/figures/{prefix}_mod-{contrast}_desc-brainage_chart.png"
+
+
 def inference_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of config `brainage` the per-subject step uses (not the training keys)."""
     return {k: section[k] for k in SETTINGS_KEYS if k in section}
@@ -33,6 +44,14 @@ def norms_file(section: Mapping[str, Any]) -> str:
     from earlybrain.brainage.norms import shipped_norms_path
 
     return str(section.get("norms") or shipped_norms_path())
+
+
+def infant_norms_file(section: Mapping[str, Any]) -> str:
+    """The infant normative curves in use: config brainage.infant_norms (null or empty:
+    the shipped models/brainage/norms_infant.json)."""
+    from earlybrain.brainage.infant_reference import shipped_infant_norms_path
+
+    return str(section.get("infant_norms") or shipped_infant_norms_path())
 
 
 def model_files(section: Mapping[str, Any]) -> list[str]:

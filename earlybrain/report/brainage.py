@@ -25,8 +25,10 @@ PathLike = str | os.PathLike[str]
 GAP_ROW = "brain_age_gap_weeks"  # the z-score TSV's last row: the gap, not a volume
 METHOD_LABELS = {
     "deep_ensemble": "deep ensemble (primary)",
+    "combined": "combined (primary)",
     "atlas_similarity": "atlas similarity",
     "volumes": "regional volumes",
+    "myelination": "myelination (contrast indexes)",
 }
 CHART_CAPTION = (
     "Normative growth charts: per structure, the 3rd-97th (light) and 10th-90th (dark) "
@@ -37,6 +39,30 @@ CHART_CAPTION = (
     "left and right of the age), the identity line and the band of healthy brain-age gaps "
     "(±2 SD)."
 )
+INFANT_CHART_CAPTION = (
+    "Normative growth charts of the infant norms: per structure, the 3rd-97th (light) and "
+    "10th-90th (dark) centile bands and the median of the reference volumes by "
+    "post-menstrual age (bottom axis, weeks; top axis: months after term), and this "
+    "session's volume at its age (red when flagged, |z| beyond the limit). Last panel: "
+    "brain age against age, with the combined estimate's 95 % interval, the three "
+    "estimates it combines (square: atlas similarity, triangle: volumes, diamond: "
+    "myelination; drawn a little left and right of the age), the identity line and the "
+    "band of healthy brain-age gaps at this age (±2 SD around their mean)."
+)
+
+
+def is_infant(result: dict[str, Any]) -> bool:
+    """Whether a brain-age JSON is an infant's (`earlybrain.brainage.infant`)."""
+    return result.get("population") == "infant"
+
+
+def chart_caption(result: dict[str, Any]) -> str:
+    return INFANT_CHART_CAPTION if is_infant(result) else CHART_CAPTION
+
+
+def _months(value: Any, end: str = "") -> str:
+    """An age in months after term when the JSON gives one ("4.2 months" + `end`), else ""."""
+    return f"{fmt(value)} months{end}" if number(value) is not None else ""
 
 
 def structure_name(structure: str) -> str:
@@ -50,13 +76,18 @@ def ensemble_card(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    """Predicted age ± SD, its interval, the chronological age and the gap (z, centile)."""
+    """Predicted age ± SD, its interval, the chronological age and the gap (z, centile);
+    an infant's ages also in months after term."""
     kind = result.get("age_kind") or ""
     lo, hi = [*(result.get("interval_95_weeks") or []), None, None][:2]
+    chrono_months = _months(result.get("chronological_age_months"))
     return (
         f"{fmt(result.get('predicted_age_weeks'))} ± {fmt(result.get('uncertainty_sd_weeks'))} "
-        f"weeks {kind} (95 % interval {fmt(lo)}-{fmt(hi)}) at a chronological age of "
-        f"{fmt(result.get('chronological_age_weeks'))} weeks: gap "
+        f"weeks {kind} ({_months(result.get('predicted_age_months'), '; ')}95 % interval "
+        f"{fmt(lo)}-{fmt(hi)}) at a chronological age of "
+        f"{fmt(result.get('chronological_age_weeks'))} weeks"
+        + (f" ({chrono_months})" if chrono_months else "")
+        + f": gap "
         f"{fmt(result.get('brain_age_gap_weeks'), '+.1f')} weeks (z "
         f"{fmt(result.get('brain_age_gap_z'), '+.2f')}, centile "
         f"{fmt(result.get('brain_age_gap_centile'))})"
@@ -89,15 +120,35 @@ def _method_detail(key: str, m: dict[str, Any], result: dict[str, Any]) -> str:
         if result.get("out_of_training_range"):
             text += "; outside the training range: an extrapolation"
         return text
+    if key == "combined":
+        weights = m.get("weights") or {}
+        shares = ", ".join(f"{METHOD_LABELS.get(k, k)} {fmt(w, '.2f')}" for k, w in weights.items())
+        return (
+            "precision-weighted mean of the estimates below (weights 1 / SD²"
+            + (f": {shares}" if shares else "")
+            + f"); SD scaled by {fmt(m.get('sd_scale'), '.2f')} to the calibration"
+        )
     if key == "atlas_similarity":
+        contrast = f" {m['contrast']}" if m.get("contrast") else ""
         text = (
-            f"most similar template: {fmt(m.get('best_template_weeks'))} weeks of {m.get('atlas')}"
+            f"most similar{contrast} template: {fmt(m.get('best_template_weeks'))} weeks of "
+            f"{m.get('atlas')}"
         )
         return text + ("; at the edge of the atlas' ages" if m.get("at_range_edge") else "")
     if key == "volumes":
         note = m.get("note")
-        return "most likely age of the volumes under the normative growth curves" + (
-            f"; {note}" if note else ""
+        what = (
+            "posterior mean age of the volumes under the infant normative growth curves"
+            if is_infant(result)
+            else "most likely age of the volumes under the normative growth curves"
+        )
+        return what + (f"; {note}" if note else "")
+    if key == "myelination":
+        contrasts = "+".join(m.get("contrasts") or []) or "?"
+        n = len(m.get("indexes") or {})
+        return (
+            f"{n} contrast indexes ({contrasts}: white-matter zones, cerebellum and brainstem "
+            "against deep grey matter) under their calibrated change with age"
         )
     return ""
 
@@ -105,11 +156,14 @@ def _method_detail(key: str, m: dict[str, Any], result: dict[str, Any]) -> str:
 def methods_table(result: dict[str, Any]) -> str:
     """The three estimates side by side, and how far apart they are."""
     methods = result.get("methods") or {}
+    # an infant's estimates also in months after term (a column of their own)
+    months = any(isinstance(m, dict) and "age_months" in m for m in methods.values())
     body = [
         [
             td(METHOD_LABELS.get(k, k)),
             td(fmt(m.get("age_weeks"))),
             td(fmt(m.get("sd_weeks"))),
+            *([td(fmt(m.get("age_months")))] if months else []),
             td(_method_detail(k, m, result)),
         ]
         for k, m in methods.items()
@@ -123,15 +177,17 @@ def methods_table(result: dict[str, Any]) -> str:
             td("spread (largest - smallest)"),
             td(fmt(spread)),
             td(""),
+            *([td("")] if months else []),
             td(f"flagged above {fmt(limit)} weeks" + (": flagged" if wide else "")),
         ]
     )
-    header = ["method", "age (weeks)", "SD (weeks)", "details"]
+    header = ["method", "age (weeks)", "SD (weeks)"]
+    header += ["age (months)", "details"] if months else ["details"]
     classes = [""] * (len(body) - 1) + ["warn" if wide else ""]
     return "<h3>Age estimates</h3>" + table(header, body, classes)
 
 
-def zscore_table(rows: list[dict[str, str]]) -> str:
+def zscore_table(rows: list[dict[str, str]], infant: bool = False) -> str:
     """Each volume (and the gap) against the norms: z, centile; flagged rows coloured."""
     if not rows:
         return '<p class="muted">z-score table not available</p>'
@@ -154,7 +210,12 @@ def zscore_table(rows: list[dict[str, str]]) -> str:
         + '<p class="muted">Expected: the median volume of the reference at this '
         "chronological age; z: standard deviations of log volume from it; centile: the "
         "percentage of the reference with a smaller volume. The last row scores the "
-        "brain-age gap against the gaps of healthy validation subjects.</p>"
+        + (
+            "brain-age gap against the gaps of healthy simulated calibration infants at this "
+            "age.</p>"
+            if infant
+            else "brain-age gap against the gaps of healthy validation subjects.</p>"
+        )
     )
 
 
@@ -167,18 +228,28 @@ def brainage_html(result: dict[str, Any], rows: list[dict[str, str]]) -> str:
         else "<p>No flags: every volume and the brain-age gap are within the limits.</p>"
     )
     times, deep = result.get("timings", {}), result.get("methods", {}).get("deep_ensemble", {})
-    run = (
-        f"<p>Network {fmt(times.get('network_s'))} s on {esc(result.get('device', '?'))} "
-        f"(whole step {fmt(times.get('total_s'))} s); weights "
-        f"{esc(Path(str(deep.get('weights', '?'))).name)} (SHA-256 "
-        f"{esc(str(deep.get('weights_sha256', '?'))[:12])}); norms: "
-        f"{esc(result.get('norms', {}).get('source', '?'))}.</p>"
-    )
+    norms = esc(result.get("norms", {}).get("source", "?"))
+    if is_infant(result):
+        cal = result.get("calibration") or {}
+        run = (
+            f"<p>{fmt(times.get('total_s'))} s on {esc(result.get('device', '?'))}; "
+            f"{esc(result.get('primary_method_description', ''))}. Calibration: "
+            f"{esc(cal.get('source') or '?')} (configuration {esc(cal.get('configuration'))}); "
+            f"norms: {norms}. Months: after term, (PMA - 40 weeks) / 4.345 (the corrected "
+            "age of an infant born preterm).</p>"
+        )
+    else:
+        run = (
+            f"<p>Network {fmt(times.get('network_s'))} s on {esc(result.get('device', '?'))} "
+            f"(whole step {fmt(times.get('total_s'))} s); weights "
+            f"{esc(Path(str(deep.get('weights', '?'))).name)} (SHA-256 "
+            f"{esc(str(deep.get('weights_sha256', '?'))[:12])}); norms: {norms}.</p>"
+        )
     return (
         f"<p><strong>Brain age</strong> {esc(summary_line(result))}.</p>"
         + checks
         + methods_table(result)
-        + zscore_table(rows)
+        + zscore_table(rows, is_infant(result))
         + run
     )
 
@@ -189,19 +260,27 @@ def stage_values(result: dict[str, Any], rows: list[dict[str, str]]) -> dict[str
     if not result:
         return {"brain_age": {}, "zscores": {}}
     methods = result.get("methods") or {}
+    brain_age = {
+        "predicted_weeks": number(result.get("predicted_age_weeks")),
+        "sd_weeks": number(result.get("uncertainty_sd_weeks")),
+        "interval_95_weeks": [number(v) for v in result.get("interval_95_weeks") or []],
+        "gap_weeks": number(result.get("brain_age_gap_weeks")),
+        "gap_z": number(result.get("brain_age_gap_z")),
+        "gap_sd_weeks": number(result.get("gap_sd_weeks")),
+        "age_kind": result.get("age_kind"),
+        "methods": {k: number(m.get("age_weeks")) for k, m in methods.items()},
+        "flags": list(result.get("flags") or []),
+        "z_limit": number(result.get("Parameters", {}).get("z_limit")),
+    }
+    if is_infant(result):  # its population, its ages in months after term too
+        brain_age |= {
+            "population": "infant",
+            "predicted_months": number(result.get("predicted_age_months")),
+            "chronological_months": number(result.get("chronological_age_months")),
+            "gap_bias_weeks": number(result.get("gap_bias_weeks")),
+        }
     return {
-        "brain_age": {
-            "predicted_weeks": number(result.get("predicted_age_weeks")),
-            "sd_weeks": number(result.get("uncertainty_sd_weeks")),
-            "interval_95_weeks": [number(v) for v in result.get("interval_95_weeks") or []],
-            "gap_weeks": number(result.get("brain_age_gap_weeks")),
-            "gap_z": number(result.get("brain_age_gap_z")),
-            "gap_sd_weeks": number(result.get("gap_sd_weeks")),
-            "age_kind": result.get("age_kind"),
-            "methods": {k: number(m.get("age_weeks")) for k, m in methods.items()},
-            "flags": list(result.get("flags") or []),
-            "z_limit": number(result.get("Parameters", {}).get("z_limit")),
-        },
+        "brain_age": brain_age,
         "zscores": {
             r["structure"]: number(r.get("z"))
             for r in rows

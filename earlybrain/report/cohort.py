@@ -113,6 +113,11 @@ def outlier_reasons(stage: dict[str, Any]) -> list[str]:
     )
 
 
+def is_infant(stage: dict[str, Any]) -> bool:
+    """Whether a session is an infant's (its age is PMA, its norms and charts are infant)."""
+    return stage.get("kind") == "infant"
+
+
 def growth_charts(sessions: Sequence[Session], norms: Norms) -> str:
     """One chart per structure of the norms, the sessions of the norms' age kind on it."""
     charts = []
@@ -143,8 +148,8 @@ def growth_charts(sessions: Sequence[Session], norms: Norms) -> str:
     )
 
 
-def age_chart(sessions: Sequence[Session]) -> str:
-    """Brain age vs chronological age of every session that has one."""
+def _age_points(sessions: Sequence[Session]) -> tuple[list[Point], list[float], set]:
+    """The sessions with a brain age as chart points, their healthy-gap SDs, age kinds."""
     points, gap_sds, kinds = [], [], set()
     for s in sessions:
         age = s.stage.get("brain_age") or {}
@@ -153,27 +158,56 @@ def age_chart(sessions: Sequence[Session]) -> str:
             continue
         interval = [number(v) for v in age.get("interval_95_weeks") or []]
         lo_hi = (interval[0], interval[1]) if len(interval) == 2 and None not in interval else None
+        months = number(age.get("predicted_months"))
         label = (
-            f"{s.name}: brain age {pred:.1f} at {chrono:.1f} weeks, gap "
+            f"{s.name}: brain age {pred:.1f}"
+            + (f" ({months:.1f} months)" if months is not None else "")
+            + f" at {chrono:.1f} weeks, gap "
             f"{fmt(age.get('gap_weeks'), '+.1f')} (z {fmt(age.get('gap_z'), '+.2f')})"
         )
         points.append(Point(chrono, pred, s.href, label, bool(outlier_reasons(s.stage)), lo_hi))
         gap_sds += [v for v in [number(age.get("gap_sd_weeks"))] if v]
         kinds.add(age.get("age_kind") or s.stage.get("age_measure"))
-    if not points:
+    return points, gap_sds, kinds
+
+
+def age_chart(sessions: Sequence[Session]) -> str:
+    """Brain age vs chronological age of every session that has one: fetal sessions on
+    one chart, infants (PMA, weeks to years) on their own."""
+    fetal = [s for s in sessions if not is_infant(s.stage)]
+    infant = [s for s in sessions if is_infant(s.stage)]
+    points, gap_sds, kinds = _age_points(fetal)
+    infant_points, _, _ = _age_points(infant)
+    if not points and not infant_points:
         return (
             "<p>No session has a brain age (the brain-age step did not run or failed), so "
             "there is no brain-age chart.</p>"
         )
-    gap_sd = statistics.median(gap_sds) if gap_sds else None
-    kind = kinds.pop() if len(kinds) == 1 else None
-    band = f" Band: ±2 SD ({gap_sd:.2f} weeks) of the gap in healthy subjects." if gap_sd else ""
-    return (
-        f'<div class="charts">{age_scatter_svg(points, gap_sd, kind)}</div>'
-        '<p class="muted">Deep-ensemble brain age with its 95 % interval against '
-        f"chronological age; dashed: brain age = age.{band} Red: flagged sessions. Each "
-        "point links to its session's report.</p>"
-    )
+    parts = []
+    if points:
+        gap_sd = statistics.median(gap_sds) if gap_sds else None
+        kind = kinds.pop() if len(kinds) == 1 else None
+        band = (
+            f" Band: ±2 SD ({gap_sd:.2f} weeks) of the gap in healthy subjects." if gap_sd else ""
+        )
+        parts.append(
+            f'<div class="charts">{age_scatter_svg(points, gap_sd, kind)}</div>'
+            '<p class="muted">Deep-ensemble brain age with its 95 % interval against '
+            f"chronological age; dashed: brain age = age.{band} Red: flagged sessions. Each "
+            "point links to its session's report.</p>"
+        )
+    if infant_points:
+        title = "infant brain age vs age"
+        parts.append(
+            ("<h3>Infants</h3>" if points else "")
+            + f'<div class="charts">{age_scatter_svg(infant_points, None, "PMA", title)}</div>'
+            '<p class="muted">Infants: combined brain age (atlas similarity, volumes under the '
+            "infant norms, myelination) with its 95 % interval against post-menstrual age; "
+            "dashed: brain age = age. The spread of healthy gaps changes with age (each "
+            "report scores the gap at its age), so no band is drawn. Red: flagged sessions. "
+            "Each point links to its session's report.</p>"
+        )
+    return "".join(parts)
 
 
 def outliers_html(sessions: Sequence[Session]) -> str:
@@ -189,14 +223,37 @@ def outliers_html(sessions: Sequence[Session]) -> str:
     return f'<ul id="outlier-list">{"".join(items)}</ul>'
 
 
-def _load_norms(norms: PathLike | None) -> tuple[Norms | None, str]:
+def _load_norms(norms: PathLike | None, what: str = "") -> tuple[Norms | None, str]:
     """The normative curves, or None and the sentence that says why there are none."""
     if norms is None:
-        return None, "<p>No normative curves were given, so there are no growth charts.</p>"
+        return None, f"<p>No {what}normative curves were given, so there are no growth charts.</p>"
     try:
         return Norms.from_json(norms), ""
     except NormsError as exc:
-        return None, f"<p>No growth charts: the normative curves cannot be used ({esc(exc)}).</p>"
+        return None, (
+            f"<p>No growth charts: the {what}normative curves cannot be used ({esc(exc)}).</p>"
+        )
+
+
+def growth_sections(
+    sessions: Sequence[Session], norms: PathLike | None, infant_norms: PathLike | None
+) -> list[str]:
+    """The growth charts: fetal sessions on `norms`, infants on `infant_norms`.
+
+    An infant is never placed on fetal centiles nor a fetus on infant ones. The fetal
+    charts are left out of a cohort of infants only, the infant ones of a fetal cohort.
+    """
+    infants = [s for s in sessions if is_infant(s.stage)]
+    fetal = [s for s in sessions if not is_infant(s.stage)]
+    parts = []
+    if fetal or not infants:
+        curves, why_not = _load_norms(norms)
+        parts.append(growth_charts(fetal, curves) if curves is not None else why_not)
+    if infants:
+        curves, why_not = _load_norms(infant_norms, "infant ")
+        parts.append("<h3>Infants</h3>" if fetal else "")
+        parts.append(growth_charts(infants, curves) if curves is not None else why_not)
+    return parts
 
 
 def write_cohort(
@@ -205,9 +262,11 @@ def write_cohort(
     out_tsv: PathLike,
     out_html: PathLike,
     norms: PathLike | None = None,
+    infant_norms: PathLike | None = None,
 ) -> list[dict[str, str]]:
     """Write cohort.tsv (BIDS-style: tab-separated, n/a for missing) and cohort.html,
-    with growth charts on the normative curves of `norms` (a norms JSON) when given."""
+    with growth charts on the normative curves of `norms` (a norms JSON) when given, the
+    infant sessions' on `infant_norms`."""
     html_dir = Path(out_html).resolve().parent
     sessions = read_sessions(stage_files, [Path(r).resolve() for r in reports], html_dir)
     rows = [s.row for s in sessions]
@@ -216,14 +275,13 @@ def write_cohort(
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(out_tsv, buf.getvalue())
-    curves, why_not = _load_norms(norms)
     sections = [
         '<h2 id="outliers">Flagged outliers</h2>',
         outliers_html(sessions),
         '<h2 id="brain-age">Brain age</h2>',
         age_chart(sessions),
         '<h2 id="growth">Growth charts</h2>',
-        growth_charts(sessions, curves) if curves is not None else why_not,
+        *growth_sections(sessions, norms, infant_norms),
     ]
     write_text_atomic(
         out_html,

@@ -27,8 +27,16 @@ from earlybrain.report.segmentation import STRUCTURE_NAMES
 PathLike = str | os.PathLike[str]
 CENTILES = (3, 10, 50, 90, 97)
 CURVE_POINTS = 60
-# the estimates other than the deep ensemble: (JSON key, legend label, marker)
-CHECK_METHODS = (("atlas_similarity", "atlas similarity", "s"), ("volumes", "volumes", "^"))
+# the estimates beside the primary one: (JSON key, legend label, marker); an infant's
+# brain age has a myelination estimate too
+CHECK_METHODS = (
+    ("atlas_similarity", "atlas similarity", "s"),
+    ("volumes", "volumes", "^"),
+    ("myelination", "myelination", "D"),
+)
+PRIMARY_LABELS = {"deep_ensemble": "deep ensemble", "combined": "combined"}
+# postnatal months of a term-born infant from post-menstrual weeks (as the infant step)
+TERM_WEEKS, WEEKS_PER_MONTH = 40.0, 4.345
 OUTER_BAND, INNER_BAND, MEDIAN = "#dbe7f3", "#a9c7e4", "#1f5f9f"
 POINT, FLAGGED = "#222222", "#d62728"
 
@@ -74,6 +82,21 @@ def age_label(kind: str | None) -> str:
     return f"age (weeks {kind})" if kind else "age (weeks)"
 
 
+def months_axis(ax: Axes, kind: str | None) -> None:
+    """For post-menstrual ages: a second x axis on top in months after term."""
+    if kind != "PMA":
+        return
+    top = ax.secondary_xaxis(
+        "top",
+        functions=(
+            lambda w: (np.asarray(w) - TERM_WEEKS) / WEEKS_PER_MONTH,
+            lambda m: TERM_WEEKS + np.asarray(m) * WEEKS_PER_MONTH,
+        ),
+    )
+    top.set_xlabel("months after term", fontsize=6)
+    top.tick_params(labelsize=6)
+
+
 # --- one session, PNG ------------------------------------------------------------------
 
 
@@ -105,11 +128,14 @@ def _age_panel(ax: Axes, result: dict[str, Any]) -> None:
     lo95, hi95 = ([*map(number, result.get("interval_95_weeks") or []), None, None])[:2]
     methods = result.get("methods") or {}
     others = [
-        (number(methods.get(k, {}).get("age_weeks")), lab, mk) for k, lab, mk in CHECK_METHODS
+        (number(methods[k].get("age_weeks")), lab, mk)
+        for k, lab, mk in CHECK_METHODS
+        if isinstance(methods.get(k), dict)
     ]
     values = [v for v in (chrono, pred, lo95, hi95, *(o[0] for o in others)) if v is not None]
+    kind = result.get("age_kind")
     ax.set_title("brain age vs chronological age", fontsize=8)
-    ax.set_xlabel(age_label(result.get("age_kind")), fontsize=7)
+    ax.set_xlabel(age_label(kind), fontsize=7)
     ax.set_ylabel("brain age (weeks)", fontsize=7)
     ax.tick_params(labelsize=7)
     if chrono is None or pred is None:
@@ -117,19 +143,36 @@ def _age_panel(ax: Axes, result: dict[str, Any]) -> None:
         return
     line = np.array([math.floor(min(values)) - 1.0, math.ceil(max(values)) + 1.0])
     gap_sd = number(result.get("gap_sd_weeks"))
+    # healthy gaps ~ N(bias, sd) at this age (an infant's combination has an age-dependent
+    # bias; the fetal ensemble none)
+    bias = number(result.get("gap_bias_weeks")) or 0.0
     if gap_sd:
         band = f"healthy gap ±2 SD ({2 * gap_sd:.1f} w)"
-        ax.fill_between(line, line - 2 * gap_sd, line + 2 * gap_sd, color=OUTER_BAND, label=band)
+        ax.fill_between(
+            line, line + bias - 2 * gap_sd, line + bias + 2 * gap_sd, color=OUTER_BAND, label=band
+        )
     ax.plot(line, line, "--", color="#555555", lw=0.8, label="brain age = age")
     err = [[pred - lo95], [hi95 - pred]] if lo95 is not None and hi95 is not None else None
-    primary = "deep ensemble, 95 % interval"
-    ax.errorbar([chrono], [pred], yerr=err, fmt="o", color=MEDIAN, capsize=3, label=primary)
-    for offset, (age, label, marker) in zip((-0.35, 0.35), others, strict=True):
+    primary = result.get("primary_method") or "deep_ensemble"
+    label = f"{PRIMARY_LABELS.get(primary, primary)}, 95 % interval"
+    ax.errorbar([chrono], [pred], yerr=err, fmt="o", color=MEDIAN, capsize=3, label=label)
+    # the checks a little left and right of the age, so they do not hide each other
+    step = max(0.35, 0.015 * float(line[1] - line[0]))
+    offsets = (-step, step, 2 * step)
+    for offset, (age, name, marker) in zip(offsets, others, strict=False):
         if age is not None:
-            ax.plot([chrono + offset], [age], marker, color="#e08020", ms=5, label=label)
+            ax.plot([chrono + offset], [age], marker, color="#e08020", ms=5, label=name)
     ax.set_xlim(*line)
     ax.set_ylim(*line)
-    ax.legend(fontsize=6, loc="upper left", frameon=False)
+    months_axis(ax, kind)
+    if primary == "deep_ensemble":
+        ax.legend(fontsize=6, loc="upper left", frameon=False)
+    else:  # an infant's estimates spread wider: the legend goes to the side without them
+        left = (chrono - line[0]) / (line[1] - line[0]) > 0.5
+        ax.legend(
+            fontsize=5, loc="upper left" if left else "lower right", frameon=False,
+            handlelength=1.2, borderaxespad=0.2,
+        )  # fmt: skip
 
 
 def normative_chart(brainage_json: PathLike, zscores_tsv: PathLike, norms: Norms) -> bytes:
@@ -145,6 +188,7 @@ def normative_chart(brainage_json: PathLike, zscores_tsv: PathLike, norms: Norms
     for ax, row in zip(axes, rows, strict=False):
         _centile_panel(ax, norms, row["structure"], age, row)
         ax.set_xlabel(age_label(norms.age_kind), fontsize=7)
+        months_axis(ax, norms.age_kind)
     _age_panel(axes[len(rows)], brainage)
     for ax in axes[len(rows) + 1 :]:
         ax.set_visible(False)
@@ -271,7 +315,12 @@ def growth_chart_svg(norms: Norms, structure: str, points: Sequence[Point]) -> s
     return _svg(frame, body, short_name(structure), age_label(norms.age_kind), "volume (mL)")
 
 
-def age_scatter_svg(points: Sequence[Point], gap_sd: float | None, kind: str | None) -> str:
+def age_scatter_svg(
+    points: Sequence[Point],
+    gap_sd: float | None,
+    kind: str | None,
+    title: str = "brain age vs age",
+) -> str:
     """Brain age (y, with its 95 % interval) vs chronological age (x): identity line,
     the band of healthy gaps (±2 SD) when known; the sessions as links."""
     values = [*(p.x for p in points), *(v for p in points for v in (p.interval or (p.y,)))]
@@ -286,7 +335,7 @@ def age_scatter_svg(points: Sequence[Point], gap_sd: float | None, kind: str | N
     return _svg(
         frame,
         body + _points(frame, points),
-        "brain age vs age",
+        title,
         age_label(kind),
         "brain age (weeks)",
     )

@@ -81,6 +81,19 @@ REFERENCES: dict[str, tuple[str, str]] = {
         "without retraining. Medical Image Analysis. 2023;86:102789. "
         "doi:10.1016/j.media.2023.102789",
     ),
+    "myelination_mri": (
+        "Barkovich et al. 1988",
+        "Barkovich AJ, Kjos BO, Jackson DE Jr, Norman D. Normal maturation of the neonatal "
+        "and infant brain: MR imaging at 1.5 T. Radiology. 1988;166(1):173-180. "
+        "doi:10.1148/radiology.166.1.3336675",
+    ),
+    "wm_development": (
+        "Dubois et al. 2014",
+        "Dubois J, Dehaene-Lambertz G, Kulikova S, Poupon C, Hüppi PS, Hertz-Pannier L. The "
+        "early development of brain white matter: a review of imaging studies in fetuses, "
+        "newborns and infants. Neuroscience. 2014;276:48-71. "
+        "doi:10.1016/j.neuroscience.2013.12.044",
+    ),
     "deep_ensemble": (
         "Lakshminarayanan et al. 2017",
         "Lakshminarayanan B, Pritzel A, Blundell C. Simple and scalable predictive uncertainty "
@@ -533,11 +546,17 @@ def brainage_paragraph(
         "(estimate minus chronological age) was scored against the SD of the gap in healthy "
         f"validation subjects ({_num(result.get('gap_sd_weeks', '?'))} weeks)."
     )
+    return text + norms_sentences(result, norms)
+
+
+def norms_sentences(result: dict[str, Any], norms: dict[str, Any]) -> str:
+    """How the volumes were scored against the normative curves, and the flag limit."""
+    par = result.get("Parameters", {})
     source = result.get("norms", {}).get("source") or norms.get("source", "?")
     degrees = {len(s.get("mean_coef", [])) - 1 for s in norms.get("structures", {}).values()}
     if norms and len(degrees) == 1:
         lo, hi = [*(norms.get("age_range") or []), "?", "?"][:2]
-        text += (
+        text = (
             " Each volume was scored (z-score of its logarithm, centile) against normative "
             f"growth curves fitted on {norms.get('n_subjects', '?')} subjects aged "
             f"{_num(lo)}-{_num(hi)} weeks {norms.get('age_kind', '')} ({source}): at each "
@@ -545,8 +564,63 @@ def brainage_paragraph(
             "age and an SD log-linear in age, fitted by maximum likelihood."
         )
     else:
-        text += f" Each volume was scored (z-score, centile) against normative curves: {source}."
+        text = f" Each volume was scored (z-score, centile) against normative curves: {source}."
     return text + f" Values with |z| > {_num(par.get('z_limit', '?'))} were flagged."
+
+
+def infant_brainage_paragraph(result: dict[str, Any], norms: dict[str, Any], m: Methods) -> str:
+    """The infant method (`earlybrain.brainage.infant`): three classical estimates and
+    their precision-weighted combination, calibrated on simulated infants."""
+    meth = result.get("methods", {})
+    atlas, comb = meth.get("atlas_similarity", {}), meth.get("combined", {})
+    myel = meth.get("myelination")
+    par, cal = result.get("Parameters", {}), result.get("calibration") or {}
+    text = (
+        "Brain age was estimated by a precision-weighted combination (weights 1 / SD²) of "
+        "three classical estimates, each with an SD calibrated on simulated infants "
+        f"({cal.get('source') or '?'}): atlas similarity, the age of the "
+        f"{atlas.get('contrast') or result.get('contrast') or '?'} template of atlas "
+        f"{atlas.get('atlas', '?')} most similar to the subject (normalised "
+        "cross-correlation in the atlas orientation); the age that makes the tissue volumes "
+        "most likely under the infant normative growth curves (posterior mean); and "
+        "myelination, the contrast of white matter zones (deep to superficial, posterior "
+        "and anterior), of the cerebellum and of the brainstem against deep grey matter in "
+        "the session's segmentation, which changes with age, zone after zone, as white matter "
+        f"myelinates {m.cite('myelination_mri', 'wm_development')}: each contrast index "
+        "follows a logistic curve of age with a joint normal spread, and the estimate is "
+        "the posterior mean over ages."
+    )
+    if isinstance(myel, dict):
+        text += (
+            f" Here the myelination estimate used {len(myel.get('indexes') or {})} indexes "
+            f"of the {'+'.join(myel.get('contrasts') or []) or '?'} image(s)."
+        )
+    else:
+        left = str(result.get("primary_method_description", "")).partition("left out: ")[2]
+        text += f" Here the myelination estimate was left out ({left or 'no segmentation'})."
+    weights = comb.get("weights") or {}
+    if weights:
+        text += (
+            " Weights: "
+            + ", ".join(f"{k.replace('_', ' ')} {_num(w)}" for k, w in weights.items())
+            + "."
+        )
+    text += (
+        " The estimates are not independent (atlas similarity and the volumes both see "
+        "brain size), so the SD of the combination was scaled by "
+        f"{_num(comb.get('sd_scale', '?'))} to match its errors on the calibration cohort: "
+        f"here {_num(result.get('predicted_age_weeks', '?'))} ± "
+        f"{_num(result.get('uncertainty_sd_weeks', '?'))} weeks post-menstrual age "
+        f"({_num(result.get('predicted_age_months', '?'))} months after term, "
+        "(PMA - 40 weeks) / 4.345). Estimates further apart than "
+        f"{_num(par.get('spread_limit_weeks', '?'))} weeks (2 SD of their difference) were "
+        f"flagged (here {_num(result.get('method_spread_weeks', '?'))} weeks). The "
+        "brain-age gap (estimate minus chronological age) was scored against the gaps of "
+        "the healthy calibration infants at this age (mean "
+        f"{_num(result.get('gap_bias_weeks', '?'))}, SD "
+        f"{_num(result.get('gap_sd_weeks', '?'))} weeks)."
+    )
+    return text + norms_sentences(result, norms)
 
 
 def build_methods(
@@ -597,8 +671,11 @@ def build_methods(
             segmentation_paragraph(segmentation_qc or {}, segmentation_card or {}, m)
         )
     if status.get("brain_age") in ("done", "flagged"):
+        result = brainage or {}
         m.paragraphs.append(
-            brainage_paragraph(brainage or {}, brainage_card or {}, brainage_norms or {}, m)
+            infant_brainage_paragraph(result, brainage_norms or {}, m)
+            if result.get("population") == "infant"
+            else brainage_paragraph(result, brainage_card or {}, brainage_norms or {}, m)
         )
     if not m.paragraphs:
         m.paragraphs.append("No processing stage beyond input validation completed.")

@@ -94,13 +94,14 @@ def salvage_reports(
     cohort_tsv: PathLike,
     cohort_html: PathLike,
     norms: PathLike | None = None,
+    infant_norms: PathLike | None = None,
 ) -> list[str]:
     """Write the missing reports of sessions hit by a failed job, then the cohort table.
 
     `snakemake_log`: the run's log file(s) (Snakemake hands `onerror` a list).
     `sessions`: per session {"prefix", "html", "stages", "inputs"}, where "inputs" are the
     report rule's inputs as keyword arguments of `build_subject_report` (validation path
-    first). `norms`: the cohort's normative curves (see `write_cohort`). Returns the
+    first). `norms`, `infant_norms`: the cohort's normative curves (see `write_cohort`). Returns the
     prefixes that got a salvaged report.
     """
     logs = snakemake_log if isinstance(snakemake_log, list) else [snakemake_log]
@@ -127,7 +128,7 @@ def salvage_reports(
             for s in sessions
         ]
         stages = [p for p in stages if Path(p).is_file()]
-        write_cohort(stages, reports, cohort_tsv, cohort_html, norms)
+        write_cohort(stages, reports, cohort_tsv, cohort_html, norms, infant_norms)
     return salvaged
 
 

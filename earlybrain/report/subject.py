@@ -23,9 +23,9 @@ from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
 from earlybrain.report.brainage import (
-    CHART_CAPTION,
     brainage_html,
     brainage_row,
+    chart_caption,
     ensemble_card,
     stage_values,
     summary_line,
@@ -274,10 +274,9 @@ def stage_table(
             row |= _registration_row(passed, out.registration_qc)
         elif key == "segmentation":
             row |= _segmentation_stage_row(passed, out.segmentation_qc)
-        elif key == "brain_age" and kind == "infant" and out.brainage.path is None:
-            row |= {"status": NOT_YET, "detail": "infant brain age: not in this version"}
         elif key == "brain_age":
-            row |= _not_run(passed, out.brainage, "brainage") or brainage_row(out.brainage.content)
+            rule = "brainage_infant" if kind == "infant" else "brainage"
+            row |= _not_run(passed, out.brainage, rule) or brainage_row(out.brainage.content)
         else:
             row |= {"status": NOT_YET, "detail": ""}
         rows.append(row)
@@ -392,7 +391,8 @@ def _brainage_section(
     if not result.content:
         return []
     figure = Path(figure_path) if figure_path is not None else None
-    figs = [(CHART_CAPTION, figure.read_bytes())] if figure and figure.is_file() else []
+    caption = chart_caption(result.content)
+    figs = [(caption, figure.read_bytes())] if figure and figure.is_file() else []
     return [Section("Brain age", figs, brainage_html(result.content, zscores))]
 
 

@@ -12,6 +12,7 @@ rule cohort:
         stages=all_stages(),
         reports=all_reports(),
         norms=brainage_wf.norms_file(config["brainage"]),
+        infant_norms=INFANT_NORMS,
     output:
         tsv=COHORT_TSV,
         html=COHORT_HTML,
@@ -29,7 +30,8 @@ rule cohort:
         ENV
     shell:
         "{params.eb} step cohort --stages {input.stages:q} --reports {input.reports:q}"
-        " --norms {input.norms:q} --out-tsv {output.tsv:q} --out-html {output.html:q}"
+        " --norms {input.norms:q} --infant-norms {input.infant_norms:q}"
+        " --out-tsv {output.tsv:q} --out-html {output.html:q}"
         " > {log:q} 2>&1"
 
 

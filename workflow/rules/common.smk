@@ -104,6 +104,8 @@ SEGMENTATION_SETTINGS = segment_wf.inference_settings(config["segmentation"])
 INFANT_SEGMENTATION_SETTINGS = segment_wf.infant_settings(config["segmentation"])
 # inference keys of config brainage (empty: the shipped models/brainage ensemble and norms)
 BRAINAGE_SETTINGS = brainage_wf.inference_settings(config["brainage"])
+# normative curves of infant sessions (config brainage.infant_norms; null: the shipped ones)
+INFANT_NORMS = brainage_wf.infant_norms_file(config["brainage"])
 
 # the atlas: a relative manifest path missing from the working directory is taken
 # relative to the repository, where the shipped atlas lives (atlases/README.md)
@@ -233,12 +235,16 @@ def segmentation_outputs(rec):
 
 
 def brainage_outputs(rec):
-    """Outputs of brainage for a fetal session (workflow/rules/brainage.smk)."""
-    return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix)
+    """Outputs of brainage (fetal, workflow/rules/brainage.smk) or brainage_infant."""
+    if rec.kind == "fetal":
+        return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix)
+    return brainage_wf.infant_rule_outputs(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
 
 
 def brainage_figure(rec):
-    return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix)
+    if rec.kind == "fetal":
+        return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix)
+    return brainage_wf.infant_figure_path(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
 
 
 def segmentation_figure(rec):
@@ -344,7 +350,7 @@ def session_report_inputs(rec, validation):
 
     A validated fetal session is masked, its stacks ranked, reconstructed, registered
     to the atlas, segmented and aged; a validated infant session is masked, registered
-    to the infant atlas and segmented.
+    to the infant atlas, segmented and aged (brainage_infant).
     """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
@@ -365,10 +371,9 @@ def session_report_inputs(rec, validation):
         "segmentation_qc": segmentation_outputs(rec)["qc"] if passed else [],
         "volumes": segmentation_outputs(rec)["volumes"] if passed else [],
         "segmentation_figure": segmentation_figure(rec) if passed else [],
-        # infants: no brain age in this version (the report says so)
-        "brainage": brainage_outputs(rec)["brainage"] if fetal else [],
-        "zscores": brainage_outputs(rec)["zscores"] if fetal else [],
-        "brainage_figure": brainage_figure(rec) if fetal else [],
+        "brainage": brainage_outputs(rec)["brainage"] if passed else [],
+        "zscores": brainage_outputs(rec)["zscores"] if passed else [],
+        "brainage_figure": brainage_figure(rec) if passed else [],
     }
 
 
@@ -416,7 +421,7 @@ def salvage_reports(log):
             }
         )
     norms = brainage_wf.norms_file(config["brainage"])
-    done = salvage(log, sessions, COHORT_TSV, COHORT_HTML, norms)
+    done = salvage(log, sessions, COHORT_TSV, COHORT_HTML, norms, INFANT_NORMS)
     if done:
         print(f"reports written for the sessions with a failed job: {', '.join(done)}")
         print(f"cohort table: {COHORT_HTML}")

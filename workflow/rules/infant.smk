@@ -1,8 +1,11 @@
 # Infant sessions (3D T1w and/or T2w, term to 2 years): no SVR/SRR. The N4-corrected
 # image of the session's working contrast (T2w when present, or T1w from config
 # infant.t1w_from_months; earlybrain.preprocess.infant) is brain-masked by the network,
-# then registered to the infant atlas, segmented and aged by the same steps as a fetal
+# then registered to the infant atlas and segmented by the same steps as a fetal
 # reconstruction: the rules below reuse the fetal ones with infant inputs and outputs.
+# Its brain age has a method of its own (earlybrain.brainage.infant: atlas similarity,
+# volumes under the infant norms and myelination, combined), with the fetal outputs'
+# format, so the normative chart and the reports are the fetal ones.
 # Derived files are named `<prefix>_mod-<contrast>_...` (fetal: `<prefix>_rec-svr_...`).
 
 
@@ -106,3 +109,49 @@ use rule segment_figures as segment_figures_infant with:
     benchmark:
         f"{BENCH}/segment_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
 
+
+rule brainage_infant:
+    """Infant image + registration + segmentation -> desc-brainage.json and desc-zscores.tsv."""
+    input:
+        volume=infant_image,
+        mask=rules.infant_prep.output.mask,
+        affine=rules.register_infant.output.affine,
+        volumes=rules.segment_infant.output.volumes,
+        dseg=rules.segment_infant.output.dseg,
+        atlas=INFANT_MANIFEST,
+        norms=INFANT_NORMS,
+    output:
+        **brainage_wf.infant_rule_outputs(DERIV, "{sdir}", "{prefix}", "{suffix}"),
+    params:
+        eb=EARLYBRAIN,
+        age=lambda wildcards: session_of(wildcards).age_weeks,
+        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
+        prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+    log:
+        f"{LOGS}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step infant-brainage --volume {input.volume:q} --mask {input.mask:q}"
+        " --contrast {wildcards.suffix} --affine {input.affine:q}"
+        " --volumes {input.volumes:q} --dseg {input.dseg:q} --age {params.age}"
+        " --atlas {input.atlas:q} --norms {input.norms:q} --out-anat {params.anat:q}"
+        " --prefix {params.prefix:q} > {log:q} 2>&1"
+
+
+use rule brainage_figures as brainage_figures_infant with:
+    input:
+        brainage=rules.brainage_infant.output.brainage,
+        zscores=rules.brainage_infant.output.zscores,
+    output:
+        png=brainage_wf.infant_figure_path(DERIV, "{sdir}", "{prefix}", "{suffix}"),
+    log:
+        f"{LOGS}/brainage_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/brainage_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"

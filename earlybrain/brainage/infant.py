@@ -1,0 +1,967 @@
+"""One infant's brain age (term to 2 years) and normative z-scores, from the workflow's files.
+
+The fetal deep ensemble does not apply to infants (it was trained on 21-38 weeks GA, and
+its 2 mm grid is smaller than an infant head), so an infant's brain age combines three
+classical estimates, each with a calibrated SD:
+
+- atlas similarity: the template of the infant atlas (the session's contrast) that the
+  brain resembles most, as in the fetal path (`atlas_age`) but on a grid large enough
+  for a two-year-old head (`INFANT_GRID`). Its SD depends on the age: templates differ
+  a lot in size and contrast over the first year and hardly at all in the second;
+- volumes: the age that makes the tissue volumes most likely under the infant norms
+  (`norms.volume_age`, norms fitted on the simulated infant reference cohort);
+- myelination: white matter myelinates over the first two years, from the centre to
+  the periphery and from the back to the front (T1w first, T2w later; Barkovich et al.
+  1988, Dubois et al. 2014), so the contrast of each white-matter zone (deep, middle,
+  superficial x posterior, anterior; `wm_zone_masks`), of the cerebellum and of the
+  brainstem against deep grey matter changes with age, zone after zone. Each contrast
+  index is log(median region intensity / median deep grey matter intensity) inside the
+  session's segmentation; its mean is a logistic function of age and the indexes are
+  jointly normal around it (covariance from the calibration cohort), so the estimate is
+  the posterior mean over ages with a flat prior, and its SD is the posterior SD. The
+  zones share a subject's own white-matter intensity, so their differences carry the
+  age; once the last zone is myelinated (T1w after ~12 months, T2w after ~2 years) the
+  likelihood flattens and the estimate gets little weight. Needs `dseg`. With the
+  session's other contrast on the same grid (`other_contrasts`), the indexes of both
+  contrasts are modelled jointly (in the simulator a subject's tissue-intensity factors
+  are the same in both contrasts, so the joint estimate is more precise on simulated
+  infants than it can be on real ones).
+
+The primary estimate is their precision-weighted mean (weights 1 / SD^2). The estimates
+are not independent (atlas similarity and volumes both see brain size), so the naive SD
+of the mean is scaled to match the errors on the calibration cohort. The brain-age gap
+gets a z-score from the spread of healthy calibration subjects' gaps at that
+chronological age.
+
+All calibration numbers (`CALIBRATION`) come from 60 simulated infants of their own
+split code (`infant_reference.INFANT_CALIBRATION_SPLIT_CODE`; true labels, 1 mm, atlas
+orientation): never the norms' reference subjects, nor the held-out subjects of the
+benchmark and the tests. They depend on the simulator, the infant atlas and the shipped
+infant norms; rebuild them with `python bench/infant_brainage.py --calibrate` when one
+of them changes (a lab's own norms, `norms_file`, change the volumes' errors too).
+
+What to expect (bench/infant_brainage.py, 20 held-out simulated infants, registered):
+T2w sessions MAE 3.1 weeks (5.1 at 18-24 months), T1w-only sessions 6.0 (T1w myelination
+is complete by about a year; after that only brain size, ~5 % growth in six months
+against ~10 % between infants), both contrasts 2.4. Volumes and atlas similarity alone
+are poor (11-14 weeks) and get little weight. The gap z-score scores a healthy gap
+against the calibration cohort's gaps at that age.
+
+Writes `<prefix>_desc-brainage.json` and `<prefix>_desc-zscores.tsv` with the schema of
+the fetal step (`pipeline.brain_age_to_files`), so the reports render both.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, optimize, special
+
+from earlybrain import __version__
+from earlybrain.atlas.manifest import load_manifest
+from earlybrain.brainage import norms as norms_mod
+from earlybrain.brainage.atlas_age import TemplateInputs, similarity_age, template_inputs
+from earlybrain.brainage.ensemble import BrainAgeError
+from earlybrain.brainage.frame import Grid, network_input, rotation_of
+from earlybrain.brainage.infant_reference import shipped_infant_norms_path
+from earlybrain.brainage.pipeline import Z_LIMIT, brainage_paths, gap_scores
+from earlybrain.io.atomic import write_json_atomic, write_text_atomic
+from earlybrain.io.nifti import load_nifti
+from earlybrain.io.sidecar import write_sidecar
+from earlybrain.register import antsio
+from earlybrain.simulate.biometry import TERM_WEEKS, WEEKS_PER_MONTH
+
+PathLike = str | os.PathLike[str]
+
+CONTRASTS = ("T1w", "T2w")
+# holds the intracranial volume of a two-year-old 3 SD above the mean size (about
+# 147 x 183 x 129 mm) around its centroid, at the 2 mm of the fetal grid
+INFANT_GRID = Grid(shape=(78, 96, 72), voxel_mm=2.0)
+# estimates further apart than this many SDs of their difference are flagged
+SPREAD_Z = 2.0
+AGE_STEP_WEEKS = 0.1
+AGE_MARGIN_WEEKS = 2.0
+# contrast indexes: a region (detailed labels) against deep grey matter, the largest
+# compact grey matter: its core is free of partial volume even at 1.5 mm, which the
+# cortical ribbon (2-3 mm thick) is not
+INDEX_TISSUES: dict[str, tuple[int, ...]] = {"cerebellum": (8, 9), "brainstem": (12,)}
+REFERENCE_LABELS = (10, 11)
+WM_LABELS = (4, 5)
+CEREBRUM_LABELS = (2, 3, 4, 5, 6, 7, 10, 11)
+# cerebral white matter zones: bins of depth (0 at the ventricles' level .. 1 at the
+# cortex) and of position from back (0) to front (1); myelination sweeps through them
+# (4 x 3 zones did worse on 40 simulated infants: T2w leave-one-out MAE 3.8 against 3.3
+# weeks; smaller zones are noisier and their covariance less well determined)
+WM_DEPTH_BINS: dict[str, tuple[float, float]] = {
+    "deep": (0.0, 0.4),
+    "middle": (0.4, 0.7),
+    "superficial": (0.7, 1.01),
+}
+WM_AP_BINS: dict[str, tuple[float, float]] = {"posterior": (0.0, 0.5), "anterior": (0.5, 1.01)}
+MIN_INDEX_VOXELS = 50
+METHOD_ORDER = ("atlas_similarity", "volumes", "myelination")
+
+# --- calibration (generated by `bench/infant_brainage.py --calibrate`; do not edit) ---
+# fmt: off
+CALIBRATION: dict[str, Any] = (
+    {'source': 'bench/infant_brainage.py --calibrate: 60 simulated infants, split code 525, '
+               'seed 0, ages stratified over 0-24 months, true labels, atlas orientation, 1 mm',
+     'atlas': 'earlybrain-infant',
+     'norms': 'earlybrain simulated infant reference cohort: 100 healthy term-born infant '
+              'phantoms, postnatal age uniform 0-24 months (PMA 40-144.28 weeks), seed 0, true '
+              'labels at 1.2 mm',
+     'n': 60,
+     'age_range_weeks': [41.56, 143.266],
+     'volumes_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45, 92.14, 105.175,
+                                   118.21, 131.245, 144.28],
+                    'values': [5.9454, 7.25253, 8.72811, 9.56112, 9.77885, 10.1892, 14.3549,
+                               18.826, 17.1489, 15.7214, 15.6613]},
+     'atlas_similarity_sd': {'T1w': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                    92.14, 105.175, 118.21, 131.245, 144.28],
+                                     'values': [7.42778, 8.98664, 10.314, 13.0258, 19.1536,
+                                                24.7612, 24.4981, 21.9319, 21.296, 25.235,
+                                                20.3945]},
+                             'T2w': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                    92.14, 105.175, 118.21, 131.245, 144.28],
+                                     'values': [6.12823, 7.80773, 8.99823, 10.3521, 13.622,
+                                                17.8359, 20.6746, 20.7853, 21.658, 25.1376,
+                                                23.1301]}},
+     'myelination': {'T1w': {'names': ['T1w:WM_deep_posterior', 'T1w:WM_deep_anterior',
+                                       'T1w:WM_middle_posterior', 'T1w:WM_middle_anterior',
+                                       'T1w:WM_superficial_posterior',
+                                       'T1w:WM_superficial_anterior', 'T1w:cerebellum',
+                                       'T1w:brainstem'],
+                             'params': [[-5.39827, 5.61948, 8.26147, 13.2651],
+                                        [-1.84746, 2.07419, 21.7237, 15.6236],
+                                        [-1.17647, 1.4027, 30.9579, 15.1731],
+                                        [-0.516978, 0.748237, 51.563, 14.7268],
+                                        [-0.659038, 0.886316, 44.0214, 15.2764],
+                                        [-0.378225, 0.607876, 63.1877, 13.4797],
+                                        [-0.150114, 0.209411, 42.5469, 2.26264],
+                                        [0.125677, 0.0884758, 51.2687, 2.0]],
+                             'cov': [[0.00280853, 0.00277113, 0.00273878, 0.00273155, 0.0027907,
+                                      0.00276867, 0.00170112, 0.0010594],
+                                     [0.00277113, 0.00276732, 0.00273279, 0.00274611,
+                                      0.00279373, 0.00277932, 0.00167914, 0.00108155],
+                                     [0.00273878, 0.00273279, 0.00271589, 0.00272574,
+                                      0.00276871, 0.00276318, 0.00162654, 0.00102323],
+                                     [0.00273155, 0.00274611, 0.00272574, 0.00278514,
+                                      0.00280985, 0.00281603, 0.00169541, 0.000987823],
+                                     [0.0027907, 0.00279373, 0.00276871, 0.00280985, 0.00288848,
+                                      0.00284206, 0.00171328, 0.00102243],
+                                     [0.00276867, 0.00277932, 0.00276318, 0.00281603,
+                                      0.00284206, 0.00289588, 0.0017627, 0.00103125],
+                                     [0.00170112, 0.00167914, 0.00162654, 0.00169541,
+                                      0.00171328, 0.0017627, 0.00300292, 0.00178944],
+                                     [0.0010594, 0.00108155, 0.00102323, 0.000987823,
+                                      0.00102243, 0.00103125, 0.00178944, 0.00391792]],
+                             'age_range': [41.56, 143.266],
+                             'sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                   92.14, 105.175, 118.21, 131.245, 144.28],
+                                    'values': [1.99974, 2.45358, 2.87327, 2.84509, 2.53981,
+                                               3.35494, 6.00439, 12.8091, 13.9349, 13.6295,
+                                               13.3203]}},
+                     'T2w': {'names': ['T2w:WM_deep_posterior', 'T2w:WM_deep_anterior',
+                                       'T2w:WM_middle_posterior', 'T2w:WM_middle_anterior',
+                                       'T2w:WM_superficial_posterior',
+                                       'T2w:WM_superficial_anterior', 'T2w:cerebellum',
+                                       'T2w:brainstem'],
+                             'params': [[0.306099, -0.590122, 81.574, 7.84527],
+                                        [0.311131, -0.594242, 88.0324, 8.16646],
+                                        [0.315663, -0.595807, 91.4815, 7.90396],
+                                        [0.31981, -0.580845, 99.9903, 6.89126],
+                                        [0.315325, -0.581466, 98.2546, 7.28884],
+                                        [0.333246, -0.578113, 108.671, 7.11668],
+                                        [0.0449114, -0.100624, 63.2731, 2.0],
+                                        [-0.0814726, -0.202239, 66.2563, 2.0]],
+                             'cov': [[0.00274618, 0.00276539, 0.00272551, 0.00272896,
+                                      0.00273568, 0.00277122, 0.0014753, 0.00102096],
+                                     [0.00276539, 0.00283445, 0.00281068, 0.00285799, 0.0028575,
+                                      0.00291462, 0.00141211, 0.00108602],
+                                     [0.00272551, 0.00281068, 0.00282436, 0.00290789,
+                                      0.00290604, 0.00298545, 0.00133211, 0.00103112],
+                                     [0.00272896, 0.00285799, 0.00290789, 0.00318575,
+                                      0.00313748, 0.00337144, 0.00135419, 0.000980673],
+                                     [0.00273568, 0.0028575, 0.00290604, 0.00313748, 0.00314563,
+                                      0.00329747, 0.00133139, 0.00101718],
+                                     [0.00277122, 0.00291462, 0.00298545, 0.00337144,
+                                      0.00329747, 0.00395246, 0.00132111, 0.00100233],
+                                     [0.0014753, 0.00141211, 0.00133211, 0.00135419, 0.00133139,
+                                      0.00132111, 0.00286717, 0.00121186],
+                                     [0.00102096, 0.00108602, 0.00103112, 0.000980673,
+                                      0.00101718, 0.00100233, 0.00121186, 0.00352035]],
+                             'age_range': [41.56, 143.266],
+                             'sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                   92.14, 105.175, 118.21, 131.245, 144.28],
+                                    'values': [3.38918, 3.43891, 3.12718, 2.42271, 2.02909,
+                                               2.17489, 2.5094, 3.71717, 5.33093, 5.24891,
+                                               4.92332]}},
+                     'T1w+T2w': {'names': ['T1w:WM_deep_posterior', 'T1w:WM_deep_anterior',
+                                           'T1w:WM_middle_posterior', 'T1w:WM_middle_anterior',
+                                           'T1w:WM_superficial_posterior',
+                                           'T1w:WM_superficial_anterior', 'T1w:cerebellum',
+                                           'T1w:brainstem', 'T2w:WM_deep_posterior',
+                                           'T2w:WM_deep_anterior', 'T2w:WM_middle_posterior',
+                                           'T2w:WM_middle_anterior',
+                                           'T2w:WM_superficial_posterior',
+                                           'T2w:WM_superficial_anterior', 'T2w:cerebellum',
+                                           'T2w:brainstem'],
+                                 'params': [[-5.39827, 5.61948, 8.26147, 13.2651],
+                                            [-1.84746, 2.07419, 21.7237, 15.6236],
+                                            [-1.17647, 1.4027, 30.9579, 15.1731],
+                                            [-0.516978, 0.748237, 51.563, 14.7268],
+                                            [-0.659038, 0.886316, 44.0214, 15.2764],
+                                            [-0.378225, 0.607876, 63.1877, 13.4797],
+                                            [-0.150114, 0.209411, 42.5469, 2.26264],
+                                            [0.125677, 0.0884758, 51.2687, 2.0],
+                                            [0.306099, -0.590122, 81.574, 7.84527],
+                                            [0.311131, -0.594242, 88.0324, 8.16646],
+                                            [0.315663, -0.595807, 91.4815, 7.90396],
+                                            [0.31981, -0.580845, 99.9903, 6.89126],
+                                            [0.315325, -0.581466, 98.2546, 7.28884],
+                                            [0.333246, -0.578113, 108.671, 7.11668],
+                                            [0.0449114, -0.100624, 63.2731, 2.0],
+                                            [-0.0814726, -0.202239, 66.2563, 2.0]],
+                                 'cov': [[0.00280853, 0.00277113, 0.00273878, 0.00273155,
+                                          0.0027907, 0.00276867, 0.00170112, 0.0010594,
+                                          0.0025646, 0.00254782, 0.00249442, 0.00249887,
+                                          0.00251891, 0.0025328, 0.00164144, 0.000942544],
+                                         [0.00277113, 0.00276732, 0.00273279, 0.00274611,
+                                          0.00279373, 0.00277932, 0.00167914, 0.00108155,
+                                          0.0025351, 0.00252367, 0.00246357, 0.00247362,
+                                          0.00248495, 0.00253899, 0.00159473, 0.000967263],
+                                         [0.00273878, 0.00273279, 0.00271589, 0.00272574,
+                                          0.00276871, 0.00276318, 0.00162654, 0.00102323,
+                                          0.00249713, 0.00248266, 0.00243798, 0.00244446,
+                                          0.00246046, 0.00251687, 0.00154527, 0.000917947],
+                                         [0.00273155, 0.00274611, 0.00272574, 0.00278514,
+                                          0.00280985, 0.00281603, 0.00169541, 0.000987823,
+                                          0.00251069, 0.00248412, 0.00242443, 0.00244758,
+                                          0.00245721, 0.00253852, 0.00160961, 0.000866228],
+                                         [0.0027907, 0.00279373, 0.00276871, 0.00280985,
+                                          0.00288848, 0.00284206, 0.00171328, 0.00102243,
+                                          0.00256613, 0.00254652, 0.00249158, 0.00251661,
+                                          0.00255112, 0.00258571, 0.00161744, 0.000893324],
+                                         [0.00276867, 0.00277932, 0.00276318, 0.00281603,
+                                          0.00284206, 0.00289588, 0.0017627, 0.00103125,
+                                          0.00254218, 0.00252056, 0.00246979, 0.00250885,
+                                          0.00251018, 0.00263742, 0.00167817, 0.000868184],
+                                         [0.00170112, 0.00167914, 0.00162654, 0.00169541,
+                                          0.00171328, 0.0017627, 0.00300292, 0.00178944,
+                                          0.00154298, 0.00149516, 0.00141053, 0.00143895,
+                                          0.00142857, 0.00136532, 0.00274107, 0.0014245],
+                                         [0.0010594, 0.00108155, 0.00102323, 0.000987823,
+                                          0.00102243, 0.00103125, 0.00178944, 0.00391792,
+                                          0.00129467, 0.00139043, 0.00133148, 0.00128117,
+                                          0.0013149, 0.0012181, 0.00135782, 0.00346947],
+                                         [0.0025646, 0.0025351, 0.00249713, 0.00251069,
+                                          0.00256613, 0.00254218, 0.00154298, 0.00129467,
+                                          0.00274618, 0.00276539, 0.00272551, 0.00272896,
+                                          0.00273568, 0.00277122, 0.0014753, 0.00102096],
+                                         [0.00254782, 0.00252367, 0.00248266, 0.00248412,
+                                          0.00254652, 0.00252056, 0.00149516, 0.00139043,
+                                          0.00276539, 0.00283445, 0.00281068, 0.00285799,
+                                          0.0028575, 0.00291462, 0.00141211, 0.00108602],
+                                         [0.00249442, 0.00246357, 0.00243798, 0.00242443,
+                                          0.00249158, 0.00246979, 0.00141053, 0.00133148,
+                                          0.00272551, 0.00281068, 0.00282436, 0.00290789,
+                                          0.00290604, 0.00298545, 0.00133211, 0.00103112],
+                                         [0.00249887, 0.00247362, 0.00244446, 0.00244758,
+                                          0.00251661, 0.00250885, 0.00143895, 0.00128117,
+                                          0.00272896, 0.00285799, 0.00290789, 0.00318575,
+                                          0.00313748, 0.00337144, 0.00135419, 0.000980673],
+                                         [0.00251891, 0.00248495, 0.00246046, 0.00245721,
+                                          0.00255112, 0.00251018, 0.00142857, 0.0013149,
+                                          0.00273568, 0.0028575, 0.00290604, 0.00313748,
+                                          0.00314563, 0.00329747, 0.00133139, 0.00101718],
+                                         [0.0025328, 0.00253899, 0.00251687, 0.00253852,
+                                          0.00258571, 0.00263742, 0.00136532, 0.0012181,
+                                          0.00277122, 0.00291462, 0.00298545, 0.00337144,
+                                          0.00329747, 0.00395246, 0.00132111, 0.00100233],
+                                         [0.00164144, 0.00159473, 0.00154527, 0.00160961,
+                                          0.00161744, 0.00167817, 0.00274107, 0.00135782,
+                                          0.0014753, 0.00141211, 0.00133211, 0.00135419,
+                                          0.00133139, 0.00132111, 0.00286717, 0.00121186],
+                                         [0.000942544, 0.000967263, 0.000917947, 0.000866228,
+                                          0.000893324, 0.000868184, 0.0014245, 0.00346947,
+                                          0.00102096, 0.00108602, 0.00103112, 0.000980673,
+                                          0.00101718, 0.00100233, 0.00121186, 0.00352035]],
+                                 'age_range': [41.56, 143.266],
+                                 'sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                       92.14, 105.175, 118.21, 131.245,
+                                                       144.28],
+                                        'values': [1.07219, 1.05723, 1.14063, 1.20796, 1.35474,
+                                                   1.73494, 2.34673, 3.84914, 5.02227, 4.81607,
+                                                   4.63287]}}},
+     'combined': {'T1w|': {'sd_scale': 1.23856,
+                           'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                       92.14, 105.175, 118.21, 131.245,
+                                                       144.28],
+                                        'values': [4.70147, 4.75409, 4.78506, 5.52062, 6.19996,
+                                                   5.86259, 3.70893, 1.8535, -5.06217, -13.0579,
+                                                   -12.9559]},
+                           'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                     92.14, 105.175, 118.21, 131.245, 144.28],
+                                      'values': [4.20332, 5.86038, 8.84902, 13.3376, 16.8784,
+                                                 17.0305, 14.7644, 13.2995, 12.9917, 12.5437,
+                                                 9.51633]}},
+                  'T1w|T1w': {'sd_scale': 1.01645,
+                              'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                          83.45, 92.14, 105.175, 118.21,
+                                                          131.245, 144.28],
+                                           'values': [0.463587, -0.0364834, -0.75894, -1.24481,
+                                                      -0.344272, 1.68513, 3.61149, 4.63395,
+                                                      -1.71722, -10.7311, -13.6776]},
+                              'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                        92.14, 105.175, 118.21, 131.245,
+                                                        144.28],
+                                         'values': [1.28606, 1.56304, 1.99081, 2.29316, 2.64485,
+                                                    3.31392, 4.97259, 7.08247, 6.46317, 5.70855,
+                                                    3.89965]}},
+                  'T1w|T1w+T2w': {'sd_scale': 0.999924,
+                                  'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                              83.45, 92.14, 105.175, 118.21,
+                                                              131.245, 144.28],
+                                               'values': [0.544152, 0.353652, 0.273487,
+                                                          0.0958151, -0.108306, -0.133154,
+                                                          0.0480111, 0.775386, -0.178579,
+                                                          -3.05631, -4.98896]},
+                                  'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                            83.45, 92.14, 105.175, 118.21,
+                                                            131.245, 144.28],
+                                             'values': [0.916165, 0.961443, 1.08374, 1.21829,
+                                                        1.46135, 1.7062, 2.24499, 3.79393,
+                                                        3.80202, 2.92295, 2.77649]}},
+                  'T2w|': {'sd_scale': 1.26324,
+                           'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                       92.14, 105.175, 118.21, 131.245,
+                                                       144.28],
+                                        'values': [4.31293, 4.33719, 4.3147, 5.09738, 6.03415,
+                                                   6.12408, 4.6082, 3.89153, -2.9311, -12.2726,
+                                                   -13.4783]},
+                           'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                     92.14, 105.175, 118.21, 131.245, 144.28],
+                                      'values': [4.24962, 5.87694, 8.79532, 13.1529, 16.5584,
+                                                 16.8618, 15.1853, 13.6809, 12.0573, 10.8557,
+                                                 8.16756]}},
+                  'T2w|T2w': {'sd_scale': 0.987735,
+                              'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                          83.45, 92.14, 105.175, 118.21,
+                                                          131.245, 144.28],
+                                           'values': [2.18656, 1.25865, 0.269548, -0.22975,
+                                                      -0.0868012, 0.292821, 0.506061, 1.11817,
+                                                      0.311131, -2.37966, -5.13751]},
+                              'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76, 83.45,
+                                                        92.14, 105.175, 118.21, 131.245,
+                                                        144.28],
+                                         'values': [1.62239, 1.52557, 1.61597, 1.85838, 2.22503,
+                                                    2.3472, 2.57037, 4.36968, 4.50819, 3.09516,
+                                                    3.18639]}},
+                  'T2w|T1w+T2w': {'sd_scale': 1.01418,
+                                  'gap_bias': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                              83.45, 92.14, 105.175, 118.21,
+                                                              131.245, 144.28],
+                                               'values': [0.545553, 0.355202, 0.271309,
+                                                          0.0901632, -0.113869, -0.137439,
+                                                          0.055646, 0.857289, -0.0869993,
+                                                          -3.10493, -5.09379]},
+                                  'gap_sd': {'ages_weeks': [40.0, 48.69, 57.38, 66.07, 74.76,
+                                                            83.45, 92.14, 105.175, 118.21,
+                                                            131.245, 144.28],
+                                             'values': [0.90087, 0.951009, 1.08024, 1.22317,
+                                                        1.47055, 1.71041, 2.27288, 3.93252,
+                                                        4.02195, 3.00427, 2.78929]}}},
+     'in_sample_mae_weeks': {'volumes': 11.76,
+                             'atlas_similarity T1w': 14.51,
+                             'atlas_similarity T2w': 13.67,
+                             'myelination T1w (leave-one-out)': 7.17,
+                             'myelination T2w (leave-one-out)': 3.03,
+                             'myelination T1w+T2w (leave-one-out)': 2.37,
+                             'combined T1w|': 11.61,
+                             'combined T1w|T1w': 5.64,
+                             'combined T1w|T1w+T2w': 2.29,
+                             'combined T2w|': 11.49,
+                             'combined T2w|T2w': 2.83,
+                             'combined T2w|T1w+T2w': 2.35}}
+)
+# fmt: on
+# --- end of calibration -------------------------------------------------------------
+
+
+def weeks_to_months(pma_weeks: float) -> float:
+    """Postnatal months of a term-born infant from its postmenstrual age (weeks)."""
+    return (float(pma_weeks) - TERM_WEEKS) / WEEKS_PER_MONTH
+
+
+def _r(v: float | None, digits: int = 2) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
+
+
+# --- myelination ---------------------------------------------------------------------
+
+
+def _region_median(image: np.ndarray, region: np.ndarray, erode: bool) -> float:
+    """Median intensity of a region; eroded by one voxel against partial volume when
+    enough is left. NaN when the region is (nearly) empty."""
+    if region.sum() < MIN_INDEX_VOXELS:
+        return float("nan")
+    box = ndimage.find_objects(region.astype(np.uint8))[0]
+    sub, img = region[box], image[box]
+    if erode:
+        core = ndimage.binary_erosion(sub)
+        if core.sum() >= MIN_INDEX_VOXELS:
+            sub = core
+    return float(np.median(img[sub]))
+
+
+def index_names() -> tuple[str, ...]:
+    """Names of a contrast's indexes, in model order: white-matter zones, then tissues."""
+    zones = tuple(f"WM_{d}_{p}" for d in WM_DEPTH_BINS for p in WM_AP_BINS)
+    return zones + tuple(INDEX_TISSUES)
+
+
+def wm_zone_masks(
+    dseg: np.ndarray, affine: np.ndarray, atlas_to_subject: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Masks of the cerebral white-matter zones (cores: eroded by one voxel).
+
+    Positions come from the subject's own cerebrum in atlas orientation: coordinates
+    about its centroid, rotated by the registration's rotation, scaled by the semi-axes
+    of the ellipsoid with the same second moments (a^2 = 5 x variance). Depth is the
+    ellipsoidal radius from 0.3 (the ventricles' level) to 0.9 (the cortex) mapped to
+    0..1; the front-back position is the anterior coordinate mapped to 0..1. Size-free
+    and orientation-free, so the zones of any subject cover the same anatomy.
+    """
+    cerebrum = np.isin(dseg, CEREBRUM_LABELS)
+    wm = ndimage.binary_erosion(np.isin(dseg, WM_LABELS))
+    if cerebrum.sum() < MIN_INDEX_VOXELS or wm.sum() < MIN_INDEX_VOXELS:
+        return {}
+    lin, off = np.asarray(affine, dtype=float)[:3, :3], np.asarray(affine, dtype=float)[:3, 3]
+    rot = rotation_of(atlas_to_subject)
+    pts = np.argwhere(cerebrum) @ lin.T + off
+    centre = pts.mean(axis=0)
+    semi = np.sqrt(5.0 * (((pts - centre) @ rot) ** 2).mean(axis=0))
+    idx = np.argwhere(wm)
+    rel = ((idx @ lin.T + off - centre) @ rot) / semi
+    depth = np.clip((np.linalg.norm(rel, axis=1) - 0.3) / 0.6, 0.0, 1.0)
+    front = np.clip((rel[:, 1] + 1.0) / 2.0, 0.0, 1.0)
+    out = {}
+    for dname, (d0, d1) in WM_DEPTH_BINS.items():
+        for pname, (p0, p1) in WM_AP_BINS.items():
+            sel = (depth >= d0) & (depth < d1) & (front >= p0) & (front < p1)
+            mask = np.zeros(dseg.shape, dtype=bool)
+            mask[tuple(idx[sel].T)] = True
+            out[f"WM_{dname}_{pname}"] = mask
+    return out
+
+
+def contrast_indexes(
+    image: np.ndarray, dseg: np.ndarray, affine: np.ndarray, atlas_to_subject: np.ndarray
+) -> dict[str, float]:
+    """log(median intensity / median deep GM intensity) of each `index_names()`.
+
+    `dseg` holds earlybrain's 12 labels on the image's grid (`affine`), `atlas_to_subject`
+    the registration's map (only its rotation is used: `wm_zone_masks`). Every region
+    is eroded by one voxel (its core, away from partial volume). NaN for a region the
+    segmentation has (almost) none of, or a non-positive median. Within a subject the
+    zones share its white-matter intensity, so their differences follow myelination
+    alone: the sweep from deep to superficial and from back to front keeps the indexes
+    changing into the second year on T2w.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    dseg = np.asarray(dseg)
+    ref = _region_median(image, np.isin(dseg, REFERENCE_LABELS), erode=True)
+    regions = wm_zone_masks(dseg, affine, atlas_to_subject)
+    values = {name: _region_median(image, m, erode=False) for name, m in regions.items()}
+    for name, labels in INDEX_TISSUES.items():
+        values[name] = _region_median(image, np.isin(dseg, labels), erode=True)
+    out = {}
+    for name in index_names():
+        v = values.get(name, float("nan"))
+        ok = np.isfinite(v) and np.isfinite(ref) and v > 0 and ref > 0
+        out[name] = float(np.log(v / ref)) if ok else float("nan")
+    return out
+
+
+def logistic(ages: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """p0 + p1 * sigmoid((age - p2) / p3): the mean contrast index at each age."""
+    return p[0] + p[1] * special.expit((np.asarray(ages, dtype=float) - p[2]) / p[3])
+
+
+def fit_logistic(ages: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares logistic curve of an index against age: from several starts (or
+    the one given), with centre and width bounded so that a flat index stays a
+    well-defined, flat curve."""
+    ages, y = np.asarray(ages, dtype=float), np.asarray(y, dtype=float)
+    lo, hi = float(ages.min()), float(ages.max())
+    bounds = (
+        np.array([-np.inf, -np.inf, lo - 60.0, 2.0]),
+        np.array([np.inf, np.inf, hi + 60.0, 60.0]),
+    )
+    if start is not None:
+        starts = [np.asarray(start, dtype=float)]
+    else:
+        order = np.argsort(ages)
+        k = max(3, len(ages) // 6)
+        y0, y1 = float(np.mean(y[order[:k]])), float(np.mean(y[order[-k:]]))
+        starts = [
+            np.array([y0, (y1 - y0) or 1e-3, centre, width])
+            for centre in np.linspace(lo - 20.0, hi, 6)
+            for width in (5.0, 20.0)
+        ]
+    best = None
+    for x0 in starts:
+        x0 = np.clip(x0, bounds[0] + 1e-6, bounds[1] - 1e-6)
+        res = optimize.least_squares(lambda p: logistic(ages, p) - y, x0, bounds=bounds)
+        if best is None or res.cost < best.cost:
+            best = res
+    return best.x
+
+
+@dataclass(frozen=True)
+class MyelinationModel:
+    """Contrast indexes ~ Normal(logistic curves of age, covariance), one contrast."""
+
+    contrast: str
+    names: tuple[str, ...]
+    params: np.ndarray  # (n_indexes, 4) logistic parameters, ages in PMA weeks
+    cov: np.ndarray  # (n_indexes, n_indexes) residual covariance
+    age_range: tuple[float, float]
+
+    @classmethod
+    def from_dict(cls, contrast: str, d: Mapping[str, Any]) -> MyelinationModel:
+        return cls(
+            contrast,
+            tuple(d["names"]),
+            np.asarray(d["params"], dtype=float),
+            np.asarray(d["cov"], dtype=float),
+            tuple(float(a) for a in d["age_range"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "params": [[float(v) for v in p] for p in self.params],
+            "cov": [[float(v) for v in row] for row in self.cov],
+            "age_range": list(self.age_range),
+        }
+
+    @classmethod
+    def fit(
+        cls,
+        contrast: str,
+        ages: np.ndarray,
+        indexes: np.ndarray,
+        names: tuple[str, ...],
+        start: MyelinationModel | None = None,
+    ) -> MyelinationModel:
+        """Fit on (ages, indexes) of healthy subjects (rows with a NaN index are skipped);
+        `start`: a model fitted on similar data whose curves start the fit (one start)."""
+        ages, indexes = np.asarray(ages, dtype=float), np.asarray(indexes, dtype=float)
+        ok = np.all(np.isfinite(indexes), axis=1)
+        ages, indexes = ages[ok], indexes[ok]
+        params = np.stack(
+            [
+                fit_logistic(ages, indexes[:, j], None if start is None else start.params[j])
+                for j in range(len(names))
+            ]
+        )
+        resid = indexes - np.stack([logistic(ages, p) for p in params], axis=1)
+        n, p = len(ages), 4
+        cov = resid.T @ resid / max(n - p, 1)
+        return cls(contrast, names, params, cov, (float(ages.min()), float(ages.max())))
+
+    def grid(self) -> np.ndarray:
+        lo, hi = self.age_range[0] - AGE_MARGIN_WEEKS, self.age_range[1] + AGE_MARGIN_WEEKS
+        return np.arange(lo, hi + AGE_STEP_WEEKS / 2, AGE_STEP_WEEKS)
+
+    def estimate(self, indexes: Mapping[str, float]) -> dict[str, Any]:
+        """Posterior mean and SD of age (flat prior over the calibrated ages) given the
+        indexes (the calibrated SD is a table by age: `estimates`)."""
+        use = [j for j, s in enumerate(self.names) if np.isfinite(indexes.get(s, np.nan))]
+        if not use:
+            raise BrainAgeError("no contrast index could be measured (no tissue in the dseg)")
+        grid = self.grid()
+        x = np.array([indexes[self.names[j]] for j in use])
+        mu = np.stack([logistic(grid, self.params[j]) for j in use], axis=1)
+        prec = np.linalg.inv(self.cov[np.ix_(use, use)])
+        r = x[None, :] - mu
+        ll = -0.5 * np.einsum("gi,ij,gj->g", r, prec, r)
+        w = np.exp(ll - ll.max())
+        w /= w.sum()
+        mean = float(np.sum(w * grid))
+        sd = float(np.sqrt(np.sum(w * (grid - mean) ** 2)))
+        return {
+            "age_weeks": mean,
+            "sd_posterior_weeks": sd,
+            "indexes": {self.names[j]: float(x[k]) for k, j in enumerate(use)},
+            "structures": [self.names[j] for j in use],
+        }
+
+
+# --- calibrated SDs and the combination ----------------------------------------------
+
+
+def _table(table: Mapping[str, Any], age: float) -> float:
+    """Piecewise-linear value of a {ages_weeks, values} table, flat beyond its ends."""
+    return float(np.interp(age, table["ages_weeks"], table["values"]))
+
+
+def myelination_key(contrasts: Iterable[str]) -> str:
+    """Calibration key of a set of contrasts, e.g. "T1w+T2w"."""
+    return "+".join(sorted(set(contrasts)))
+
+
+def configuration_key(contrast: str, myelination: Iterable[str]) -> str:
+    """Calibration key of the session contrast and the myelination contrasts, e.g.
+    "T1w|T1w+T2w", or "T1w|" without a myelination estimate."""
+    return f"{contrast}|{myelination_key(myelination)}"
+
+
+def _need(calibration: Mapping[str, Any], section: str, key: str) -> Any:
+    try:
+        return calibration[section][key]
+    except KeyError:
+        have = ", ".join(calibration.get(section, {})) or "none"
+        raise BrainAgeError(
+            f"no infant brain-age calibration {section}[{key!r}] (has {have}): run "
+            "bench/infant_brainage.py --calibrate"
+        ) from None
+
+
+def combine(estimates: Mapping[str, tuple[float, float]]) -> tuple[float, float, dict]:
+    """Precision-weighted mean of {method: (age, sd)}, its naive SD, and the weights."""
+    w = {k: 1.0 / max(sd, 1e-3) ** 2 for k, (_, sd) in estimates.items()}
+    total = sum(w.values())
+    age = sum(w[k] * a for k, (a, _) in estimates.items()) / total
+    return float(age), float(total**-0.5), {k: v / total for k, v in w.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _templates(manifest: str, contrast: str, mtime: float) -> TemplateInputs:
+    return template_inputs(manifest, contrast, INFANT_GRID)
+
+
+def infant_templates(manifest: PathLike, contrast: str) -> TemplateInputs:
+    """The atlas' templates of `contrast` on `INFANT_GRID` (cached per manifest version)."""
+    path = Path(load_manifest(manifest).path).resolve()
+    return _templates(str(path), contrast, path.stat().st_mtime)
+
+
+def subject_indexes(
+    images: Mapping[str, np.ndarray],
+    dseg: np.ndarray,
+    affine: np.ndarray,
+    atlas_to_subject: np.ndarray,
+) -> dict[str, float]:
+    """Contrast indexes of every contrast, named "<contrast>:<region>"."""
+    return {
+        f"{c}:{t}": v
+        for c, image in images.items()
+        for t, v in contrast_indexes(image, dseg, affine, atlas_to_subject).items()
+    }
+
+
+def volume_posterior(norms: norms_mod.Norms, volumes: Mapping[str, float]) -> dict[str, Any]:
+    """Posterior mean and SD of age given the tissue volumes, flat prior over the norms'
+    ages (+- `AGE_MARGIN_WEEKS`).
+
+    `norms.volume_age` gives the most likely age and an SD scaled by the norms'
+    leave-one-out factor (the structures all scale with head size, so treating them as
+    independent makes the likelihood too sharp). Near the ends of the infant range,
+    where a large one-year-old's volumes are most likely at or beyond 24 months, that
+    most likely age sits on the edge and the SD of a posterior cut by the edge is small:
+    an overconfident estimate. Here the likelihood is tempered by the same factor (its
+    log divided by the factor squared, as if every SD were that much larger), and the
+    estimate is the posterior mean, whose SD stays honest at the edges.
+    """
+    ml = norms_mod.volume_age(norms, volumes)
+    used = list(ml["structures"])
+    cal = norms.volume_age_calibration
+    scale = float(cal["sd_scale"]) if ml["calibrated"] and cal else 1.0
+    lo, hi = norms.age_range
+    grid = np.arange(lo - AGE_MARGIN_WEEKS, hi + AGE_MARGIN_WEEKS + 1e-9, AGE_STEP_WEEKS)
+    ll = np.zeros_like(grid)
+    for s in used:
+        m = norms.model(s)
+        sd = m.sd_log(grid)
+        ll -= np.log(sd) + 0.5 * ((np.log(float(volumes[s])) - m.mean_log(grid)) / sd) ** 2
+    w = np.exp((ll - ll.max()) / scale**2)
+    w /= w.sum()
+    mean = float(np.sum(w * grid))
+    return {
+        "age_weeks": mean,
+        "sd_posterior_weeks": float(np.sqrt(np.sum(w * (grid - mean) ** 2))),
+        "most_likely_age_weeks": float(ml["age_weeks"]),
+        "likelihood_tempering": scale,
+        "structures": used,
+        "note": ml["note"],
+    }
+
+
+def estimates(
+    x: np.ndarray,
+    contrast: str,
+    volumes: Mapping[str, float],
+    indexes: Mapping[str, float] | None,
+    norms: norms_mod.Norms,
+    templates: TemplateInputs,
+    calibration: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Each method's estimate with its calibrated SD (`sd_weeks`): `x` is the subject on
+    `INFANT_GRID` (`frame.network_input`) in `contrast`, `indexes` its contrast indexes
+    (`subject_indexes`; None: no myelination estimate)."""
+    atlas = similarity_age(x, templates) | {"contrast": contrast}
+    table = _need(calibration, "atlas_similarity_sd", contrast)
+    atlas["sd_weeks"] = _table(table, float(atlas["age_weeks"]))
+    vol = volume_posterior(norms, volumes)
+    vol["sd_weeks"] = _table(calibration["volumes_sd"], float(vol["age_weeks"]))
+    out = {"atlas_similarity": atlas, "volumes": vol}
+    if indexes:
+        key = myelination_key(k.split(":")[0] for k in indexes)
+        fitted = _need(calibration, "myelination", key)
+        est = MyelinationModel.from_dict(key, fitted).estimate(indexes)
+        est["sd_weeks"] = _table(fitted["sd"], float(est["age_weeks"]))
+        out["myelination"] = est | {"contrasts": key.split("+")}
+    return out
+
+
+def combined_estimate(
+    methods: Mapping[str, dict[str, Any]], configuration: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The primary estimate: precision-weighted mean, SD scaled to the calibration."""
+    ests = {k: (float(m["age_weeks"]), float(m["sd_weeks"])) for k, m in methods.items()}
+    age, sd_naive, weights = combine(ests)
+    scale = float(configuration["sd_scale"])
+    return {
+        "age_weeks": age,
+        "sd_weeks": sd_naive * scale,
+        "sd_naive_weeks": sd_naive,
+        "sd_scale": scale,
+        "weights": {k: round(v, 3) for k, v in weights.items()},
+        "rule": "sum(age_k / sd_k^2) / sum(1 / sd_k^2); sd = sd_scale / sqrt(sum(1 / sd_k^2))",
+    }
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+def _load_like(path: PathLike, ref: Any, what: str) -> np.ndarray:
+    img = load_nifti(path)
+    if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-3):
+        raise BrainAgeError(f"{path}: {what} grid differs from the volume's")
+    return np.asarray(img.dataobj)
+
+
+def infant_brain_age_to_files(
+    volume: PathLike,
+    mask: PathLike,
+    contrast: str,
+    affine_xfm: PathLike,
+    volumes_tsv: PathLike,
+    age_weeks: float,
+    manifest: PathLike,
+    out_anat: PathLike,
+    prefix: str,
+    norms_file: PathLike | None = None,
+    *,
+    dseg: PathLike | None = None,
+    other_contrasts: Mapping[str, PathLike] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Estimate an infant's brain age, score its volumes; write both outputs.
+
+    volume: the session's N4-corrected 3D image in `contrast` ("T1w" or "T2w"), the
+        one registered and segmented; mask: its intracranial mask (same grid);
+    affine_xfm: the registration's affine .mat to the infant atlas (atlas -> subject;
+        only its rotation is used);
+    volumes_tsv: the segmentation's volumes (`segment.volumes`);
+    age_weeks: postmenstrual age (40 + months x 4.345 for a term-born infant);
+    manifest: the infant atlas (templates of `contrast`);
+    out_anat, prefix: where `<prefix>_desc-brainage.json` and `<prefix>_desc-zscores.tsv`
+        (+ its sidecar) go;
+    norms_file: infant norms (default: the shipped `models/brainage/norms_infant.json`);
+    dseg: the segmentation (earlybrain's 12 labels, the volume's grid); enables the
+        myelination estimate, which is left out (and said so) without it;
+    other_contrasts: {contrast: image} of the session's other contrast resampled onto
+        the volume's grid (e.g. the T2w of a T1w session): its indexes join the
+        myelination estimate (T2w keeps changing until ~15 months, T1w until ~10);
+    calibration: the calibration (default `CALIBRATION`; for tests).
+    Returns the JSON's content. Raises BrainAgeError on unusable inputs.
+    """
+    t0 = time.perf_counter()
+    calibration = CALIBRATION if calibration is None else calibration
+    if not calibration:
+        raise BrainAgeError("infant.CALIBRATION is empty: run bench/infant_brainage.py --calibrate")
+    other_contrasts = dict(other_contrasts or {})
+    for c in (contrast, *other_contrasts):
+        if c not in CONTRASTS:
+            raise BrainAgeError(f"infant brain age works on T1w and T2w images, got {c!r}")
+    if not np.isfinite(float(age_weeks)):
+        raise BrainAgeError(f"age {age_weeks!r} is not a number")
+    norms_path = Path(norms_file) if norms_file else shipped_infant_norms_path()
+    norms = norms_mod.Norms.from_json(norms_path)
+    vol = load_nifti(volume)
+    image = np.nan_to_num(np.asarray(vol.dataobj, dtype=np.float32))
+    if image.ndim != 3:
+        raise BrainAgeError(f"{volume}: expected a 3D volume, got shape {image.shape}")
+    brain = _load_like(mask, vol, "mask") > 0
+    if brain.sum() < 100:
+        raise BrainAgeError(f"{mask}: brain mask is empty or tiny")
+    matrix = antsio.read_matrix_transform(affine_xfm)
+    x = network_input(image, vol.affine, brain, matrix, INFANT_GRID)
+    templates = infant_templates(manifest, contrast)
+    indexes, left_out = None, []
+    if dseg is not None:
+        labels = np.rint(_load_like(dseg, vol, "dseg")).astype(np.int16)
+        images = {contrast: image} | {
+            c: np.nan_to_num(_load_like(p, vol, f"{c} image").astype(np.float32))
+            for c, p in other_contrasts.items()
+            if c != contrast
+        }
+        indexes = subject_indexes(images, labels, vol.affine, matrix)
+        if not any(np.isfinite(v) for v in indexes.values()):
+            indexes, left_out = None, ["myelination (no tissue of the dseg could be measured)"]
+    else:
+        left_out = ["myelination (no dseg given)"]
+    vols = norms_mod.read_volumes_tsv(volumes_tsv)
+    methods = estimates(x, contrast, vols, indexes, norms, templates, calibration)
+    config_key = configuration_key(
+        contrast, methods["myelination"]["contrasts"] if "myelination" in methods else ()
+    )
+    config = _need(calibration, "combined", config_key)
+    primary = combined_estimate(methods, config)
+    age, sd = float(primary["age_weeks"]), float(primary["sd_weeks"])
+    chrono = float(age_weeks)
+
+    # do the estimates agree: the largest and smallest, against the SD of their difference
+    hi_k = max(methods, key=lambda k: methods[k]["age_weeks"])
+    lo_k = min(methods, key=lambda k: methods[k]["age_weeks"])
+    spread = float(methods[hi_k]["age_weeks"] - methods[lo_k]["age_weeks"])
+    spread_limit = SPREAD_Z * float(np.hypot(methods[hi_k]["sd_weeks"], methods[lo_k]["sd_weeks"]))
+    gap = age - chrono
+    # healthy gaps at this age ~ N(bias, sd): the combination leans towards the middle
+    # of the calibrated ages (a bounded range), and its cues fade after ~10-15 months
+    gap_bias, gap_sd = _table(config["gap_bias"], chrono), _table(config["gap_sd"], chrono)
+    gap_z, gap_centile = gap_scores(gap - gap_bias, gap_sd)
+    cal_lo, cal_hi = calibration["age_range_weeks"]
+    outside = not (cal_lo - AGE_MARGIN_WEEKS <= chrono <= cal_hi + AGE_MARGIN_WEEKS)
+    rows = norms_mod.subject_zscores(norms, chrono, vols, Z_LIMIT)
+    flags = [
+        f"{r['structure']} volume z = {r['z']:+.2f} (|z| > {Z_LIMIT:g})" for r in rows if r["flag"]
+    ]
+    if abs(gap_z) > Z_LIMIT:
+        flags.append(
+            f"brain-age gap {gap:+.1f} weeks, z = {gap_z:+.2f} (|z| > {Z_LIMIT:g}; healthy "
+            f"gaps at this age {gap_bias:+.1f} ± {gap_sd:.1f} weeks)"
+        )
+    if spread > spread_limit:
+        flags.append(
+            f"the age estimates disagree by {spread:.1f} weeks (> {spread_limit:.1f}, "
+            f"{SPREAD_Z:g} SD of their difference): "
+            + ", ".join(
+                f"{k} {m['age_weeks']:.1f} ± {m['sd_weeks']:.1f}" for k, m in methods.items()
+            )
+        )
+    if outside:
+        flags.append(
+            f"age {chrono:g} weeks PMA is outside the calibrated infant ages "
+            f"{cal_lo:g}-{cal_hi:g} weeks: an extrapolation"
+        )
+    if calibration.get("atlas") and calibration["atlas"] != templates.atlas:
+        flags.append(
+            f"atlas {templates.atlas} is not the one the SDs were calibrated with "
+            f"({calibration['atlas']}): the atlas-similarity SD may be off"
+        )
+    rows.append(
+        {"structure": "brain_age_gap_weeks", "volume_ml": None, "expected_ml": None,
+         "z": gap_z, "centile": gap_centile, "flag": abs(gap_z) > Z_LIMIT,
+         "note": f"gap {gap:+.2f} weeks (brain age {age:.2f}, chronological {chrono:g} PMA); "
+                 f"healthy gaps at this age ~ N({gap_bias:+.2f}, {gap_sd:.2f})"}
+    )  # fmt: skip
+    paths = brainage_paths(out_anat, prefix)
+    write_text_atomic(paths["zscores"], norms_mod.zscores_tsv(rows))
+
+    def months(v: float) -> float | None:
+        return _r(weeks_to_months(v))
+
+    def method_entry(m: Mapping[str, Any]) -> dict[str, Any]:
+        rest = {
+            k: (_r(v) if isinstance(v, float) else v)
+            for k, v in m.items()
+            if k not in ("age_weeks", "sd_weeks")
+        }
+        return {"age_weeks": _r(m["age_weeks"]), "sd_weeks": _r(m["sd_weeks"]),
+                "age_months": months(m["age_weeks"])} | rest  # fmt: skip
+
+    method_json = {"combined": method_entry(primary)}
+    method_json |= {k: method_entry(methods[k]) for k in METHOD_ORDER if k in methods}
+    method_json["volumes"]["norms"] = norms.source
+    if "myelination" in methods:
+        method_json["myelination"]["indexes"] = {
+            k: round(v, 4) for k, v in methods["myelination"]["indexes"].items()
+        }
+    used = [k for k in METHOD_ORDER if k in methods]
+    result = {
+        "chronological_age_weeks": chrono,
+        "chronological_age_months": months(chrono),
+        "age_kind": "PMA",
+        "population": "infant",
+        "contrast": contrast,
+        "predicted_age_weeks": _r(age),
+        "predicted_age_months": months(age),
+        "uncertainty_sd_weeks": _r(sd),
+        "interval_95_weeks": [_r(age - 1.96 * sd), _r(age + 1.96 * sd)],
+        "brain_age_gap_weeks": _r(gap),
+        "brain_age_gap_z": _r(gap_z),
+        "brain_age_gap_centile": _r(gap_centile, 1),
+        "primary_method": "combined",
+        "primary_method_description": (
+            f"precision-weighted mean of the classical estimates ({', '.join(used)}), "
+            "SDs calibrated on simulated infants"
+            + (f"; left out: {', '.join(left_out)}" if left_out else "")
+        ),
+        "methods": method_json,
+        "method_spread_weeks": _r(spread),
+        "out_of_training_range": outside,
+        "flags": flags,
+        "gap_sd_weeks": _r(gap_sd, 3),
+        "gap_bias_weeks": _r(gap_bias, 3),
+        "norms": {"file": str(norms_path), "source": norms.source},
+        "calibration": {
+            "source": calibration.get("source"),
+            "atlas": calibration.get("atlas"),
+            "configuration": config_key,
+        },
+        "device": "cpu",
+        "timings": {"network_s": None, "total_s": _r(time.perf_counter() - t0)},
+    }
+    # a JSON output records its own provenance (its sidecar would be itself)
+    sources = [volume, mask, affine_xfm, volumes_tsv, manifest, dseg, *other_contrasts.values()]
+    result |= {
+        "GeneratedBy": [{"Name": "earlybrain", "Version": __version__, "Step": "brainage"}],
+        "Parameters": {
+            "spread_limit_weeks": _r(spread_limit),
+            "spread_limit_rule": f"{SPREAD_Z:g} x the SD of the difference between the "
+            "largest and the smallest estimate",
+            "z_limit": Z_LIMIT,
+            "grid": {"shape": list(INFANT_GRID.shape), "voxel_mm": INFANT_GRID.voxel_mm},
+        },
+        "Sources": [str(p) for p in sources if p],
+    }
+    write_json_atomic(paths["brainage"], result)
+    write_sidecar(
+        paths["zscores"], step="brainage",
+        parameters={"z_limit": Z_LIMIT, "norms": result["norms"]["file"]},
+        sources=[str(volumes_tsv)],
+        extra={"Description": "z-scores and centiles of the volumes under the infant "
+               "normative growth curves, and of the brain-age gap"},
+    )  # fmt: skip
+    return result
