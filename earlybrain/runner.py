@@ -158,6 +158,10 @@ def run_workflow(
     return run_until_done(cmd, env)
 
 
+# after a job start, how long to wait before saying Ctrl-C again (`run_until_done`)
+RESEND_DELAY_S = 1.0
+
+
 def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
     """Run Snakemake; Ctrl-C / SIGTERM reach it once (again only if it lost it), and it
     stops its jobs itself.
@@ -190,7 +194,10 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
                 if stopping and started_jobs_since(proc.pid, stopping[0][1] + 1.0):
                     # Snakemake drops a Ctrl-C that lands while it writes a log line
                     # (its handler ignores KeyboardInterrupt); an interrupted Snakemake
-                    # starts no new jobs, so a new job means: say it again.
+                    # starts no new jobs, so a new job means: say it again, once it is
+                    # done logging that job (said at once, it fell into that logging
+                    # too and was dropped again: seen on a loaded machine)
+                    time.sleep(RESEND_DELAY_S)
                     proc.send_signal(stopping[0][0])
                     stopping[0] = (stopping[0][0], time.time())
     finally:

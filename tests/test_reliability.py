@@ -31,7 +31,7 @@ import earlybrain.io.validate as validation
 from earlybrain import cli, steps
 from earlybrain.device import DeviceUnavailableError, resolve_device
 from earlybrain.io.atomic import remove_stale_parts, write_bytes_atomic
-from earlybrain.runner import REPO_ROOT, started_jobs_since
+from earlybrain.runner import REPO_ROOT, RESEND_DELAY_S, started_jobs_since
 
 # A child process that starts an atomic write and stops right before the rename:
 # the moment an interruption does the most harm.
@@ -343,6 +343,7 @@ def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path: Path, b
                 break
             except subprocess.TimeoutExpired:
                 if started_jobs_since(proc.pid, sent + 1.0):  # see runner.run_until_done
+                    time.sleep(RESEND_DELAY_S)
                     os.kill(proc.pid, signal.SIGINT)
                     sent = time.time()
         assert proc.wait(120) != 0
