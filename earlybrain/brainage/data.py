@@ -116,8 +116,12 @@ def _rotations(rng: np.random.Generator, n: int, max_deg: float) -> np.ndarray:
 def augment(
     x: torch.Tensor, rng: np.random.Generator, cfg: Augment = Augment(), grid: Grid = GRID
 ) -> torch.Tensor:
-    """Random pose, blur, bias, gamma and noise for a batch (n, 1, *grid.shape) in [0, ~1]."""
-    n = x.shape[0]
+    """Random pose, blur, bias, gamma and noise for a batch (n, 1, *grid.shape) in [0, ~1].
+
+    Runs on the batch's device (the GPU keeps up with training only when it augments
+    too); the random draws come from `rng` and CPU generators, so they do not depend on it.
+    """
+    n, dev = x.shape[0], x.device
     half = torch.tensor([(s - 1) / 2.0 * grid.voxel_mm for s in grid.shape], dtype=torch.float32)
     # affine_grid works in (x=w, y=h, z=d) normalised coordinates: reverse the axes
     d = torch.diag(half.flip(0))
@@ -127,17 +131,17 @@ def augment(
         t = torch.from_numpy(rng.uniform(-cfg.shift_mm, cfg.shift_mm, 3)[::-1].copy()).float()
         theta[i, :, :3] = torch.linalg.inv(d) @ r @ d
         theta[i, :, 3] = t / half.flip(0)
-    coords = functional.affine_grid(theta, list(x.shape), align_corners=True)
+    coords = functional.affine_grid(theta.to(dev), list(x.shape), align_corners=True)
     x = functional.grid_sample(x, coords, mode="bilinear", align_corners=True)
     out = []
     for i in range(n):
         xi = gaussian_blur(x[i : i + 1], [float(rng.uniform(0, cfg.blur_max_vox))] * 3)
         coarse = torch.from_numpy(rng.standard_normal((1, 1, 3, 3, 3)).astype("f4"))
-        bias = functional.interpolate(coarse, size=x.shape[-3:], mode="trilinear")
+        bias = functional.interpolate(coarse.to(dev), size=x.shape[-3:], mode="trilinear")
         xi = xi * torch.exp(cfg.bias_max / 2 * bias)
         xi = xi.clamp_min(0) ** float(rng.uniform(*cfg.gamma_range))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        noise = float(rng.uniform(0, cfg.noise_max)) * torch.randn(xi.shape, generator=gen)
+        noise = float(rng.uniform(0, cfg.noise_max)) * torch.randn(xi.shape, generator=gen).to(dev)
         xi = xi + noise * (xi > 0.02)
         out.append(xi.clamp_min(0))
     return torch.cat(out)

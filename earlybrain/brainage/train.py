@@ -106,9 +106,10 @@ def train_member(
         use_cohort = len(pools) == 2 and rng.random() < cfg.p_cohort
         pool, pool_ages, boot = pools[-1] if use_cohort or len(pools) == 1 else pools[0]
         idx = boot[rng.integers(len(boot), size=cfg.batch_size)]
-        x = augment(torch.from_numpy(pool[idx].astype(np.float32))[:, None], rng, cfg.augment)
+        x = torch.from_numpy(pool[idx].astype(np.float32))[:, None].to(device)
+        x = augment(x, rng, cfg.augment)
         y = torch.from_numpy(((pool_ages[idx] - centre) / scale).astype(np.float32))
-        out = net(x.to(device))
+        out = net(x)
         y = y.to(device)
         loss = member_loss(out, y)
         opt.zero_grad()
@@ -160,8 +161,12 @@ def train_brainage(
     threads: int = 2,
     cache_dir: str | Path | None = None,
     say: Any = log.info,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Train, validate and write `ensemble_weights.pt` + `card.json` in `out_dir`."""
+    """Train, validate and write `ensemble_weights.pt` + `card.json` in `out_dir`.
+
+    `workers` processes simulate the volumes (default: `threads`)."""
+    workers = workers or threads
     torch.set_num_threads(threads)
     dev = resolve_device(device, allow_cpu_fallback=True)
     t_start = time.time()
@@ -170,13 +175,15 @@ def train_brainage(
     n_sim = cfg.n_train_subjects if simulated else 0
     train_seeds = derived_seeds(cfg.seed, SPLIT_CODES["train"], n_sim)
     train_ages = stratified_ages(cfg.seed, SPLIT_CODES["train"], n_sim, cfg.ga_range)
-    data = simulated_bank(train_ages, train_seeds, cfg.sim_voxel_mm, GRID, cache_dir, threads)
+    data = simulated_bank(train_ages, train_seeds, cfg.sim_voxel_mm, GRID, cache_dir, workers)
     ages = np.asarray(train_ages, dtype=np.float64)
     val_ages = stratified_ages(cfg.seed, SPLIT_CODES["val"], cfg.n_val_subjects, cfg.ga_range)
     val_seeds = derived_seeds(cfg.seed, SPLIT_CODES["val"], cfg.n_val_subjects)
-    val = simulated_bank(val_ages, val_seeds, cfg.sim_voxel_mm, GRID, cache_dir)
+    val = simulated_bank(val_ages, val_seeds, cfg.sim_voxel_mm, GRID, cache_dir, workers)
     out_seeds = derived_seeds(cfg.seed, SPLIT_CODES["outside"], len(OUTSIDE_AGES))
-    outside = simulated_bank(list(OUTSIDE_AGES), out_seeds, cfg.sim_voxel_mm, GRID, cache_dir)
+    outside = simulated_bank(
+        list(OUTSIDE_AGES), out_seeds, cfg.sim_voxel_mm, GRID, cache_dir, workers
+    )
     t_data = time.time() - t_start
     say(f"{n_sim} simulated training volumes ready in {t_data:.0f} s")
     all_ages = np.concatenate([ages, cohort[1]]) if cohort is not None else ages
@@ -287,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cohort-ages", nargs="*", type=float, default=[], help="their ages, weeks")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--workers", type=int, default=None, help="processes simulating volumes")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--cache", default=None, help="cache folder for simulated volumes")
     a = ap.parse_args(argv)
     if a.members < 2:
@@ -299,9 +308,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     cfg = TrainConfig(
         seed=a.seed, members=a.members, steps=a.steps, n_train_subjects=a.subjects,
-        n_val_subjects=a.val_subjects,
+        n_val_subjects=a.val_subjects, batch_size=a.batch_size,
     )  # fmt: skip
     train_brainage(
-        a.out, cfg, cohort, a.cohort_volumes, not a.no_simulated, a.device, a.threads, a.cache
+        a.out,
+        cfg,
+        cohort,
+        a.cohort_volumes,
+        not a.no_simulated,
+        a.device,
+        a.threads,
+        a.cache,
+        workers=a.workers,
     )
     return 0

@@ -82,7 +82,8 @@ def gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
         if s < 0.2:
             continue
         r = int(np.ceil(3 * s))
-        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / float(s)) ** 2)
+        k = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+        k = torch.exp(-0.5 * (k / float(s)) ** 2)
         k = (k / k.sum()).view(1, 1, *[-1 if a == axis else 1 for a in range(3)])
         pad = [0, 0, 0, 0, 0, 0]
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r

@@ -242,6 +242,7 @@ def train_segmentation(
     threads: int = 2,
     cache_dir: str | os.PathLike[str] | None = None,
     report: Callable[[str], None] | None = None,
+    batch_size: int = 2,
 ) -> dict[str, Any]:
     """Simulate label maps, train, validate; write weights + card.json into `out_dir`."""
     say = report or log.info
@@ -258,6 +259,7 @@ def train_segmentation(
         n_train_subjects=n_train_subjects,
         n_val_subjects=n_val_subjects,
         n_infant_subjects=n_infant_subjects,
+        batch_size=batch_size,
     )
     if p_t2_prior is not None:
         cfg = replace(cfg, synth=replace(cfg.synth, p_t2_prior=float(p_t2_prior)))
@@ -359,8 +361,8 @@ def train_segmentation(
     out = Path(out_dir)
     wpath = save_weights(out / WEIGHTS_NAME, net.cpu(), arch, cfg.target_mm, cfg.percentile)
     card = {
-        "model": "earlybrain fetal and infant tissue segmentation: 3D U-Net, background + 7 "
-        "FeTA tissues",
+        "model": f"earlybrain {'fetal and infant' if p_infant else 'fetal'} tissue "
+        "segmentation: 3D U-Net, background + 7 FeTA tissues",
         "weights_file": WEIGHTS_NAME,
         "weights_size_bytes": wpath.stat().st_size,
         "weights_dtype": "float16 (loaded as float32)",
@@ -467,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes simulating label maps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--cache", default=None, help="cache folder for simulated label maps")
+    ap.add_argument("--batch-size", type=int, default=2, help="patches per step (GPU: more)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train_segmentation(
@@ -486,5 +489,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=a.workers,
         threads=a.threads,
         cache_dir=a.cache,
+        batch_size=a.batch_size,
     )
     return 0

@@ -65,6 +65,7 @@ rule train_segmentation:
         seed=SEGMENTATION_TRAIN["seed"],
         epochs=SEGMENTATION_TRAIN["epochs"],
         steps=SEGMENTATION_TRAIN["steps_per_epoch"],
+        batch_size=SEGMENTATION_TRAIN["batch_size"],
         subjects=SEGMENTATION_TRAIN["subjects"],
         val_subjects=SEGMENTATION_TRAIN["val_subjects"],
         infant_subjects=SEGMENTATION_TRAIN["infant_subjects"],
@@ -89,6 +90,7 @@ rule train_segmentation:
     shell:
         "{params.eb} train-segmentation --out {params.out:q} --seed {params.seed}"
         " --epochs {params.epochs} --steps-per-epoch {params.steps}"
+        " --batch-size {params.batch_size}"
         " --subjects {params.subjects} --val-subjects {params.val_subjects}"
         " --infant-subjects {params.infant_subjects}"
         " --label-scheme {params.scheme} {params.optional} {params.prior}"
@@ -122,6 +124,7 @@ rule train_brainage:
         seed=BRAINAGE_TRAIN["seed"],
         members=BRAINAGE_TRAIN["members"],
         steps=BRAINAGE_TRAIN["steps"],
+        batch_size=BRAINAGE_TRAIN["batch_size"],
         subjects=BRAINAGE_TRAIN["subjects"],
         val_subjects=BRAINAGE_TRAIN["val_subjects"],
         cohort=lambda wildcards, input: brainage_wf.cohort_options(
@@ -142,6 +145,7 @@ rule train_brainage:
     shell:
         "{params.eb} train-brainage --out {params.out:q} --seed {params.seed}"
         " --members {params.members} --steps {params.steps} --subjects {params.subjects}"
+        " --batch-size {params.batch_size}"
         " --val-subjects {params.val_subjects} {params.cohort} {params.simulated}"
         " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
