@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,39 +40,16 @@ def main() -> int:
 
     import torch
 
-    from earlybrain.atlas.manifest import load_manifest, select_template
-    from earlybrain.atlas.templates import load_template
-    from earlybrain.register.register import RegistrationParams, register_images
-    from earlybrain.register.synthetic import posed_subject, random_pose
-    from earlybrain.segment.evaluate import UNSEEN_CONTRAST, tissue_dice
+    from earlybrain.segment.evaluate import network_vs_atlas
     from earlybrain.segment.inference import load_model
-    from earlybrain.segment.pipeline import segment_array, to_subject_space
 
     torch.set_num_threads(args.threads)
-    manifest = load_manifest(Path(args.atlas) / "manifest.json")
     model = load_model(args.weights, device="cpu")
-    params = RegistrationParams(threads=args.threads)
     net_all, atlas_all = [], []
     for age, seed in _subjects(args.subjects):
-        sub = posed_subject(
-            age, seed, 0.8, random_pose(np.random.default_rng(seed)),
-            values=UNSEEN_CONTRAST if args.contrast == "unseen" else None,
-            ventricle_factor=args.ventricles,
-        )  # fmt: skip
-        choice = select_template(manifest, age, "T2w", params.max_age_distance_weeks)
-        template = load_template(manifest, choice.template, "T2w")
-        with tempfile.TemporaryDirectory(prefix="bench-seg-atlas-") as tmp:
-            reg = register_images(template, sub.image, sub.affine, sub.mask, tmp, params)
-            atlas_labels = segment_array(
-                reg.atlas_image, reg.atlas_affine, reg.atlas_mask, model,
-                manifest.midsagittal_plane_x_mm,
-            )  # fmt: skip
-            net = to_subject_space(
-                atlas_labels, reg.atlas_affine, sub.image.shape, sub.affine,
-                list(reg.invtransforms), [True, False],
-            )  # fmt: skip
-        d_net = tissue_dice(net, sub.labels)
-        d_atlas = tissue_dice(reg.subject_dseg, sub.labels)
+        d_net, d_atlas = network_vs_atlas(
+            age, seed, model, args.atlas, args.threads, args.contrast == "unseen", args.ventricles
+        )
         net_all.append(d_net)
         atlas_all.append(d_atlas)
         print(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from earlybrain.segment.evaluate import simulated_volume, tissue_dice
+from earlybrain.segment.evaluate import network_vs_atlas, simulated_volume, tissue_dice
 from earlybrain.segment.inference import (
     SegmentationError,
     default_weights_path,
@@ -145,17 +145,33 @@ def test_shipped_network_on_held_out_subjects(model, card) -> None:
 
 
 def test_unseen_contrast(model) -> None:
-    """A contrast no training sample was drawn from (T1w-like, CSF dark). The issue asks
-    for a mean Dice >= 0.80; the shipped weights reach 0.79 here (cortex 0.37-0.56: half
-    of it is called eCSF, the first bright layer inside a dark rim is CSF in T2w), so this
-    guards the measured level (>= 0.75) until the gap is closed (README)."""
+    """Issue check: a contrast no training sample was drawn from (T1w-like, CSF dark)
+    keeps the mean Dice >= 0.80 (measured 0.844 at 22 / 28 / 34 weeks; the cortex, 0.53-0.69,
+    is the weak tissue: part of it is called eCSF, as the first bright layer inside a dark
+    rim is CSF in T2w)."""
     dice = []
     for age, seed in HELD_OUT[::2]:
         vol = simulated_volume(age, seed, voxel_mm=0.8, unseen_contrast=True)
         d = tissue_dice(_segment(vol, model), vol.labels)
         print(f"unseen contrast {age:.0f} w: mean {np.mean(list(d.values())):.3f}", d)
         dice.append(np.mean(list(d.values())))
-    assert np.mean(dice) >= 0.75
+    assert np.mean(dice) >= 0.80
+
+
+@pytest.mark.slow
+def test_network_beats_atlas_propagation(model) -> None:
+    """Issue check: on the same held-out subjects (22 / 28 / 34 weeks, random scanner pose,
+    both label maps pulled back to the subject through the registration's transforms) the
+    network's mean tissue Dice beats the atlas labels of the registration stage (measured
+    0.893 vs 0.875; better at every age, the margin smallest at 22 weeks: 0.866 vs 0.863)."""
+    rows = [
+        network_vs_atlas(age, seed, model, REPO / "atlases" / "earlybrain-fetal")
+        for age, seed in HELD_OUT[::2]
+    ]
+    net = [float(np.mean(list(n.values()))) for n, _ in rows]
+    atlas = [float(np.mean(list(a.values()))) for _, a in rows]
+    print("network", np.round(net, 4), "atlas propagation", np.round(atlas, 4))
+    assert np.mean(net) > np.mean(atlas)
 
 
 def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
