@@ -162,6 +162,13 @@ def run_workflow(
 RESEND_DELAY_S = 1.0
 
 
+def default_sigint() -> None:
+    """In a child before exec: Ctrl-C back to its default. A shell starts a background
+    command (`cmd &`, nohup scripts) with SIGINT ignored and exec keeps that, so Snakemake
+    would ignore the Ctrl-C we forward and run on to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
     """Run Snakemake; Ctrl-C / SIGTERM reach it once (again only if it lost it), and it
     stops its jobs itself.
@@ -170,7 +177,7 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
     pass it on and wait. (subprocess.call would SIGKILL Snakemake 0.25 s after a
     Ctrl-C, leaving its jobs running and its outputs unmarked.)
     """
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=default_sigint)
     stopping: list[tuple[int, float]] = []
 
     def forward(signum: int, frame: object) -> None:

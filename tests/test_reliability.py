@@ -31,7 +31,7 @@ import earlybrain.io.validate as validation
 from earlybrain import cli, steps
 from earlybrain.device import DeviceUnavailableError, resolve_device
 from earlybrain.io.atomic import remove_stale_parts, write_bytes_atomic
-from earlybrain.runner import REPO_ROOT, RESEND_DELAY_S, started_jobs_since
+from earlybrain.runner import REPO_ROOT, RESEND_DELAY_S, default_sigint, started_jobs_since
 
 # A child process that starts an atomic write and stops right before the rename:
 # the moment an interruption does the most harm.
@@ -301,8 +301,12 @@ def _assert_nothing_half_written(out: Path) -> None:
 
 
 def _run(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+    """Started as from a terminal, even when the tests themselves run in the background
+    (where SIGINT is inherited ignored: the Ctrl-C tests would then test nothing)."""
     with log.open("w") as fh:
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, **kw)
+        return subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=default_sigint, **kw
+        )
 
 
 def _rerun_keeps(cmd: list[str], out: Path, kept: dict[Path, int]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,3 +90,21 @@ def test_profile_and_env_files_parse() -> None:
     assert profile["keep-going"] is True and profile["rerun-incomplete"] is True
     env = yaml.safe_load((REPO_ROOT / "envs" / "earlybrain.yaml").read_text())
     assert "python=3.11" in env["dependencies"]
+
+
+def test_snakemake_hears_ctrl_c_when_earlybrain_runs_in_the_background(tmp_path: Path) -> None:
+    """A shell starts `earlybrain run ... &` with SIGINT ignored, and exec keeps that: the
+    Snakemake it starts must still get Python's Ctrl-C handler, or the Ctrl-C (or the
+    SIGINT a script sends) that we forward would be ignored."""
+    out = tmp_path / "handler.txt"
+    child = (
+        f"import pathlib, signal; pathlib.Path({str(out)!r})"
+        ".write_text(str(signal.getsignal(signal.SIGINT)))"
+    )
+    parent = (
+        "import os, signal, sys; from earlybrain.runner import run_until_done; "
+        "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        f"sys.exit(run_until_done([sys.executable, '-c', {child!r}], dict(os.environ)))"
+    )
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)
+    assert out.read_text() == "<built-in function default_int_handler>"
