@@ -87,6 +87,7 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
         lambda a: f"{a.bids}/sub-{a.subject}" + (f"/ses-{a.session}" if a.session else ""),
     ),
     "n4": ("n4", lambda a: a.input),
+    "n4-figure": ("n4_figures", lambda a: a.raw),
     "brain-mask": ("brain_mask", lambda a: a.input),
     "stack-qc": ("stack_qc", lambda a: a.out_tsv),
     "recon": ("recon", lambda a: a.out_volume),
@@ -266,6 +267,15 @@ def _run_step(args: argparse.Namespace) -> int:
             dseg=Path(args.dseg) if args.dseg else None,
             norms=Path(args.norms) if args.norms else None,
         )
+    if args.step == "n4-figure":
+        return steps.n4_figure_step(
+            Path(args.raw),
+            Path(args.n4),
+            Path(args.bias),
+            Path(args.foreground),
+            Path(args.brain) if args.brain else None,
+            Path(args.out),
+        )
     if args.step == "register-figures":
         return steps.register_figures_step(
             Path(args.volume), Path(args.mask), Path(args.labels), Path(args.out)
@@ -318,6 +328,7 @@ def _run_step(args: argparse.Namespace) -> int:
             brainage=Path(args.brainage) if args.brainage else None,
             zscores=Path(args.zscores) if args.zscores else None,
             brainage_figure=Path(args.brainage_figure) if args.brainage_figure else None,
+            n4_figures=[Path(p) for p in args.n4_figures],
         )
     if args.step == "cohort":
         return steps.cohort_step(
@@ -454,6 +465,14 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     ib.add_argument("--out-anat", required=True)
     ib.add_argument("--prefix", required=True, help="e.g. sub-01_mod-T2w")
 
+    nf = steps.add_parser("n4-figure", help="one input image before/after N4 (PNG)")
+    nf.add_argument("--raw", required=True, help="the input image")
+    nf.add_argument("--n4", required=True, help="its N4-corrected, normalised image")
+    nf.add_argument("--bias", required=True, help="its bias field")
+    nf.add_argument("--foreground", required=True, help="its foreground mask (N4's)")
+    nf.add_argument("--brain", nargs="?", default="", const="", help="a brain mask on its grid")
+    nf.add_argument("--out", required=True)
+
     rg = steps.add_parser("register-figures", help="atlas labels over the reconstruction (PNG)")
     rg.add_argument("--volume", required=True)
     rg.add_argument("--mask", required=True)
@@ -486,6 +505,7 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--n4", nargs="*", default=[])
     r.add_argument("--bias", nargs="*", default=[])
     r.add_argument("--mask", nargs="*", default=[])
+    r.add_argument("--n4-figures", nargs="*", default=[], help="n4-figure PNGs, same order")
     r.add_argument("--brain-masks", nargs="*", default=[], help="brain mask per stack")
     r.add_argument(
         "--recon-metrics", nargs="?", default="", const="", help="SVR/SRR QC JSON (fetal)"

@@ -462,6 +462,18 @@ def brainage_figures_step(brainage: Path, zscores: Path, out: Path) -> int:
     return 0
 
 
+def n4_figure_step(
+    raw: Path, n4: Path, bias: Path, foreground: Path, brain: Path | None, out: Path
+) -> int:
+    """One input image: raw with its foreground outline / after N4 (brain mask outlined) /
+    relative bias field, as PNG."""
+    from earlybrain.io.atomic import write_bytes_atomic
+    from earlybrain.report.figures import n4_figure_of_files
+
+    write_bytes_atomic(out, n4_figure_of_files(raw, n4, bias, foreground, brain))
+    return 0
+
+
 def register_figures_step(volume: Path, mask: Path, labels: Path, out: Path) -> int:
     """The reconstruction with the atlas labels warped onto it: the registration check."""
     from earlybrain.io.atomic import write_bytes_atomic
@@ -492,6 +504,7 @@ def report_step(
     brainage: Path | None = None,
     zscores: Path | None = None,
     brainage_figure: Path | None = None,
+    n4_figures: list[Path] | None = None,
 ) -> int:
     from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
@@ -517,6 +530,7 @@ def report_step(
         brainage=brainage,
         zscores=zscores,
         brainage_figure=brainage_figure,
+        n4_figures=n4_figures or [],
     )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0

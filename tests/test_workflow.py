@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import subprocess
@@ -214,6 +215,9 @@ def test_recon_in_the_workflow(cohort_run) -> None:
     for kind in ("views", "motion"):
         png = deriv / "sub-f01" / "figures" / f"sub-f01_rec-svr_{kind}.png"
         assert png.read_bytes().startswith(b"\x89PNG")
+    for run in (1, 2, 3):  # input / N4 / bias of every stack (rule n4_figures), in the report
+        png = deriv / "sub-f01" / "figures" / f"sub-f01_run-{run}_desc-n4_T2w.png"
+        assert base64.b64encode(png.read_bytes()).decode() in (deriv / "sub-f01.html").read_text()
     stages = json.loads((deriv / "group" / "stages" / "sub-f01_stages.json").read_text())
     status = {s["key"]: s["status"] for s in stages["stages"]}
     assert status["svr_srr"] == "done" and status["brain_mask"] == "done"
@@ -392,6 +396,8 @@ def test_infant_branch_in_the_workflow(cohort_run) -> None:
     for name in ("desc-atlas_dseg", "desc-segmentation_dseg"):
         png = deriv / "sub-i01" / "figures" / f"sub-i01_mod-T2w_{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG")
+    for suffix in ("T1w", "T2w"):
+        assert (deriv / "sub-i01" / "figures" / f"sub-i01_desc-n4_{suffix}.png").is_file()
     stages = json.loads((deriv / "group" / "stages" / "sub-i01_stages.json").read_text())
     status = {s["key"]: s["status"] for s in stages["stages"]}
     assert status["brain_mask"] == "done" and status["segmentation"] == "done"

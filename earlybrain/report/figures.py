@@ -9,7 +9,9 @@ bytes (reports can be diffed between runs).
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -18,6 +20,9 @@ matplotlib.use("Agg")
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from earlybrain.io.nifti import load_nifti
+from earlybrain.io.validate import slice_axis
 
 PNG_METADATA = {"Software": None}
 
@@ -126,6 +131,30 @@ def n4_figure(
             *([(0, foreground.astype(bool), "#ffb000")] if foreground is not None else []),
             *([(1, brain.astype(bool), "#00d0ff")] if brain is not None else []),
         ],
+    )
+
+
+def image_data(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image's voxels as float32 (an ImageError names a file that cannot be read)."""
+    return np.asanyarray(load_nifti(path).dataobj).astype(np.float32)
+
+
+def n4_figure_of_files(
+    raw: str | os.PathLike[str],
+    corrected: str | os.PathLike[str],
+    bias: str | os.PathLike[str],
+    foreground: str | os.PathLike[str],
+    brain: str | os.PathLike[str] | None = None,
+) -> bytes:
+    """`n4_figure` of one input image and its N4 outputs on disk (and its brain mask when
+    there is one on its grid): the n4_figures rule's PNG, or the report's own drawing when
+    that rule did not run (a report salvaged after a failed job)."""
+    img = load_nifti(raw)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    axis = slice_axis(data.shape, np.asarray(img.header.get_zooms()[:3], dtype=float))
+    mask = image_data(brain) > 0 if brain is not None and Path(brain).is_file() else None
+    return n4_figure(
+        data, image_data(corrected), image_data(bias), image_data(foreground) > 0, axis, mask
     )
 
 

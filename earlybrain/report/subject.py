@@ -18,7 +18,7 @@ import numpy as np
 
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
-from earlybrain.io.nifti import ImageError, load_nifti
+from earlybrain.io.nifti import ImageError
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
@@ -299,10 +299,6 @@ def _mask_per_image(
     return brains
 
 
-def _load(path: str | os.PathLike[str]) -> np.ndarray:
-    return np.asanyarray(load_nifti(path).dataobj).astype(np.float32)
-
-
 RECON_CAPTIONS = {
     "views": "The reconstruction (SVR + SRR) through the centre of the brain: sagittal, "
     "coronal and axial planes in the reconstruction's own voxel grid, no resampling.",
@@ -419,12 +415,15 @@ def build_subject_report(
     brainage: PathLike | None = None,
     zscores: PathLike | None = None,
     brainage_figure: PathLike | None = None,
+    n4_figures: Sequence[PathLike] = (),
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
     `n4_paths`, `bias_paths` and `mask_paths` are in the order of the validated images;
-    they are empty for a session that failed validation. `failures` describe jobs of this
-    session that failed (see earlybrain.report.salvage); they head the report.
+    they are empty for a session that failed validation. `n4_figures` (same order) are
+    the n4_figures rule's PNGs; one not given or missing is drawn here instead.
+    `failures` describe jobs of this session that failed (see earlybrain.report.salvage);
+    they head the report.
     `recon_sidecar` (default: derived from `recon_metrics`) gives the Methods section the
     reconstruction's parameters. A stage output left None means the stage did not run for
     this session; one given but missing means it failed. Each file is read once.
@@ -458,11 +457,10 @@ def build_subject_report(
     if passed and not missing:
         heading = "Bias-field correction and brain masks (per input image)"
         brains = _mask_per_image(images, out, validation.get("kind", "fetal"))
-        for info, n4p, side, bp, mp, brain in zip(
-            images, n4_paths, n4_sidecars, bias_paths, mask_paths, brains, strict=True
+        drawn = list(n4_figures) or [None] * len(images)
+        for info, n4p, side, bp, mp, brain, png in zip(
+            images, n4_paths, n4_sidecars, bias_paths, mask_paths, brains, drawn, strict=True
         ):
-            raw = _load(info["path"])
-            fg = _load(mp) > 0
             scale = side.get("Normalisation", {})
             used = side.get("N4", {})
             caption = (
@@ -474,9 +472,10 @@ def build_subject_report(
                 f"{scale.get('lower_value', float('nan')):.4g}-"
                 f"{scale.get('upper_value', float('nan')):.4g} mapped to 0-1."
             )
-            axis = slice_axis(raw.shape, np.asarray(info["voxel_sizes_mm"]))
-            bm = _load(brain) > 0 if brain is not None and brain.is_file() else None
-            figs.append((caption, figures.n4_figure(raw, _load(n4p), _load(bp), fg, axis, bm)))
+            if png is not None and Path(png).is_file():
+                figs.append((caption, Path(png).read_bytes()))
+            else:
+                figs.append((caption, figures.n4_figure_of_files(info["path"], n4p, bp, mp, brain)))
         notes.append(
             "The orange outline is a rough foreground mask (Otsu threshold of a smoothed image) "
             "used to fit the bias field; it is not a brain mask. The cyan outline is the "
@@ -486,7 +485,7 @@ def build_subject_report(
         heading = "Input images (not processed)"
         for info in images:
             try:
-                raw = _load(info["path"])
+                raw = figures.image_data(info["path"])
             except ImageError:
                 continue  # the validation table already names the problem
             if raw.ndim != 3 or raw.size == 0 or not np.all(np.isfinite(raw)):

@@ -122,6 +122,7 @@ try:
 except ManifestError as exc:
     raise WorkflowError(f"config atlas.infant_manifest: {exc}") from exc
 RAW_IMAGES = {(s.reldir, im.stem, im.suffix): im.path for s in SESSIONS for im in s.images}
+IMAGE_SESSIONS = {(s.reldir, im.stem, im.suffix): s for s in SESSIONS for im in s.images}
 
 
 wildcard_constraints:
@@ -173,11 +174,24 @@ def preprocessed(rec, kind):
         "image": "{deriv}/{reldir}/anat/{stem}_desc-n4_{suffix}.nii.gz",
         "bias": "{deriv}/{reldir}/anat/{stem}_desc-biasfield_{suffix}.nii.gz",
         "mask": "{deriv}/{reldir}/anat/{stem}_desc-foreground{suffix}_mask.nii.gz",
+        "figure": "{deriv}/{reldir}/figures/{stem}_desc-n4_{suffix}.png",
     }[kind]
     return [
         pattern.format(deriv=DERIV, reldir=rec.reldir, stem=im.stem, suffix=im.suffix)
         for im in rec.images
     ]
+
+
+def image_brain_mask(wildcards):
+    """The brain mask on this input image's grid, if its session has one: each fetal
+    stack's own; an infant's on the first image of its working contrast."""
+    key = (wildcards.sdir, wildcards.ents, wildcards.suffix)
+    rec = IMAGE_SESSIONS[key]
+    if rec.kind == "fetal":
+        stem, suffix = wildcards.ents, wildcards.suffix
+        return [f"{DERIV}/{rec.reldir}/anat/{stem}_desc-brain{suffix}_mask.nii.gz"]
+    first = next(im for im in rec.images if im.suffix == infant_contrast(rec))
+    return [infant_mask(rec)] if (rec.reldir, first.stem, first.suffix) == key else []
 
 
 def precomputed_mask(wildcards):
@@ -362,6 +376,7 @@ def session_report_inputs(rec, validation):
         "n4": preprocessed(rec, "image") if passed else [],
         "bias": preprocessed(rec, "bias") if passed else [],
         "mask": preprocessed(rec, "mask") if passed else [],
+        "n4_figures": preprocessed(rec, "figure") if passed else [],
         "brain_masks": brain_masks(rec) if fetal else [infant_mask(rec)] if infant else [],
         "stack_qc": stack_qc_tsv(rec) if fetal else [],
         "recon_metrics": recon.get("metrics", []),
@@ -405,6 +420,7 @@ def salvage_reports(log):
                     "n4_paths": given["n4"],
                     "bias_paths": given["bias"],
                     "mask_paths": given["mask"],
+                    "n4_figures": given["n4_figures"],
                     "brain_masks": given["brain_masks"],
                     "stack_qc": given["stack_qc"] or None,
                     "recon_metrics": given["recon_metrics"] or None,

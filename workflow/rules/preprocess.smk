@@ -80,6 +80,36 @@ rule n4:
         " --threads {threads} > {log:q} 2>&1"
 
 
+rule n4_figures:
+    """One input image: raw with N4's foreground outline / after N4 and normalisation
+    (the brain mask outlined where the session has one on this grid) / bias field (PNG)."""
+    input:
+        raw=raw_image,
+        image=rules.n4.output.image,
+        bias=rules.n4.output.bias,
+        foreground=rules.n4.output.mask,
+        brain=image_brain_mask,
+    output:
+        png=f"{DERIV}/{{sdir}}/figures/{{ents}}_desc-n4_{{suffix}}.png",
+    params:
+        eb=EARLYBRAIN,
+        brain=quoted_input("brain"),
+    log:
+        f"{LOGS}/n4_figures/{{sdir}}/{{ents}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/n4_figures/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "{params.eb} step n4-figure --raw {input.raw:q} --n4 {input.image:q}"
+        " --bias {input.bias:q} --foreground {input.foreground:q} --brain {params.brain}"
+        " --out {output.png:q} > {log:q} 2>&1"
+
+
 rule brain_mask:
     """Fetal brain mask of one stack: the 2D U-Net (torch), or the lab's own from masks_dir."""
     input:

@@ -14,6 +14,7 @@ rule report:
         n4=quoted_input("n4"),
         bias=quoted_input("bias"),
         mask=quoted_input("mask"),
+        n4_figures=quoted_input("n4_figures"),
         brain_masks=quoted_input("brain_masks"),
         stack_qc=quoted_input("stack_qc"),
         registration_qc=quoted_input("registration_qc"),
@@ -39,6 +40,7 @@ rule report:
     shell:
         "{params.eb} step report --validation {params.validation}"
         " --n4 {params.n4} --bias {params.bias} --mask {params.mask}"
+        " --n4-figures {params.n4_figures}"
         " --brain-masks {params.brain_masks} --recon-metrics {params.recon_metrics}"
         " --recon-figures {params.recon_figures} --stack-qc {params.stack_qc}"
         " --registration-qc {params.registration_qc}"
