@@ -74,7 +74,8 @@ def test_network_input_undoes_the_pose_but_keeps_the_size() -> None:
 def test_ensemble_error_on_held_out_subjects(ensemble, held_out) -> None:
     """Held-out simulated subjects (22-36 w, 1 mm, random pose): the ensemble has >= 3
     members and its 95 % intervals cover most subjects. Issue 7 asks MAE <= 1.0 week;
-    measured 1.02 (23 subjects; README): NOT met yet, this guards the measured level."""
+    measured 1.04 (23 subjects, bias +0.69; README): NOT met yet, this guards the measured
+    level."""
     assert len(ensemble.members) >= 3
     err = held_out["age_weeks"] - held_out["ages"]
     print("held-out errors", np.round(err, 2), "SD", np.round(held_out["sd_weeks"], 2))
@@ -107,7 +108,7 @@ def test_held_out_seeds_were_never_trained_on(ensemble) -> None:
     used = set(derived_seeds(seed, SPLIT_CODES["train"], n))
     used |= set(derived_seeds(seed, SPLIT_CODES["val"], card["validation"]["n"]))
     assert not used & {s for _, s in HELD_OUT + OUTSIDE}
-    assert card["validation"]["mae_weeks"] <= 1.1  # 1.046 (24 subjects at 1.5 mm)
+    assert card["validation"]["mae_weeks"] <= 1.1  # 0.944 (24 subjects at 1.5 mm)
 
 
 def test_atlas_similarity_age() -> None:

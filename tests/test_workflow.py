@@ -307,8 +307,8 @@ def test_segmentation_in_the_workflow(cohort_run) -> None:
     atlas = dice_vs_truth(anat / "sub-f01_rec-svr_desc-atlas_dseg.nii.gz", cohort_run)
     print(f"vs truth: network {np.mean(net):.3f} {np.round(net, 2)}")
     print(f"vs truth: atlas propagation {np.mean(atlas):.3f} {np.round(atlas, 2)}")
-    # the floor the atlas labels are held to; which of the two is better is a measurement
-    # (README), not yet a guarantee: the shipped atlas comes from the same simulator
+    # the floor the atlas labels are held to; on this tiny 1.6 mm reconstruction which of
+    # the two is better is printed, not asserted (test_segment.py compares them at 0.8 mm)
     assert np.mean(net) > 0.55
     png = deriv / "sub-f01" / "figures" / "sub-f01_rec-svr_desc-segmentation_dseg.png"
     assert png.read_bytes().startswith(b"\x89PNG")
