@@ -202,8 +202,9 @@ def run_until_done(cmd: list[str], env: dict[str, str]) -> int:
                     # Snakemake drops a Ctrl-C that lands while it writes a log line
                     # (its handler ignores KeyboardInterrupt); an interrupted Snakemake
                     # starts no new jobs, so a new job means: say it again, once it is
-                    # done logging that job (said at once, it fell into that logging
-                    # too and was dropped again: seen on a loaded machine)
+                    # done logging that job. (The failures once blamed on that logging
+                    # under load were SIGINT inherited as ignored: see default_sigint;
+                    # the delay stays as a margin.)
                     time.sleep(RESEND_DELAY_S)
                     proc.send_signal(stopping[0][0])
                     stopping[0] = (stopping[0][0], time.time())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from earlybrain import __version__
@@ -504,7 +505,7 @@ def report_step(
     brainage: Path | None = None,
     zscores: Path | None = None,
     brainage_figure: Path | None = None,
-    n4_figures: list[Path] | None = None,
+    n4_figures: Sequence[Path] = (),
 ) -> int:
     from earlybrain.report.salvage import salvaged_stages
     from earlybrain.report.subject import build_subject_report
@@ -530,7 +531,7 @@ def report_step(
         brainage=brainage,
         zscores=zscores,
         brainage_figure=brainage_figure,
-        n4_figures=n4_figures or [],
+        n4_figures=n4_figures,
     )
     print(f"{result['prefix']}: {result['status']} -> {out_html}")
     return 0
