@@ -72,16 +72,25 @@ def test_network_input_undoes_the_pose_but_keeps_the_size() -> None:
 
 
 def test_ensemble_error_on_held_out_subjects(ensemble, held_out) -> None:
-    """Held-out simulated subjects (22-36 w, 1 mm, random pose): the ensemble has >= 3
-    members and its 95 % intervals cover most subjects. Issue 7 asks MAE <= 1.0 week;
-    measured 1.04 (23 subjects, bias +0.69; README): NOT met yet, this guards the measured
-    level."""
+    """Issue 7: held-out simulated subjects (22-36 w, 1 mm, random pose, masked as tightly
+    as the reconstruction is): the ensemble (>= 3 members) errs by <= 1.0 week on average
+    and its 95 % intervals cover most subjects."""
     assert len(ensemble.members) >= 3
     err = held_out["age_weeks"] - held_out["ages"]
     print("held-out errors", np.round(err, 2), "SD", np.round(held_out["sd_weeks"], 2))
-    print(f"held-out MAE {np.mean(np.abs(err)):.3f} weeks")
-    assert np.mean(np.abs(err)) <= 1.1
+    print(f"held-out MAE {np.mean(np.abs(err)):.3f} weeks, bias {np.mean(err):+.3f}")
+    assert np.mean(np.abs(err)) <= 1.0
     assert np.mean(np.abs(err) <= 1.96 * held_out["sd_weeks"]) >= 0.8
+
+
+def test_ensemble_with_a_looser_mask(ensemble) -> None:
+    """A mask 2 mm looser than the brain reads as a larger, older brain: the error grows
+    but stays bounded (measured, README)."""
+    sub = HELD_OUT[::2]
+    x = np.stack([posed_subject(a, s, rim_mm=2.0).network_input() for a, s in sub])
+    err = predict(ensemble, x)["age_weeks"] - np.array([a for a, _ in sub])
+    print(f"2 mm looser mask: MAE {np.mean(np.abs(err)):.3f}, bias {np.mean(err):+.3f}")
+    assert np.mean(np.abs(err)) <= 1.5
 
 
 def test_uncertainty_grows_outside_the_training_ages(ensemble, held_out) -> None:

@@ -50,15 +50,20 @@ def simulated_volume(
     ventricle_factor: float = 1.0,
     kind: str = "fetal",
     contrast: str = "T2w",
+    rim_mm: float | None = None,
 ) -> SimulatedVolume:
     """A simulated, masked brain volume with its labels (seeded); `age` is weeks GA for a
-    fetus and months for an infant (whose T1w or T2w contrast the simulator renders)."""
+    fetus and months for an infant (whose T1w or T2w contrast the simulator renders).
+    The mask keeps `rim_mm` of non-brain around the brain (default: about 1.5 mm)."""
     ph = make_phantom(age, seed, kind=kind, voxel_mm=voxel_mm, ventricle_factor=ventricle_factor)
     img = intensity_image(ph, contrast, values=UNSEEN_CONTRAST if unseen_contrast else None)
     rng = np.random.default_rng([seed, 7])
     img = img + noise * float(np.percentile(img, 99)) * rng.standard_normal(img.shape)
     brain = (ph.labels >= 1) & (ph.labels <= 12)
-    keep = ndimage.binary_dilation(brain, iterations=max(1, round(1.5 / voxel_mm)))
+    if rim_mm is None:
+        keep = ndimage.binary_dilation(brain, iterations=max(1, round(1.5 / voxel_mm)))
+    else:
+        keep = ndimage.distance_transform_edt(~brain, sampling=[voxel_mm] * 3) <= rim_mm
     labels = np.where(brain, ph.labels, 0).astype(np.uint8)
     return SimulatedVolume(
         (np.clip(img, 0, None) * keep).astype(np.float32),
