@@ -366,6 +366,11 @@ def segment_step(
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (torch's load errors span several)."""
+    return " ".join(str(exc).split())
+
+
 def brainage_step(
     volume: Path,
     mask: Path,
@@ -381,24 +386,32 @@ def brainage_step(
     device_fallback: str,
     threads: int,
 ) -> int:
-    """Brain age (deep ensemble + atlas similarity + volumes) and normative z-scores."""
+    """Brain age (deep ensemble + atlas similarity + volumes) and normative z-scores.
+
+    Unusable inputs or weights (BrainAgeError) end the step with one line on stderr, as
+    the infant step does."""
+    from earlybrain.brainage.ensemble import BrainAgeError
     from earlybrain.brainage.pipeline import brain_age_to_files
 
-    r = brain_age_to_files(
-        volume,
-        mask,
-        affine_xfm,
-        volumes_tsv,
-        age_weeks,
-        manifest,
-        out_anat,
-        prefix,
-        weights=settings.get("weights") or None,
-        norms_file=settings.get("norms") or None,
-        device=device,
-        allow_cpu_fallback=device_fallback == "cpu",
-        threads=threads,
-    )
+    try:
+        r = brain_age_to_files(
+            volume,
+            mask,
+            affine_xfm,
+            volumes_tsv,
+            age_weeks,
+            manifest,
+            out_anat,
+            prefix,
+            weights=settings.get("weights") or None,
+            norms_file=settings.get("norms") or None,
+            device=device,
+            allow_cpu_fallback=device_fallback == "cpu",
+            threads=threads,
+        )
+    except BrainAgeError as exc:
+        print(f"error: brain age of {prefix}: BrainAgeError: {_one_line(exc)}", file=sys.stderr)
+        return 1
     print(
         f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "
         f"weeks (chronological {age_weeks:g}), gap z {r['brain_age_gap_z']:+.2f}, "
@@ -444,7 +457,8 @@ def infant_brainage_step(
             dseg=dseg,
         )
     except BrainAgeError as exc:
-        print(f"error: infant brain age of {prefix}: BrainAgeError: {exc}", file=sys.stderr)
+        msg = _one_line(exc)
+        print(f"error: infant brain age of {prefix}: BrainAgeError: {msg}", file=sys.stderr)
         return 1
     print(
         f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "

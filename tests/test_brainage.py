@@ -204,6 +204,30 @@ def test_errors_name_the_file(tmp_path) -> None:
         load_ensemble(tmp_path / "missing.pt", device="cpu")
 
 
+def test_step_with_unusable_inputs_ends_with_one_line(tmp_path, capsys) -> None:
+    """`earlybrain step brainage` with an empty brain mask, or unreadable weights: status 1
+    and one line on stderr naming the file (the end of the job's log), no outputs."""
+    from earlybrain.cli import main
+
+    s = posed_subject(30.0, 9362, voxel_mm=2.0)
+    volume, empty, bad = tmp_path / "T2w.nii.gz", tmp_path / "mask.nii.gz", tmp_path / "w.pt"
+    nib.save(nib.Nifti1Image(s.volume.image, s.affine), volume)
+    nib.save(nib.Nifti1Image(np.zeros(s.mask.shape, np.uint8), s.affine), empty)
+    bad.write_bytes(b"not torch")
+    anat = tmp_path / "anat"
+    base = ["step", "brainage", "--volume", str(volume), "--affine", str(tmp_path / "a.mat"),
+            "--volumes", str(tmp_path / "v.tsv"), "--age", "30", "--atlas", str(ATLAS),
+            "--out-anat", str(anat), "--prefix", "sub-x_rec-svr", "--device", "cpu"]  # fmt: skip
+    cases = ((empty, "{}", "brain mask is empty or tiny"),
+             (volume, json.dumps({"weights": str(bad)}), str(bad)))  # fmt: skip
+    for mask, settings, says in cases:
+        assert main([*base, "--mask", str(mask), "--settings", settings]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: brain age of sub-x_rec-svr: BrainAgeError: ")
+        assert says in err[-1], err[-1]
+    assert not anat.exists() or not list(anat.iterdir())
+
+
 def test_training_and_cohort_retraining(tmp_path) -> None:
     """A tiny seeded run writes weights + card that load; the same seed gives the same
     weights; training on a lab's cohort only (files + ages) works too."""
