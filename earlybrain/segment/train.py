@@ -226,12 +226,12 @@ def validate(model: SegmentationModel, volumes: list, tta: bool = False) -> dict
 
 def train_segmentation(
     out_dir: str | os.PathLike[str],
-    seed: int = 0,
-    epochs: int = 12,
-    steps_per_epoch: int = 200,
-    n_train_subjects: int = 40,
-    n_val_subjects: int = 3,
-    n_infant_subjects: int = 12,
+    seed: int = TrainConfig.seed,
+    epochs: int = TrainConfig.epochs,
+    steps_per_epoch: int = TrainConfig.steps_per_epoch,
+    n_train_subjects: int = TrainConfig.n_train_subjects,
+    n_val_subjects: int = TrainConfig.n_val_subjects,
+    n_infant_subjects: int = TrainConfig.n_infant_subjects,
     atlas_manifest: str | os.PathLike[str] | None = None,
     label_maps: Sequence[str | os.PathLike[str]] = (),
     label_scheme: str = "earlybrain",
@@ -242,7 +242,7 @@ def train_segmentation(
     threads: int = 2,
     cache_dir: str | os.PathLike[str] | None = None,
     report: Callable[[str], None] | None = None,
-    batch_size: int = 2,
+    batch_size: int = TrainConfig.batch_size,
 ) -> dict[str, Any]:
     """Simulate label maps, train, validate; write weights + card.json into `out_dir`."""
     say = report or log.info
@@ -447,15 +447,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="earlybrain train-segmentation", description=__doc__.splitlines()[0]
     )
+    d = TrainConfig()
     ap.add_argument("--out", required=True, help="folder for the weights and card.json")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--steps-per-epoch", type=int, default=200)
-    ap.add_argument("--subjects", type=int, default=40, help="simulated training label maps")
-    ap.add_argument("--val-subjects", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
     ap.add_argument(
-        "--infant-subjects", type=int, default=12, help="simulated infant label maps (0: none)"
+        "--subjects", type=int, default=d.n_train_subjects, help="simulated training label maps"
     )
+    ap.add_argument("--val-subjects", type=int, default=d.n_val_subjects)
+    ap.add_argument(
+        "--infant-subjects", type=int, default=d.n_infant_subjects,
+        help="simulated infant label maps (0: none)",
+    )  # fmt: skip
     ap.add_argument("--atlas", default=None, help="atlas manifest whose label maps join training")
     ap.add_argument("--label-maps", nargs="*", default=[], help="a lab's own label maps")
     ap.add_argument("--label-scheme", default="earlybrain", choices=["earlybrain", "feta"])
@@ -469,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes simulating label maps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--cache", default=None, help="cache folder for simulated label maps")
-    ap.add_argument("--batch-size", type=int, default=2, help="patches per step (GPU: more)")
+    ap.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="patches per step (GPU: more)"
+    )
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train_segmentation(
