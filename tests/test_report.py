@@ -249,6 +249,7 @@ COHORT_COLUMNS = [
     "brain_age_gap_weeks",
     "brain_age_gap_z",
     "flags",
+    "flagged_stages",
     "status",
     "failed_stage",
     "reason",

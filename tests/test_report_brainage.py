@@ -344,6 +344,9 @@ def test_cohort_has_brain_age_growth_charts_and_outliers(sessions, tmp_path: Pat
     assert rows["sub-f01"]["brain_age_gap_weeks"] == "+0.80"
     assert rows["sub-f01"]["brain_age_gap_z"] == "+0.73" and rows["sub-f01"]["flags"] == "1"
     assert rows["sub-f03"]["flags"] == "0" and rows["sub-f04"]["flags"] == "1"
+    # every flagged stage reaches the table, not only the brain age's flag count
+    assert "brain_age" in rows["sub-f01"]["flagged_stages"].split(",")
+    assert rows["sub-f02"]["flagged_stages"] in ("none", "n/a")  # failed validation
     assert rows["sub-f02"]["predicted_age_weeks"] == rows["sub-f02"]["flags"] == "n/a"
 
     text = c["html"].read_text()

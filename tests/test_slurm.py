@@ -256,7 +256,7 @@ def _assert_close_tables(here: str, there: str, rel: Path) -> None:
     rows_a, rows_b = here.splitlines(), there.splitlines()
     assert len(rows_a) == len(rows_b) and rows_a[0] == rows_b[0], rel
     header = rows_a[0].split("\t")
-    derived = ("z", "centile", "flag", "flags", "brain_age_gap_z", "note")
+    derived = ("z", "centile", "flag", "flags", "flagged_stages", "brain_age_gap_z", "note")
     for row_a, row_b in zip(rows_a[1:], rows_b[1:], strict=True):
         cells_a, cells_b = row_a.split("\t"), row_b.split("\t")
         assert cells_a[0] == cells_b[0] and len(cells_a) == len(cells_b), (rel, row_a, row_b)

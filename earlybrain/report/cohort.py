@@ -37,6 +37,7 @@ COLUMNS = (
     "brain_age_gap_weeks",
     "brain_age_gap_z",
     "flags",
+    "flagged_stages",
     "status",
     "failed_stage",
     "reason",
@@ -86,6 +87,7 @@ def read_sessions(
             "brain_age_gap_weeks": fmt(age.get("gap_weeks"), "+.2f"),
             "brain_age_gap_z": fmt(age.get("gap_z"), "+.2f"),
             "flags": str(len(age.get("flags", []))) if age else "n/a",
+            "flagged_stages": flagged_stages(st),
             "status": st.get("status", "failed"),
             "failed_stage": st.get("failed_stage") or "n/a",
             "reason": (st.get("reason") or "n/a").replace("\t", " ").replace("\n", " "),
@@ -94,6 +96,17 @@ def read_sessions(
         sessions.append(Session(st, row))
     sessions.sort(key=lambda s: (s.row["participant_id"], s.row["session_id"]))
     return sessions
+
+
+def flagged_stages(stage: dict[str, Any]) -> str:
+    """The stages whose QC flagged the session (their report says why), comma-separated:
+    a flagged segmentation or registration must reach the table, not only the brain age's
+    flags; "none" when nothing was flagged, "n/a" when the stages are unknown."""
+    stages = stage.get("stages")
+    if not stages:
+        return "n/a"
+    flagged = [s.get("key", "?") for s in stages if s.get("status") == "flagged"]
+    return ",".join(flagged) or "none"
 
 
 def beyond_limit(stage: dict[str, Any]) -> dict[str, float]:
