@@ -19,6 +19,13 @@ from earlybrain.io.atomic import write_json_atomic
 BIDS_VERSION = "1.10.0"
 
 
+def _fail(message: object) -> int:
+    """A step's expected failure: one line on stderr (the end of the job's log, which a
+    salvaged report shows; torch's load errors span several lines) and status 1."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    return 1
+
+
 def validate_step(
     bids: Path,
     subject: str,
@@ -145,8 +152,7 @@ def brain_mask_step(
                 min_volume_ml=min_volume_ml,
             )
     except (MaskingError, ImageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc)
     return 0
 
 
@@ -163,8 +169,7 @@ def stack_qc_step(stacks: list[Path], masks: list[Path], out_tsv: Path, rules: d
     try:
         kept = rank_stacks(stacks, masks, out_tsv, quality.min_stacks, quality)
     except MinimumStacksError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc)
     print(f"{len(kept)} of {len(stacks)} stack(s) kept, best first: {[p.name for p in kept]}")
     return 0
 
@@ -225,8 +230,7 @@ def recon_step(
             out_mask=out_mask,
         )
     except ReconInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc)
     m = result.metrics
     print(
         f"{out_volume.name}: {m['n_stacks']} stack(s), reference stack {m['reference_stack']}"
@@ -366,11 +370,6 @@ def segment_step(
     return 0
 
 
-def _one_line(exc: BaseException) -> str:
-    """An error's message on one line (torch's load errors span several)."""
-    return " ".join(str(exc).split())
-
-
 def brainage_step(
     volume: Path,
     mask: Path,
@@ -410,8 +409,7 @@ def brainage_step(
             threads=threads,
         )
     except BrainAgeError as exc:
-        print(f"error: brain age of {prefix}: BrainAgeError: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return _fail(f"brain age of {prefix}: BrainAgeError: {exc}")
     print(
         f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "
         f"weeks (chronological {age_weeks:g}), gap z {r['brain_age_gap_z']:+.2f}, "
@@ -457,9 +455,7 @@ def infant_brainage_step(
             dseg=dseg,
         )
     except BrainAgeError as exc:
-        msg = _one_line(exc)
-        print(f"error: infant brain age of {prefix}: BrainAgeError: {msg}", file=sys.stderr)
-        return 1
+        return _fail(f"infant brain age of {prefix}: BrainAgeError: {exc}")
     print(
         f"{prefix}: brain age {r['predicted_age_weeks']:.1f} ± {r['uncertainty_sd_weeks']:.1f} "
         f"weeks PMA ({r['predicted_age_months']} months; chronological {age_weeks:g} weeks, "
