@@ -314,21 +314,21 @@ def test_segmentation_in_the_workflow(cohort_run) -> None:
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def mask_margin_mm(mask_path: Path, truth_dseg: Path) -> float:
-    """Mean distance (mm) of a brain mask's edge outside the true brain's surface: volume
-    difference over the surface area (the volume a 2 mm shell around the brain adds, / 2)."""
+def mask_margin_mm(mask_path: Path, truth: dict) -> float:
+    """Mean distance (mm) of a brain mask's edge outside the true brain's surface (truth:
+    `load_truth`): volume difference over the surface area (the volume a 2 mm shell around
+    the brain adds, / 2)."""
     from scipy import ndimage
 
-    mask, dseg = nib.load(mask_path), nib.load(truth_dseg)
-    labels = np.asanyarray(dseg.dataobj)
-    brain = (labels >= 1) & (labels <= 12)
-    voxel_ml = abs(np.linalg.det(dseg.affine[:3, :3])) / 1000
-    sampling = np.sqrt((dseg.affine[:3, :3] ** 2).sum(axis=0))
-    shell_ml = (ndimage.distance_transform_edt(~brain, sampling=sampling) <= 2.0).sum() * voxel_ml
-    brain_ml = brain.sum() * voxel_ml
-    mask_voxel_ml = abs(np.linalg.det(mask.affine[:3, :3])) / 1000
-    mask_ml = (np.asanyarray(mask.dataobj) > 0).sum() * mask_voxel_ml
-    return float((mask_ml - brain_ml) / ((shell_ml - brain_ml) / 2.0))
+    def ml(voxels: np.ndarray, affine: np.ndarray) -> float:
+        return float(np.count_nonzero(voxels)) * abs(np.linalg.det(affine[:3, :3])) / 1000
+
+    brain, affine = truth["brain"], truth["affine"]
+    sampling = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    shell_ml = ml(ndimage.distance_transform_edt(~brain, sampling=sampling) <= 2.0, affine)
+    mask = nib.load(mask_path)
+    excess_ml = ml(np.asanyarray(mask.dataobj) > 0, mask.affine) - ml(brain, affine)
+    return excess_ml / ((shell_ml - ml(brain, affine)) / 2.0)
 
 
 def test_brainage_in_the_workflow(cohort_run) -> None:
@@ -358,8 +358,7 @@ def test_brainage_in_the_workflow(cohort_run) -> None:
     # network's input is cut with hugs the brain; its mean offset from the brain's surface
     # is (mask volume - true brain volume) / the brain's surface area
     margin = mask_margin_mm(
-        anat / "sub-f01_rec-svr_desc-brain_mask.nii.gz",
-        cohort_run["truth"] / "sub-f01" / "sub-f01_desc-truth_dseg.nii.gz",
+        anat / "sub-f01_rec-svr_desc-brain_mask.nii.gz", load_truth(cohort_run["truth"], "sub-f01")
     )
     print(f"reconstruction's brain mask: {margin:+.2f} mm from the brain's surface")
     assert abs(margin) <= 1.0
