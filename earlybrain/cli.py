@@ -188,6 +188,7 @@ def _run_step(args: argparse.Namespace) -> int:
             min_volume_ml=args.min_volume_ml,
             device=args.device,
             device_fallback=args.device_fallback,
+            masks_dir_miss=args.masks_dir_miss,
         )
     if args.step == "stack-qc":
         return steps.stack_qc_step(
@@ -390,6 +391,9 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--min-volume-ml", type=float, default=1.0)
     bm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bm.add_argument("--device-fallback", choices=["cpu", "none"], default="cpu")
+    bm.add_argument(
+        "--masks-dir-miss", default="", help="masks_dir had no mask for this stack: why (logged)"
+    )
 
     sq = steps.add_parser("stack-qc", help="score, rank and exclude the stacks of a session")
     sq.add_argument("--stacks", nargs="+", required=True)

@@ -129,8 +129,11 @@ def brain_mask_step(
     min_volume_ml: float,
     device: str,
     device_fallback: str,
+    masks_dir_miss: str = "",
 ) -> int:
-    """Brain mask of one stack: the lab's own mask when given, else the network's."""
+    """Brain mask of one stack: the lab's own mask when given, else the network's. A
+    stack without a fetal head gets an empty mask and its reason (stack QC excludes it);
+    only an unusable input or weights file fails the step."""
     import logging
 
     from earlybrain.io.nifti import ImageError
@@ -141,18 +144,23 @@ def brain_mask_step(
         if precomputed is not None:
             copy_precomputed_mask(in_path, precomputed, out)
             print(f"{in_path.name}: precomputed brain mask {precomputed}")
-        else:
-            mask_stack_file(
-                in_path,
-                out,
-                weights,
-                device=device,
-                allow_cpu_fallback=device_fallback == "cpu",
-                threshold=threshold,
-                min_volume_ml=min_volume_ml,
-            )
+            return 0
+        if masks_dir_miss:
+            print(f"warning: {masks_dir_miss}; {in_path.name} is masked by the network instead")
+        res = mask_stack_file(
+            in_path,
+            out,
+            weights,
+            device=device,
+            allow_cpu_fallback=device_fallback == "cpu",
+            threshold=threshold,
+            min_volume_ml=min_volume_ml,
+            extra={"MasksDirMiss": masks_dir_miss} if masks_dir_miss else None,
+        )
     except (MaskingError, ImageError) as exc:
         return _fail(exc)
+    if res.reason:
+        print(f"{in_path.name}: empty brain mask: {res.reason}")
     return 0
 
 

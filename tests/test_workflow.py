@@ -188,6 +188,7 @@ def test_recon_in_the_workflow(cohort_run) -> None:
         for k in (1, 2, 3)
     ]
     assert "U-Net" in masks[0]["Parameters"]["method"]  # no mask given: the network's
+    assert "sub-f01_run-1" in masks[0]["MasksDirMiss"]  # ... and its sidecar says why
     for given in masks[1:]:
         assert given["Parameters"]["method"] == "precomputed (masks_dir)"
         assert any("derivatives/masks" in s for s in given["Sources"])
@@ -225,6 +226,9 @@ def test_recon_in_the_workflow(cohort_run) -> None:
     html = (deriv / "sub-f01.html").read_text()
     assert "Slice-to-volume reconstruction" in html and "Stack quality ranking" in html
     assert "1 by the masking network, 2 precomputed (masks_dir)" in html
+    assert "no mask in masks_dir for sub-f01_run-1_T2w: masked by the network" in html
+    mask_log = cohort_run["out"] / "logs" / "brain_mask" / "sub-f01" / "sub-f01_run-1_T2w.log"
+    assert "masked by the network instead" in mask_log.read_text()
     assert (
         "reference stack"
         in (cohort_run["out"] / "logs" / "recon" / "sub-f01" / "sub-f01.log").read_text()

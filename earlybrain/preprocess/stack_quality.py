@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,7 +41,7 @@ from scipy import ndimage
 
 from earlybrain.io.atomic import write_text_atomic
 from earlybrain.io.nifti import load_nifti, voxel_sizes
-from earlybrain.io.sidecar import write_sidecar
+from earlybrain.io.sidecar import sidecar_path, write_sidecar
 from earlybrain.recon.robust import dark_slices
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,12 @@ def measure_stack(
     )
 
 
-def score_and_rank(qs: list[StackQuality], rules: QualityRules) -> list[StackQuality]:
-    """Fill in volume ratio, score, rank and the exclusion decision of every stack (in place)."""
+def score_and_rank(
+    qs: list[StackQuality], rules: QualityRules, no_brain: dict[str, str] | None = None
+) -> list[StackQuality]:
+    """Fill in volume ratio, score, rank and the exclusion decision of every stack (in
+    place). `no_brain`: why the masking step left a stack's mask empty, by stack."""
+    no_brain = no_brain or {}
     vols = np.array([q.mask_volume_ml for q in qs])
     present = vols >= rules.min_volume_ml
     median = float(np.median(vols[present])) if present.any() else 0.0
@@ -184,7 +189,10 @@ def score_and_rank(qs: list[StackQuality], rules: QualityRules) -> list[StackQua
     for q in qs:
         reasons = []
         if q.mask_volume_ml < rules.min_volume_ml:
-            reasons.append(f"no brain in the mask ({q.mask_volume_ml:.2f} ml)")
+            why = no_brain.get(q.stack)
+            reasons.append(
+                f"no brain in the mask ({q.mask_volume_ml:.2f} ml)" + (f": {why}" if why else "")
+            )
         elif len(qs) >= 3 and not lo <= q.volume_ratio <= hi:
             reasons.append(
                 f"brain mask volume {q.mask_volume_ml:.1f} ml is {q.volume_ratio:.2f} x the "
@@ -260,12 +268,18 @@ def rank_stacks(
         raise ValueError(f"{len(stack_paths)} stacks but {len(mask_paths)} masks")
     rules = replace(rules or QualityRules(), min_stacks=min_stacks)
     qs = []
+    no_brain = {}
     for sp, mp in zip(stack_paths, mask_paths, strict=True):
         img, msk = load_nifti(sp), load_nifti(mp)
         data = np.squeeze(np.asanyarray(img.dataobj))
         mask = np.squeeze(np.asanyarray(msk.dataobj))
         qs.append(measure_stack(data, mask, img.affine, str(sp), str(mp)))
-    score_and_rank(qs, rules)
+        side = sidecar_path(mp)
+        if side.is_file():
+            why = json.loads(side.read_text()).get("NoBrainReason")
+            if why:
+                no_brain[str(sp)] = why
+    score_and_rank(qs, rules, no_brain)
     for q in qs:
         if not q.kept:
             log.warning("excluded %s: %s", Path(q.stack).name, q.reason)

@@ -198,7 +198,8 @@ def load_stacks(
         if side.exists() and side != Path(sp):
             try:
                 meta = json.loads(side.read_text())
-                timing = meta.get("SliceTiming")
+                # dcm2niix writes "SliceTiming": [] when the scanner did not record it
+                timing = meta.get("SliceTiming") or None
             except (OSError, ValueError):
                 timing = None
         data = np.asanyarray(img.dataobj).astype(np.float32)

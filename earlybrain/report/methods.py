@@ -372,20 +372,33 @@ def brain_mask_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str:
     parts = []
     if net:
         par, card = net[0].get("Parameters", {}), net[0].get("ModelCard", {})
+        geo = par.get("geometry", {})
         dice = card.get("validation_dice_mean")
+        fine = geo.get("fine_mm", ("?", "?"))
         parts.append(
-            f"The fetal brain was masked in {len(net)} stack(s) by a 2D U-Net "
-            f"{m.cite('unet')} built with MONAI {m.cite('monai')}, applied slice by slice with "
-            f"its neighbouring slices as context at {par.get('target_inplane_mm', '?')} mm "
-            f"in-plane, threshold {par.get('threshold', '?')}, followed by a 3D clean-up "
-            "(largest connected component, hole filling). The network was trained on "
-            "domain-randomised stacks from earlybrain's simulator (weights "
+            f"The fetal brain (intracranial volume) was masked in {len(net)} stack(s) by two "
+            f"2D U-Nets {m.cite('unet')} built with MONAI {m.cite('monai')}, each applied "
+            "slice by slice with the neighbouring slices as context: a localiser found the "
+            f"fetal head on whole slices at {geo.get('coarse_mm', '?')} mm, then a segmenter "
+            f"masked a crop around it at the stack's in-plane resolution (kept within "
+            f"{fine[0]}-{fine[1]} mm), threshold {par.get('threshold', '?')}, followed by a 3D "
+            "clean-up (largest connected component, hole filling). The networks were trained "
+            "on simulated clinical stacks (maternal abdomen, uterus, fetal body; brains from "
+            "earlybrain's simulator and from a real fetal atlas) (weights "
             f"{Path(str(par.get('weights', '?'))).name}, SHA-256 "
             f"{str(par.get('weights_sha256', '?'))[:12]}, trained {card.get('trained', '?')} "
             f"with seed {card.get('seed', '?')}"
-            + (f", validation Dice {dice:.3f}" if isinstance(dice, float) else "")
+            + (f", simulated validation Dice {dice:.3f}" if isinstance(dice, float) else "")
             + ")."
         )
+        empty = sum(bool(s.get("NoBrainReason")) for s in net)
+        if empty:
+            parts.append(f"In {empty} stack(s) no fetal brain was found; their masks are empty.")
+        fallback = sum(bool(s.get("MasksDirMiss")) for s in net)
+        if fallback:
+            parts.append(
+                f"masks_dir held no mask for {fallback} stack(s); the network masked them."
+            )
     if given:
         parts.append(f"Brain masks of {given} stack(s) were given (masks_dir), not computed.")
     return " ".join(parts) or "Brain masks were computed (their sidecars could not be read)."

@@ -176,11 +176,38 @@ def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]
     if missing:
         return {"status": "failed", "detail": "no output: " + ", ".join(missing)}
     given = sum(map(is_precomputed_mask, sides))
-    volumes = [s["BrainVolume_ml"] for s in sides if "BrainVolume_ml" in s]
+    volumes = [s["BrainVolume_ml"] for s in sides if s.get("BrainVolume_ml")]
     how = [f"{len(sides) - given} by the masking network"] if len(sides) > given else []
     how += [f"{given} precomputed (masks_dir)"] if given else []
     vol = f"; brain {min(volumes):.0f}-{max(volumes):.0f} ml" if volumes else ""
-    return {"status": "done", "detail": f"{len(sides)} stack(s): {', '.join(how)}{vol}"}
+    notes = []
+    fallback = [
+        _stack_name(p) for p, s in zip(brain_masks, sides, strict=False) if s.get("MasksDirMiss")
+    ]
+    if fallback:
+        notes.append("no mask in masks_dir for " + ", ".join(fallback) + ": masked by the network")
+    empty = [
+        f"{_stack_name(p)} ({s['NoBrainReason']})"
+        for p, s in zip(brain_masks, sides, strict=False)
+        if s.get("NoBrainReason")
+    ]
+    if empty:
+        notes.append("empty mask: " + "; ".join(empty))
+    twins = [
+        _stack_name(p)
+        for p, s in zip(brain_masks, sides, strict=False)
+        if s.get("LocalisationNote")
+    ]
+    if twins:
+        notes.append("several fetal brains found in " + ", ".join(twins) + " (see the log)")
+    detail = f"{len(sides)} stack(s): {', '.join(how)}{vol}" + "".join(f". {n}" for n in notes)
+    return {"status": "done", "detail": detail}
+
+
+def _stack_name(mask: Path) -> str:
+    """`sub-1_run-2_desc-brainT2w_mask.nii.gz` -> `sub-1_run-2_T2w`: the stack a mask is of."""
+    name = mask.name.replace(".nii.gz", "").replace("_mask", "")
+    return name.replace("_desc-brain", "_")
 
 
 def _infant_mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]) -> dict:

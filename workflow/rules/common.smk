@@ -199,9 +199,22 @@ def precomputed_mask(wildcards):
     if not config.get("masks_dir"):
         return []
     try:
-        return [str(find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents))]
+        mask = find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents, wildcards.suffix)
     except MaskNotFoundError:
         return []
+    return [str(mask)]
+
+
+def masks_dir_miss(wildcards):
+    """`--masks-dir-miss MESSAGE` when masks_dir is set but has no mask for this stack:
+    the network masks it, and its sidecar, log and the report say so."""
+    if not config.get("masks_dir"):
+        return ""
+    try:
+        find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents, wildcards.suffix)
+    except MaskNotFoundError as exc:
+        return "--masks-dir-miss " + shlex.quote(str(exc))
+    return ""
 
 
 def threshold_option(value):

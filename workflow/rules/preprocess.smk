@@ -121,6 +121,7 @@ rule brain_mask:
     params:
         eb=EARLYBRAIN,
         precomputed=quoted_input("precomputed"),
+        miss=masks_dir_miss,
         weights=MASKING_WEIGHTS,
         threshold=threshold_option(config["masking"].get("threshold")),
         min_volume=config["masking"]["min_volume_ml"],
@@ -140,7 +141,7 @@ rule brain_mask:
         "{params.eb} step brain-mask --input {input.image:q} --out {output.mask:q}"
         " --precomputed {params.precomputed} --weights {params.weights:q} {params.threshold}"
         " --min-volume-ml {params.min_volume} --device {params.device}"
-        " --device-fallback {params.fallback} > {log:q} 2>&1"
+        " --device-fallback {params.fallback} {params.miss} > {log:q} 2>&1"
 
 
 rule stack_qc:

@@ -15,7 +15,7 @@ MASKING_TRAIN_OUT = MASKING_TRAIN.get("out_dir") or f"{OUTDIR}/models/masking"
 
 
 rule train_masking:
-    """Simulate domain-randomised fetal stacks, train the 2D U-Net masking network, write card.json."""
+    """Simulate clinical fetal stacks, train the masking networks (localiser, segmenter), write card.json."""
     output:
         weights=f"{MASKING_TRAIN_OUT}/unet2d_weights.pt",
         card=f"{MASKING_TRAIN_OUT}/card.json",
@@ -23,8 +23,9 @@ rule train_masking:
         eb=EARLYBRAIN,
         out=lambda wildcards, output: str(Path(output.weights).parent),
         seed=MASKING_TRAIN["seed"],
-        epochs=MASKING_TRAIN["epochs"],
         subjects=MASKING_TRAIN["subjects"],
+        localiser_steps=MASKING_TRAIN["localiser_steps"],
+        segmenter_steps=MASKING_TRAIN["segmenter_steps"],
         val_subjects=MASKING_TRAIN["val_subjects"],
         batch_size=MASKING_TRAIN["batch_size"],
         device=config["device"],
@@ -35,13 +36,14 @@ rule train_masking:
     threads: 2
     resources:
         mem_mb=6000,
-        runtime=90,
+        runtime=240,
     conda:
         ENV
     shell:
         "{params.eb} train-masking --out {params.out:q}"
-        " --seed {params.seed} --epochs {params.epochs} --subjects {params.subjects}"
-        " --val-subjects {params.val_subjects} --batch-size {params.batch_size}"
+        " --seed {params.seed} --subjects {params.subjects} --val-subjects {params.val_subjects}"
+        " --localiser-steps {params.localiser_steps} --segmenter-steps {params.segmenter_steps}"
+        " --batch-size {params.batch_size}"
         " --device {params.device} --workers {threads} --threads 1 > {log:q} 2>&1"
 
 

@@ -1,8 +1,11 @@
-"""The masking network: a small 2D MONAI U-Net on a slice and its neighbours.
+"""The masking networks: small 2D MONAI U-Nets on a slice and its neighbours.
 
-Small on purpose: it must train on two CPU cores in minutes and ship in the
-repository. Instance normalisation makes it indifferent to the overall contrast and
-brightness of a stack, which vary between scanners far more than anatomy does.
+Two of them, one architecture: the localiser (whole slices at 3 mm: where is the
+fetal head?) and the segmenter (a crop around the head at the stack's resolution:
+which pixels are intracranial?). Small on purpose: they must train on two CPU cores
+and ship in the repository. Instance normalisation makes them indifferent to the
+overall contrast and brightness of a stack, which vary between scanners far more than
+anatomy does.
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ DEFAULT_ARCH: dict[str, Any] = {
     "name": "monai.networks.nets.UNet",
     "spatial_dims": 2,
     "context": 1,  # neighbouring slices on each side, as extra input channels
-    "channels": [8, 16, 32, 64, 128],
+    "channels": [16, 32, 64, 128, 256],
     "strides": [2, 2, 2, 2],
     "num_res_units": 1,
     "norm": "instance",
     "dropout": 0.0,
-    "patch": 128,  # training patch = inference window (instance-norm statistics)
 }
 
 

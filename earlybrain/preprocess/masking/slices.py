@@ -109,6 +109,83 @@ def from_slices(values: np.ndarray, grid: SliceGrid) -> np.ndarray:
     return np.moveaxis(out, 0, grid.axis)
 
 
+@dataclass(frozen=True)
+class CropGrid:
+    """A box of a stack's slices resampled to a finer in-plane grid: the head's crop."""
+
+    axis: int
+    native_shape: tuple[int, int, int]
+    inplane_mm: tuple[float, float]
+    spacing_mm: float
+    origin: tuple[float, float]  # native pixel coordinates of the crop's first pixel
+    shape: tuple[int, int]
+    slices: tuple[int, int]  # first and last+1 native slice index
+
+    @property
+    def steps(self) -> tuple[float, float]:
+        """Native pixels per crop pixel along each in-plane axis."""
+        return (self.spacing_mm / self.inplane_mm[0], self.spacing_mm / self.inplane_mm[1])
+
+
+def inplane_mm(affine: np.ndarray) -> tuple[int, tuple[float, float]]:
+    """(slice axis, in-plane spacings of the two other axes)."""
+    axis = slice_axis(affine)
+    sp = voxel_sizes(affine)
+    plane = [a for a in range(3) if a != axis]
+    return axis, (float(sp[plane[0]]), float(sp[plane[1]]))
+
+
+def crop_slices(
+    data: np.ndarray,
+    affine: np.ndarray,
+    centre_px: tuple[float, float],
+    shape: tuple[int, int],
+    spacing_mm: float,
+    slices: tuple[int, int],
+) -> tuple[np.ndarray, CropGrid]:
+    """(n, h, w) float32 crop of `shape` pixels of `spacing_mm`, centred on native in-plane
+    pixel `centre_px`, of native slices slices[0]..slices[1]-1 (zero beyond the stack)."""
+    arr = np.asarray(data, dtype=np.float32)
+    axis, inplane = inplane_mm(affine)
+    vol = np.moveaxis(arr, axis, 0)[slices[0] : slices[1]]
+    f0, f1 = spacing_mm / inplane[0], spacing_mm / inplane[1]
+    origin = (
+        centre_px[0] - (shape[0] - 1) / 2.0 * f0,
+        centre_px[1] - (shape[1] - 1) / 2.0 * f1,
+    )
+    sigma = (0.0, 0.4 * max(f0 - 1, 0.0), 0.4 * max(f1 - 1, 0.0))
+    if max(sigma) > 0:
+        vol = ndimage.gaussian_filter(vol, sigma, mode="nearest")
+    g0, g1 = np.meshgrid(
+        origin[0] + f0 * np.arange(shape[0]), origin[1] + f1 * np.arange(shape[1]), indexing="ij"
+    )
+    out = np.empty((vol.shape[0], *shape), dtype=np.float32)
+    for k in range(vol.shape[0]):
+        out[k] = ndimage.map_coordinates(vol[k], [g0, g1], order=1, mode="constant")
+    grid = CropGrid(
+        axis, tuple(int(s) for s in arr.shape), inplane, float(spacing_mm), origin,
+        tuple(shape), (int(slices[0]), int(slices[1])),
+    )  # fmt: skip
+    return out, grid
+
+
+def uncrop(values: np.ndarray, grid: CropGrid) -> np.ndarray:
+    """Crop values back on the stack's own grid (linear; zero outside the crop)."""
+    native = list(grid.native_shape)
+    nz = native.pop(grid.axis)
+    n0, n1 = native
+    f0, f1 = grid.steps
+    c0 = (np.arange(n0) - grid.origin[0]) / f0
+    c1 = (np.arange(n1) - grid.origin[1]) / f1
+    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
+    out = np.zeros((nz, n0, n1), dtype=np.float32)
+    for i, k in enumerate(range(*grid.slices)):
+        out[k] = ndimage.map_coordinates(
+            values[i].astype(np.float32), [g0, g1], order=1, mode="constant"
+        )
+    return np.moveaxis(out, 0, grid.axis)
+
+
 def with_context(slices: np.ndarray, context: int) -> np.ndarray:
     """(n, h, w) -> (n, 2*context+1, h, w): each slice with its neighbours as channels.
 

@@ -1,0 +1,66 @@
+"""Where the development data lie (`../shared/data` beside the checkout), and how the
+real fetal anatomies of `fidon-sb-atlas` are split between training and validation.
+
+The data are never copied into the repository: training commands, tests and benches
+look them up here. `EARLYBRAIN_SHARED_DATA` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import earlybrain
+
+FIDON = "fidon-sb-atlas"
+MIAL = "mial-sub01"
+FETPYPE = "fetpype-simu001"
+
+# Fidon et al. 2021 spina bifida atlas: 15 time points. Neighbouring weeks of one atlas
+# are near copies, so the split is one contiguous block of weeks: the oldest three
+# (32-34 weeks, the largest brains) are held out for validation, never trained on.
+FIDON_TIMEPOINTS: tuple[str, ...] = (
+    *(f"fetal_SB_atlas_GA{w}_notoperated" for w in range(21, 26)),
+    *(f"fetal_SB_atlas_GA{w}_operated" for w in range(25, 35)),
+)
+FIDON_VALIDATION_WEEKS = (32, 33, 34)
+
+
+def fidon_week(name: str) -> int:
+    """Gestational week of a Fidon time point folder name."""
+    return int(name.split("_GA")[1].split("_")[0])
+
+
+def fidon_split(split: str) -> tuple[str, ...]:
+    """Time points of the `train` or `val` split (see FIDON_VALIDATION_WEEKS)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    val = tuple(t for t in FIDON_TIMEPOINTS if fidon_week(t) in FIDON_VALIDATION_WEEKS)
+    return val if split == "val" else tuple(t for t in FIDON_TIMEPOINTS if t not in val)
+
+
+def candidates() -> list[Path]:
+    """Folders that may hold the shared data, in the order they are tried."""
+    out = []
+    if os.environ.get("EARLYBRAIN_SHARED_DATA"):
+        out.append(Path(os.environ["EARLYBRAIN_SHARED_DATA"]))
+    checkout = Path(earlybrain.__file__).resolve().parents[1]
+    out += [checkout.parent / "shared" / "data", Path("/work/shared/data")]
+    return out
+
+
+def dataset(name: str) -> Path | None:
+    """The folder of one shared dataset, or None when it is nowhere to be found."""
+    return next((c / name for c in candidates() if (c / name).is_dir()), None)
+
+
+def require(name: str) -> Path:
+    """Like `dataset`, but a missing dataset is an error that says where it was looked for."""
+    path = dataset(name)
+    if path is None:
+        tried = ", ".join(str(c / name) for c in candidates())
+        raise FileNotFoundError(
+            f"shared dataset {name} not found (looked in {tried}); "
+            "set EARLYBRAIN_SHARED_DATA to the folder that holds it"
+        )
+    return path
