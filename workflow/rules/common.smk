@@ -213,7 +213,7 @@ def masks_dir_miss(wildcards):
     try:
         find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents, wildcards.suffix)
     except MaskNotFoundError as exc:
-        return "--masks-dir-miss " + shlex.quote(str(exc))
+        return f"--masks-dir-miss {shlex.quote(str(exc))}"
     return ""
 
 

@@ -73,7 +73,7 @@ class MaskingGeometry:
     fine_mm: tuple[float, float] = (0.8, 1.3)  # segmenter spacing: native, within this
     window: int = 192  # segmenter input window (pixels), as in training
     margin_mm: float = 20.0  # crop beyond the localised head, in plane
-    slice_margin: int = 2  # slices beyond the localised head that the segmenter sees
+    reach_mm: float = 75.0  # the segmenter sees slices this close to the head's centre
     localiser_threshold: float = 0.5
     min_candidate_ml: float = 1.0
 
@@ -126,8 +126,14 @@ def save_weights(path: str | os.PathLike[str], model: MaskingModel) -> Path:
     )
 
 
+# geometry fields of earlier weights that later versions replaced (slice_margin: the
+# segmenter now sees every slice within reach_mm of the head's centre)
+_RETIRED = ("slice_margin",)
+
+
 def _geometry(d: dict[str, Any]) -> MaskingGeometry:
-    return MaskingGeometry(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return MaskingGeometry(**{k: v for k, v in fields.items() if k not in _RETIRED})
 
 
 def load_model(
@@ -263,8 +269,12 @@ def predict_probability(
     lo0, hi0, lo1, hi1 = loc.chosen.inplane_box_px
     box_mm = ((hi0 - lo0) * inplane[0], (hi1 - lo1) * inplane[1])
     shape = crop_shape(box_mm, geo.fine_spacing(inplane), geo)
-    first = max(0, loc.chosen.slices[0] - geo.slice_margin)
-    last = min(data.shape[axis], loc.chosen.slices[1] + geo.slice_margin)
+    # the localiser's candidate may cover only the middle of the head (its poles are
+    # small at 3 mm): the segmenter sees every slice within reach of the head's centre
+    reach = int(np.ceil(geo.reach_mm / float(voxel_sizes(affine)[axis])))
+    centre = round(float(loc.chosen.centre_px[axis]))
+    first = max(0, min(loc.chosen.slices[0], centre - reach))
+    last = min(data.shape[axis], max(loc.chosen.slices[1], centre + reach + 1))
     crop, grid = fine_input(
         data, affine, ((lo0 + hi0) / 2, (lo1 + hi1) / 2), shape, (first, last), geo
     )

@@ -39,8 +39,9 @@ from earlybrain.simulate.uterus import SceneConfig, UterusScene
 REALISTIC_DEFAULT = SceneConfig()  # the full randomisation of training scenes
 
 # changes whenever what a subject holds changes, so a cache never serves stale subjects
-DATA_VERSION = 4
+DATA_VERSION = 5
 FINE_CROP = 224  # stored crop; training windows (geometry.window) are cut from it
+NEGATIVE_SLICES_MM = 30.0  # crops also of the slices this far beyond the head
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def network_views(
         centre = np.array([rng.uniform(0.2, 0.8) * n for n in m.shape[1:]])
         first, last = 0, m.shape[0]
     jitter = rng.normal(0, 8.0, 2) / np.array(inplane)  # the localiser's centring error
-    margin = geo.slice_margin + 1
+    # slices beyond the head too (neck, body, maternal tissue), which the segmenter sees
+    margin = int(np.ceil(NEGATIVE_SLICES_MM / float(np.linalg.norm(affine[:3, axis]))))
     sl = (max(0, first - margin), min(m.shape[0], last + margin))
     cz = tuple(float(c) for c in centre + jitter)
     shape = (FINE_CROP, FINE_CROP)
