@@ -57,31 +57,19 @@ def peak_mb() -> float:
 
 def real_sets() -> dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     out = {}
-    mial = shared_data.dataset(shared_data.MIAL)
-    if mial:
+    for name, key, pairs in (
+        (shared_data.MIAL, "mial", shared_data.mial_pairs),
+        (shared_data.FETPYPE, "fetpype", shared_data.fetpype_pairs),
+    ):
+        root = shared_data.dataset(name)
+        if root is None:
+            continue
         rows = []
-        for r in range(1, 7):
-            img = nib.load(mial / "sub-01" / "anat" / f"sub-01_run-{r}_T2w.nii.gz")
-            m = nib.load(
-                mial / "derivatives" / "manual_masks" / "sub-01" / "anat"
-                / f"sub-01_run-{r}_T2w_desc-brain_mask.nii.gz"
-            )  # fmt: skip
-            rows.append(
-                (f"run-{r}", np.asanyarray(img.dataobj), img.affine, np.asanyarray(m.dataobj) > 0)
-            )
-        out["mial"] = rows
-    fet = shared_data.dataset(shared_data.FETPYPE)
-    if fet:
-        anat = fet / "sub-simu001" / "ses-01" / "anat"
-        masks = fet / "derivatives" / "masks" / "sub-simu001" / "ses-01" / "anat"
-        rows = []
-        for r in (1, 2, 3):
-            img = nib.load(anat / f"sub-simu001_ses-01_run-{r}_T2w.nii.gz")
-            m = nib.load(masks / f"sub-simu001_ses-01_run-{r}_mask.nii.gz")
-            rows.append(
-                (f"run-{r}", np.asanyarray(img.dataobj), img.affine, np.asanyarray(m.dataobj) > 0)
-            )
-        out["fetpype"] = rows
+        for r, (stack, mask) in enumerate(pairs(root), start=1):
+            img = nib.load(stack)
+            truth = np.asanyarray(nib.load(mask).dataobj) > 0
+            rows.append((f"run-{r}", np.asanyarray(img.dataobj), img.affine, truth))
+        out[key] = rows
     return out
 
 

@@ -46,7 +46,7 @@ def candidates() -> list[Path]:
         out.append(Path(os.environ["EARLYBRAIN_SHARED_DATA"]))
     checkout = Path(earlybrain.__file__).resolve().parents[1]
     out += [checkout.parent / "shared" / "data", Path("/work/shared/data")]
-    return out
+    return list(dict.fromkeys(out))  # the checkout may well be /work/<name>
 
 
 def dataset(name: str) -> Path | None:
@@ -64,3 +64,28 @@ def require(name: str) -> Path:
             "set EARLYBRAIN_SHARED_DATA to the folder that holds it"
         )
     return path
+
+
+def mial_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(real stack, its hand-drawn brain mask) for the six runs of mial-sub01 at `root`."""
+    masks = root / "derivatives" / "manual_masks" / "sub-01" / "anat"
+    return [
+        (
+            root / "sub-01" / "anat" / f"sub-01_run-{r}_T2w.nii.gz",
+            masks / f"sub-01_run-{r}_T2w_desc-brain_mask.nii.gz",
+        )
+        for r in range(1, 7)
+    ]
+
+
+def fetpype_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(stack, provided brain mask) for the three runs of fetpype-simu001 at `root`."""
+    anat = root / "sub-simu001" / "ses-01" / "anat"
+    masks = root / "derivatives" / "masks" / "sub-simu001" / "ses-01" / "anat"
+    return [
+        (
+            anat / f"sub-simu001_ses-01_run-{r}_T2w.nii.gz",
+            masks / f"sub-simu001_ses-01_run-{r}_mask.nii.gz",
+        )
+        for r in (1, 2, 3)
+    ]

@@ -15,8 +15,6 @@ import pytest
 from earlybrain import shared_data
 
 FETPYPE = shared_data.dataset(shared_data.FETPYPE) or Path("missing") / shared_data.FETPYPE
-ANAT = FETPYPE / "sub-simu001" / "ses-01" / "anat"
-MASKS = FETPYPE / "derivatives" / "masks" / "sub-simu001" / "ses-01" / "anat"
 
 
 def in_ci() -> bool:
@@ -24,13 +22,12 @@ def in_ci() -> bool:
 
 
 def _or_skip(name: str) -> Path:
-    path = shared_data.dataset(name)
-    if path is None:
-        where = ", ".join(str(c / name) for c in shared_data.candidates())
+    try:
+        return shared_data.require(name)
+    except FileNotFoundError as exc:
         if in_ci():
-            pytest.fail(f"shared data missing on CI: looked in {where}")
-        pytest.skip(f"{name} not available (looked in {where})")
-    return path
+            pytest.fail(f"shared data missing on CI: {exc}")
+        pytest.skip(str(exc))
 
 
 def fetpype_or_skip() -> Path:
@@ -49,24 +46,10 @@ def fidon_or_skip() -> Path:
 
 
 def fetpype_pairs() -> list[tuple[Path, Path]]:
-    """(stack, provided brain mask) for the three runs."""
-    return [
-        (
-            ANAT / f"sub-simu001_ses-01_run-{r}_T2w.nii.gz",
-            MASKS / f"sub-simu001_ses-01_run-{r}_mask.nii.gz",
-        )
-        for r in (1, 2, 3)
-    ]
+    """(stack, provided brain mask) for the three runs (call `fetpype_or_skip` first)."""
+    return shared_data.fetpype_pairs(FETPYPE)
 
 
 def mial_pairs() -> list[tuple[Path, Path]]:
     """(real stack, its hand-drawn brain mask) for the six runs of mial-sub01."""
-    root = mial_or_skip()
-    return [
-        (
-            root / "sub-01" / "anat" / f"sub-01_run-{r}_T2w.nii.gz",
-            root / "derivatives" / "manual_masks" / "sub-01" / "anat"
-            / f"sub-01_run-{r}_T2w_desc-brain_mask.nii.gz",
-        )
-        for r in range(1, 7)
-    ]  # fmt: skip
+    return shared_data.mial_pairs(mial_or_skip())

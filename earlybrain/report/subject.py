@@ -180,26 +180,21 @@ def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]
     how = [f"{len(sides) - given} by the masking network"] if len(sides) > given else []
     how += [f"{given} precomputed (masks_dir)"] if given else []
     vol = f"; brain {min(volumes):.0f}-{max(volumes):.0f} ml" if volumes else ""
+
+    def flagged(key: str) -> list[tuple[str, Any]]:
+        """(stack, value) of the stacks whose mask sidecar has `key`."""
+        pairs = zip(brain_masks, sides, strict=False)
+        return [(_stack_name(p), s[key]) for p, s in pairs if s.get(key)]
+
     notes = []
-    fallback = [
-        _stack_name(p) for p, s in zip(brain_masks, sides, strict=False) if s.get("MasksDirMiss")
-    ]
-    if fallback:
-        notes.append("no mask in masks_dir for " + ", ".join(fallback) + ": masked by the network")
-    empty = [
-        f"{_stack_name(p)} ({s['NoBrainReason']})"
-        for p, s in zip(brain_masks, sides, strict=False)
-        if s.get("NoBrainReason")
-    ]
-    if empty:
-        notes.append("empty mask: " + "; ".join(empty))
-    twins = [
-        _stack_name(p)
-        for p, s in zip(brain_masks, sides, strict=False)
-        if s.get("LocalisationNote")
-    ]
-    if twins:
-        notes.append("several fetal brains found in " + ", ".join(twins) + " (see the log)")
+    if fallback := flagged("MasksDirMiss"):
+        names = ", ".join(n for n, _ in fallback)
+        notes.append(f"no mask in masks_dir for {names}: masked by the network")
+    if empty := flagged("NoBrainReason"):
+        notes.append("empty mask: " + "; ".join(f"{n} ({why})" for n, why in empty))
+    if twins := flagged("LocalisationNote"):
+        names = ", ".join(n for n, _ in twins)
+        notes.append(f"several fetal brains found in {names} (see the log)")
     detail = f"{len(sides)} stack(s): {', '.join(how)}{vol}" + "".join(f". {n}" for n in notes)
     return {"status": "done", "detail": detail}
 

@@ -200,7 +200,8 @@ def _bias_field(pts: np.ndarray, centre: np.ndarray, coef: np.ndarray) -> np.nda
     return np.exp(log_b).astype(np.float32)
 
 
-def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+def rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise of `sigma` per channel."""
     if sigma <= 0:
         return signal
     n1 = rng.normal(0, sigma, signal.shape)
@@ -269,7 +270,7 @@ def simulate_stacks(
             data[..., k] = acc * b * factor[k]
             bias[..., k] = b
             mask[..., k] = scene.brain_fraction(pts, M) >= 0.5
-        noisy = _rician(data, proto.noise_sigma, rng)
+        noisy = rician_noise(data, proto.noise_sigma, rng)
         stacks.append(
             SimulatedStack(
                 data=np.clip(np.rint(noisy), 0, 32767).astype(np.int16),
@@ -336,9 +337,9 @@ def simulate_volume(
     for contrast in contrasts:
         scene = Scene(phantom, head_to_scanner, contrast, sigma, rng, maternal=False)
         signal = scene.sample(pts, identity) * bias
-        images[contrast] = np.clip(np.rint(_rician(signal, noise_sigma, rng)), 0, 32767).astype(
-            np.int16
-        )
+        images[contrast] = np.clip(
+            np.rint(rician_noise(signal, noise_sigma, rng)), 0, 32767
+        ).astype(np.int16)
         truths[contrast] = scene.truth
         if mask is None:
             mask = (scene.brain_fraction(pts, identity) >= 0.5).astype(np.uint8)

@@ -23,7 +23,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from earlybrain.geometry import rigid_matrix
-from earlybrain.simulate.acquisition import FWHM_TO_SIGMA
+from earlybrain.simulate.acquisition import FWHM_TO_SIGMA, rician_noise
 from earlybrain.simulate.motion import interleaved_order, motion_trajectory
 from earlybrain.simulate.uterus import UterusScene
 
@@ -230,7 +230,7 @@ def simulate_clinical_stack(
             img = _phase_blur(img, keep, decay)
         data[..., k] = img * slice_gain[k]
         mask[..., k] = fr >= 0.5
-    noisy = np.sqrt((data + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)
+    noisy = rician_noise(data, sigma, rng)
     stored, dtype = _store(noisy.astype(np.float32), rng)
     if rng.random() < proto.p_permute:
         stored, mask, A = _permute(stored, mask, A, rng)

@@ -1,6 +1,7 @@
 # Shared definitions: paths, sessions discovered in the BIDS dataset, input functions.
 # No rules here; every rule file includes what it needs from these names.
 
+import functools
 import json
 import math
 import shlex
@@ -196,25 +197,27 @@ def image_brain_mask(wildcards):
 
 def precomputed_mask(wildcards):
     """The lab's own mask of this stack in masks_dir, or [] (the network masks it)."""
-    if not config.get("masks_dir"):
-        return []
-    try:
-        mask = find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents, wildcards.suffix)
-    except MaskNotFoundError:
-        return []
-    return [str(mask)]
+    mask, _ = _masks_dir_lookup(wildcards.sdir, wildcards.ents, wildcards.suffix)
+    return [mask] if mask else []
 
 
 def masks_dir_miss(wildcards):
     """`--masks-dir-miss MESSAGE` when masks_dir is set but has no mask for this stack:
     the network masks it, and its sidecar, log and the report say so."""
+    _, miss = _masks_dir_lookup(wildcards.sdir, wildcards.ents, wildcards.suffix)
+    return f"--masks-dir-miss {shlex.quote(miss)}" if miss else ""
+
+
+@functools.cache
+def _masks_dir_lookup(sdir, ents, suffix):
+    """(mask path, "") when masks_dir has this stack's mask, ("", why not) when it has
+    none, ("", "") without masks_dir: one search serves the input and the params."""
     if not config.get("masks_dir"):
-        return ""
+        return "", ""
     try:
-        find_mask(config["masks_dir"], wildcards.sdir, wildcards.ents, wildcards.suffix)
+        return str(find_mask(config["masks_dir"], sdir, ents, suffix)), ""
     except MaskNotFoundError as exc:
-        return f"--masks-dir-miss {shlex.quote(str(exc))}"
-    return ""
+        return "", str(exc)
 
 
 def threshold_option(value):

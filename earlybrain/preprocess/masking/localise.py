@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain.io.nifti import voxel_sizes
-from earlybrain.preprocess.masking.slices import SliceGrid
+from earlybrain.preprocess.masking.slices import SliceGrid, native_coords
 
 # a candidate brain must hold at least this fraction of the largest candidate's volume
 # to count as a second brain (twins); smaller ones are spurious detections
@@ -51,11 +51,6 @@ def pad_to_canvas(x: np.ndarray, canvas: int, multiple: int) -> tuple[np.ndarray
     out = np.zeros((*x.shape[:-2], H, W), dtype=x.dtype)
     out[..., top : top + h, left : left + w] = x
     return out, (top, left)
-
-
-def _to_native(c: float, n_native: int, n_coarse: int, factor: float) -> float:
-    """Coarse pixel coordinate -> native pixel (the grids share their centre, `slices`)."""
-    return (c - (n_coarse - 1) / 2.0) * factor + (n_native - 1) / 2.0
 
 
 def candidates(
@@ -94,17 +89,17 @@ def candidates(
         w = prob[sl] * region
         idx = np.indices(region.shape).reshape(3, -1)
         com = (idx * w.reshape(-1)).sum(1) / w.sum() + np.array([s.start for s in sl])
-        c0 = _to_native(com[1], native[0], grid.shape[0], f0)
-        c1 = _to_native(com[2], native[1], grid.shape[1], f1)
+        c0 = native_coords(com[1], native[0], grid.shape[0], f0)
+        c1 = native_coords(com[2], native[1], grid.shape[1], f1)
         centre = [0.0, 0.0, 0.0]
         plane = [a for a in range(3) if a != grid.axis]
         centre[grid.axis], centre[plane[0]], centre[plane[1]] = float(com[0]), c0, c1
         dist = float(np.linalg.norm((np.array(centre) - centre_stack) * sp))
         box = (
-            _to_native(sl[1].start - 0.5, native[0], grid.shape[0], f0),
-            _to_native(sl[1].stop - 0.5, native[0], grid.shape[0], f0),
-            _to_native(sl[2].start - 0.5, native[1], grid.shape[1], f1),
-            _to_native(sl[2].stop - 0.5, native[1], grid.shape[1], f1),
+            native_coords(sl[1].start - 0.5, native[0], grid.shape[0], f0),
+            native_coords(sl[1].stop - 0.5, native[0], grid.shape[0], f0),
+            native_coords(sl[2].start - 0.5, native[1], grid.shape[1], f1),
+            native_coords(sl[2].stop - 0.5, native[1], grid.shape[1], f1),
         )
         out.append(
             Candidate(vol, tuple(centre), (sl[0].start, min(sl[0].stop, n_slices)), box, dist)

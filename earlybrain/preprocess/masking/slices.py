@@ -40,6 +40,14 @@ def slice_axis(affine: np.ndarray) -> int:
     return thickest if sp[thickest] > 1.05 * np.min(sp) else 2
 
 
+def inplane_mm(affine: np.ndarray) -> tuple[int, tuple[float, float]]:
+    """(slice axis, in-plane spacings of the two other axes)."""
+    axis = slice_axis(affine)
+    sp = voxel_sizes(affine)
+    plane = [a for a in range(3) if a != axis]
+    return axis, (float(sp[plane[0]]), float(sp[plane[1]]))
+
+
 def normalise_stack(data: np.ndarray, percentile: float = 99.0) -> np.ndarray:
     """Scale by a high percentile of the positive voxels, clipped to [0, 2].
 
@@ -55,10 +63,33 @@ def normalise_stack(data: np.ndarray, percentile: float = 99.0) -> np.ndarray:
     return np.clip(x / scale, 0.0, 2.0).astype(np.float32)
 
 
-def _plane_coords(n: int, step: float, m: int) -> np.ndarray:
-    """Coordinates (in pixels of a grid with n pixels) of m samples `step` pixels apart,
-    centred on the grid so both grids share their centre."""
-    return (n - 1) / 2.0 + (np.arange(m) - (m - 1) / 2.0) * step
+def native_coords(
+    c: float | np.ndarray, n_native: int, n_target: int, step: float
+) -> float | np.ndarray:
+    """Native pixel coordinate of target-grid coordinate(s) `c`, the target grid having
+    n_target pixels `step` native pixels apart and sharing the native grid's centre."""
+    return (n_native - 1) / 2.0 + (np.asarray(c, dtype=float) - (n_target - 1) / 2.0) * step
+
+
+def _sample_planes(
+    vol: np.ndarray,
+    c0: np.ndarray,
+    c1: np.ndarray,
+    mode: str,
+    steps: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """(n, len(c0), len(c1)) float32: every slice of (n, a, b) `vol` sampled linearly at
+    in-plane coordinates c0 x c1. With `steps` (native pixels per sample) it is
+    low-passed first where sampling is coarser than its pixels (anti-aliasing)."""
+    if steps is not None:
+        sigma = (0.0, 0.4 * max(steps[0] - 1, 0.0), 0.4 * max(steps[1] - 1, 0.0))
+        if max(sigma) > 0:
+            vol = ndimage.gaussian_filter(vol, sigma, mode="nearest")
+    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
+    out = np.empty((vol.shape[0], len(c0), len(c1)), dtype=np.float32)
+    for k in range(vol.shape[0]):
+        out[k] = ndimage.map_coordinates(vol[k], [g0, g1], order=1, mode=mode)
+    return out
 
 
 def to_slices(
@@ -68,44 +99,28 @@ def to_slices(
     arr = np.asarray(data, dtype=np.float32)
     if arr.ndim != 3:
         raise ValueError(f"expected a 3D stack, got shape {arr.shape}")
-    axis = slice_axis(affine)
-    sp = voxel_sizes(affine)
-    plane = [a for a in range(3) if a != axis]
-    inplane = (float(sp[plane[0]]), float(sp[plane[1]]))
+    axis, inplane = inplane_mm(affine)
     vol = np.moveaxis(arr, axis, 0)  # (nz, n0, n1)
     n0, n1 = vol.shape[1:]
     f0, f1 = target_mm / inplane[0], target_mm / inplane[1]
     shape = (max(1, round(n0 / f0)), max(1, round(n1 / f1)))
-    # anti-aliasing before downsampling; none when upsampling
-    sigma = (0.0, 0.4 * max(f0 - 1, 0.0), 0.4 * max(f1 - 1, 0.0))
-    if max(sigma) > 0:
-        vol = ndimage.gaussian_filter(vol, sigma, mode="nearest")
-    c0 = _plane_coords(n0, f0, shape[0])
-    c1 = _plane_coords(n1, f1, shape[1])
-    out = np.empty((vol.shape[0], *shape), dtype=np.float32)
-    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
-    for k in range(vol.shape[0]):
-        out[k] = ndimage.map_coordinates(vol[k], [g0, g1], order=1, mode="nearest")
+    c0 = native_coords(np.arange(shape[0]), n0, shape[0], f0)
+    c1 = native_coords(np.arange(shape[1]), n1, shape[1], f1)
+    out = _sample_planes(vol, c0, c1, "nearest", steps=(f0, f1))
     grid = SliceGrid(axis, tuple(int(s) for s in arr.shape), inplane, float(target_mm), shape)
     return out, grid
 
 
 def from_slices(values: np.ndarray, grid: SliceGrid) -> np.ndarray:
     """(n_slices, h, w) on the target grid -> the stack's own grid (linear interpolation)."""
-    nz = values.shape[0]
     native = list(grid.native_shape)
     del native[grid.axis]
     n0, n1 = native
     f0, f1 = grid.factors
-    # inverse of _plane_coords: native pixel i sits at target coordinate (i - c_n)/f + c_m
+    # inverse of native_coords: native pixel i sits at target coordinate (i - c_n)/f + c_m
     c0 = (np.arange(n0) - (n0 - 1) / 2.0) / f0 + (grid.shape[0] - 1) / 2.0
     c1 = (np.arange(n1) - (n1 - 1) / 2.0) / f1 + (grid.shape[1] - 1) / 2.0
-    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
-    out = np.empty((nz, n0, n1), dtype=np.float32)
-    for k in range(nz):
-        out[k] = ndimage.map_coordinates(
-            values[k].astype(np.float32), [g0, g1], order=1, mode="nearest"
-        )
+    out = _sample_planes(np.asarray(values, dtype=np.float32), c0, c1, "nearest")
     return np.moveaxis(out, 0, grid.axis)
 
 
@@ -127,14 +142,6 @@ class CropGrid:
         return (self.spacing_mm / self.inplane_mm[0], self.spacing_mm / self.inplane_mm[1])
 
 
-def inplane_mm(affine: np.ndarray) -> tuple[int, tuple[float, float]]:
-    """(slice axis, in-plane spacings of the two other axes)."""
-    axis = slice_axis(affine)
-    sp = voxel_sizes(affine)
-    plane = [a for a in range(3) if a != axis]
-    return axis, (float(sp[plane[0]]), float(sp[plane[1]]))
-
-
 def crop_slices(
     data: np.ndarray,
     affine: np.ndarray,
@@ -153,15 +160,8 @@ def crop_slices(
         centre_px[0] - (shape[0] - 1) / 2.0 * f0,
         centre_px[1] - (shape[1] - 1) / 2.0 * f1,
     )
-    sigma = (0.0, 0.4 * max(f0 - 1, 0.0), 0.4 * max(f1 - 1, 0.0))
-    if max(sigma) > 0:
-        vol = ndimage.gaussian_filter(vol, sigma, mode="nearest")
-    g0, g1 = np.meshgrid(
-        origin[0] + f0 * np.arange(shape[0]), origin[1] + f1 * np.arange(shape[1]), indexing="ij"
-    )
-    out = np.empty((vol.shape[0], *shape), dtype=np.float32)
-    for k in range(vol.shape[0]):
-        out[k] = ndimage.map_coordinates(vol[k], [g0, g1], order=1, mode="constant")
+    c0, c1 = origin[0] + f0 * np.arange(shape[0]), origin[1] + f1 * np.arange(shape[1])
+    out = _sample_planes(vol, c0, c1, "constant", steps=(f0, f1))
     grid = CropGrid(
         axis, tuple(int(s) for s in arr.shape), inplane, float(spacing_mm), origin,
         tuple(shape), (int(slices[0]), int(slices[1])),
@@ -177,12 +177,9 @@ def uncrop(values: np.ndarray, grid: CropGrid) -> np.ndarray:
     f0, f1 = grid.steps
     c0 = (np.arange(n0) - grid.origin[0]) / f0
     c1 = (np.arange(n1) - grid.origin[1]) / f1
-    g0, g1 = np.meshgrid(c0, c1, indexing="ij")
     out = np.zeros((nz, n0, n1), dtype=np.float32)
-    for i, k in enumerate(range(*grid.slices)):
-        out[k] = ndimage.map_coordinates(
-            values[i].astype(np.float32), [g0, g1], order=1, mode="constant"
-        )
+    lo, hi = grid.slices
+    out[lo:hi] = _sample_planes(np.asarray(values, dtype=np.float32), c0, c1, "constant")
     return np.moveaxis(out, 0, grid.axis)
 
 
