@@ -183,7 +183,8 @@ def stack_qc_step(stacks: list[Path], masks: list[Path], out_tsv: Path, rules: d
 
 
 def kept_stacks(stack_qc: Path, stacks: list[Path], masks: list[Path]) -> tuple[list, list]:
-    """The stacks (and their masks) that stack QC kept, in the given order."""
+    """The stacks (and their masks) that stack QC kept, best first: the first is the
+    reconstruction's reference."""
     import csv
 
     with open(stack_qc, newline="") as fh:
@@ -191,11 +192,9 @@ def kept_stacks(stack_qc: Path, stacks: list[Path], masks: list[Path]) -> tuple[
     missing = [p.name for p in stacks if p.name not in rows]
     if missing:
         raise ValueError(f"{stack_qc}: no row for {', '.join(missing)}")
-    keep = [rows[p.name]["kept"] == "true" for p in stacks]
-    return (
-        [p for p, k in zip(stacks, keep, strict=True) if k],
-        [m for m, k in zip(masks, keep, strict=True) if k],
-    )
+    kept = [(int(rows[p.name]["rank"]), p, m) for p, m in zip(stacks, masks, strict=True)]
+    kept = sorted(k for k in kept if rows[k[1].name]["kept"] == "true")
+    return [p for _, p, _ in kept], [m for _, _, m in kept]
 
 
 def recon_step(
@@ -224,8 +223,10 @@ def recon_step(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dev = resolve_device(device, allow_cpu_fallback=device_fallback == "cpu")
+    reference = None
     if stack_qc is not None:
         stacks, masks = kept_stacks(stack_qc, stacks, masks)
+        reference = 0  # ranked first by stack QC
     try:
         result = run_recon(
             stacks,
@@ -236,6 +237,7 @@ def recon_step(
             params={"threads": threads, **params},
             device=dev,
             out_mask=out_mask,
+            reference=reference,
         )
     except ReconInputError as exc:
         return _fail(exc)

@@ -258,6 +258,44 @@ def test_thick_axis_is_moved_last_and_packets_come_from_timing(moderate: Case) -
     assert packets_from_timing([0, 1, 2, 3]).tolist() == [0, 0, 0, 0]
 
 
+def test_acquisition_parameters_from_the_sidecar_or_a_note(moderate: Case, tmp_path: Path) -> None:
+    """SliceThickness gives the slice profile (a gap modelled); SliceTiming the order when it
+    has one entry per slice. Empty or malformed entries are warnings, never failures."""
+    data, aff, mask = _stack(moderate)
+    n = data.shape[2]
+    spacing = float(np.linalg.norm(aff[:3, 2]))
+    stacks, masks = [], []
+    sidecars = [
+        {"SliceTiming": [], "SliceThickness": 0.9 * spacing},  # dcm2niix without timing
+        {"SliceTiming": [0.0, 1.0], "SliceThickness": "3 mm"},  # malformed both
+        {"SliceTiming": [float(v) for v in moderate.sim.stacks[0].slice_times]},
+    ]
+    for i, side in enumerate(sidecars, start=1):
+        stacks.append(save_nifti(data, aff, tmp_path / f"sub-z_run-{i}_T2w.nii.gz"))
+        masks.append(save_nifti(mask, aff, tmp_path / f"sub-z_run-{i}_mask.nii.gz"))
+        (tmp_path / f"sub-z_run-{i}_T2w.json").write_text(json.dumps(side))
+    gap, bad, good = load_stacks(stacks, masks)
+    assert gap.thickness == pytest.approx(0.9 * spacing)
+    assert any("SliceTiming is empty" in t and t.startswith("warning") for t in gap.notes)
+    assert any("gap of" in t and "modelled" in t for t in gap.notes)
+    assert gap.packets.tolist() == (np.arange(n) % 2).tolist()  # interleaved, with the note
+    assert bad.thickness == pytest.approx(spacing)
+    assert any(f"SliceTiming has 2 entries for {n} slices" in t for t in bad.notes)
+    assert any("SliceThickness '3 mm' is implausible" in t for t in bad.notes)
+    assert good.notes == () and good.thickness == pytest.approx(spacing)
+    timing = moderate.sim.stacks[0].slice_times
+    assert good.packets.tolist() == packets_from_timing(timing).tolist()
+    # the notes reach the log and the metrics; the report's stage row flags the warnings
+    res = reconstruct([gap, bad], {**FAST, "outer_iterations": 0}, "cpu")
+    assert any("SliceTiming is empty" in line for line in res.log)
+    notes = res.metrics["acquisition_notes"]
+    assert sum(t.startswith("warning") for t in notes) == 3
+    from earlybrain.report.subject import Output, _recon_row
+
+    row = _recon_row(True, Output(Path("qc.json"), res.metrics))
+    assert row["status"] == "flagged" and "SliceThickness '3 mm'" in row["detail"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(moderate: Case) -> None:
     cfg = {**FAST, "motion_correction": False, "outer_iterations": 1}

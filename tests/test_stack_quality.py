@@ -85,7 +85,8 @@ def test_measures_on_synthetic_arrays() -> None:
     assert area_roughness(mask[..., perm]) > 3 * area_roughness(mask)
 
 
-def test_heavy_motion_stack_is_ranked_last_or_excluded(session, tmp_path: Path) -> None:
+def test_heavy_motion_stack_is_ranked_last_not_excluded(session, tmp_path: Path) -> None:
+    """Motion is the reconstruction's job: the moving stack ranks last but is kept."""
     clean = [(s.data, s.mask, s.affine) for s in session]
     moved, moved_mask = _heavy_motion(session[3].data, session[3].mask, 7)
     stacks = [*clean[:3], (moved, moved_mask, session[3].affine)]
@@ -93,8 +94,8 @@ def test_heavy_motion_stack_is_ranked_last_or_excluded(session, tmp_path: Path) 
     kept = rank_stacks(paths, masks, tmp_path / "quality.tsv", min_stacks=2)
     rows = {Path(r["stack"]).name: r for r in _rows(tmp_path / "quality.tsv")}
     bad = rows[paths[3].name]
-    assert bad["kept"] == "false" or int(bad["rank"]) == 4, bad
-    assert paths[3] not in kept[:3]
+    assert bad["kept"] == "true" and int(bad["rank"]) == 4, bad
+    assert kept[-1] == paths[3] and len(kept) == 4  # best first
     # the same stack uncorrupted is not the worst of the session
     _, _, aff = clean[3]
     ref = measure_stack(session[3].data, session[3].mask, aff)
@@ -186,7 +187,11 @@ def test_workflow_step_and_kept_stacks(session, tmp_path: Path, capsys) -> None:
     assert "2 of 3 stack(s) kept" in capsys.readouterr().out
     assert json.loads(tsv.with_suffix(".json").read_text())["Parameters"]["min_stacks"] == 2
     kept, kept_masks = kept_stacks(tsv, paths, masks)
-    assert kept == [paths[0], paths[2]] and kept_masks == [masks[0], masks[2]]
+    # best first (the reconstruction's reference), each stack with its own mask
+    assert sorted(kept) == [paths[0], paths[2]]
+    assert [masks[paths.index(k)] for k in kept] == kept_masks
+    ranks = {Path(r["stack"]).name: int(r["rank"]) for r in _rows(tsv)}
+    assert ranks[kept[0].name] < ranks[kept[1].name]
     rules = json.dumps({"min_stacks": 3, "volume_ratio_range": [0.5, 2.0]})
     assert cli.main([*args, "--out-tsv", str(tsv), "--rules", rules]) == 1
     err = capsys.readouterr().err
@@ -195,15 +200,16 @@ def test_workflow_step_and_kept_stacks(session, tmp_path: Path, capsys) -> None:
         cli.main([*args, "--out-tsv", str(tsv), "--rules", '{"min_stack": 3}'])
 
 
-def test_a_worse_stack_is_dropped_only_while_enough_remain() -> None:
-    """Scoring far below the best excludes a stack, but never below min_stacks."""
+def test_motion_ranks_and_never_excludes() -> None:
+    """However far below the best a moving stack scores, it stays; a stack with brain in
+    too few slices cannot help and goes."""
 
-    def q(name: str, ncc: float) -> StackQuality:
-        return StackQuality(name, "m", 20, 12, 80.0, ncc, 0, 0.0, 0.05, 1.0)
+    def q(name: str, ncc: float, jitter: float = 1.0, brain_slices: int = 12) -> StackQuality:
+        return StackQuality(name, "m", 20, brain_slices, 80.0, ncc, 0, 0.0, 0.05, jitter)
 
-    three = score_and_rank([q("a", 0.8), q("b", 0.75), q("c", 0.2)], QualityRules())
-    assert [s.kept for s in three] == [True, True, False]
-    assert "quality score" in three[2].reason
-    two = score_and_rank([q("a", 0.8), q("c", 0.2)], QualityRules())
-    assert all(s.kept for s in two) and "needed for the minimum of 2 stacks" in two[1].reason
-    assert [s.rank for s in two] == [1, 2]
+    qs = score_and_rank([q("a", 0.8), q("b", 0.75), q("c", 0.1, jitter=34.0)], QualityRules())
+    assert [s.kept for s in qs] == [True, True, True] and [s.rank for s in qs] == [1, 2, 3]
+    assert qs[2].reason == ""
+    few = score_and_rank([q("a", 0.8), q("b", 0.8), q("c", 0.8, brain_slices=2)], QualityRules())
+    assert [s.kept for s in few] == [True, True, False]
+    assert "brain in only 2 slice(s)" in few[2].reason

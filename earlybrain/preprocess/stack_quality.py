@@ -19,11 +19,13 @@ measures, each computed inside the stack's brain mask:
   area from slice to slice (jumps mean motion or a broken mask).
 
 The score is the product of the consistency and the penalties; stacks are ranked by
-it, and a stack is excluded, with its reason in the log and the TSV, when it fails
-an absolute rule (no brain, too many dark slices, implausible mask volume, heavy
-jumps) or scores far below the session's best stack, the latter only while at least
-`min_stacks` others remain. Fewer usable stacks than `min_stacks` is a
-`MinimumStacksError` that lists every stack and why it was excluded.
+it, and the best one is the reference. Motion lowers the score (the stack moves down
+the ranking) but never excludes a stack: motion is the reconstruction's job, which
+rejects slices, not stacks (as NeSVoR and SVRTK do). A stack is excluded, with its
+reason in the log and the TSV, only when it cannot help: no brain, too few brain
+slices, signal drop-out in too many slices, or a mask volume far from the other
+stacks' (the mask failed or the brain is not covered). Fewer usable stacks than
+`min_stacks` is a `MinimumStacksError` that lists every stack and why it was excluded.
 """
 
 from __future__ import annotations
@@ -58,10 +60,9 @@ class QualityRules:
     min_stacks: int = 2
     min_volume_ml: float = 1.0  # below: no brain in this stack
     volume_ratio_range: tuple[float, float] = (0.6, 1.6)  # vs the median of the stacks
+    min_brain_slices: int = 3  # slices with >= 20 brain pixels
     max_dropout_fraction: float = 0.25
-    max_centroid_jitter_mm: float = 10.0
-    jitter_scale_mm: float = 5.0  # score factor 1 / (1 + jitter / scale)
-    min_relative_score: float = 0.5  # vs the best stack of the session
+    jitter_scale_mm: float = 5.0  # ranking only: score factor 1 / (1 + jitter / scale)
 
 
 @dataclass
@@ -185,7 +186,6 @@ def score_and_rank(
             / (1.0 + q.centroid_jitter_mm / rules.jitter_scale_mm)
             * vol_term
         )
-    best = max((q.score for q in qs), default=0.0)
     for q in qs:
         reasons = []
         if q.mask_volume_ml < rules.min_volume_ml:
@@ -199,39 +199,21 @@ def score_and_rank(
                 f"median of the stacks ({median:.1f} ml; allowed {lo}-{hi}): brain not fully "
                 "covered or mask failed"
             )
+        elif q.brain_slices < rules.min_brain_slices:
+            reasons.append(
+                f"brain in only {q.brain_slices} slice(s) (< {rules.min_brain_slices}): "
+                "the stack misses the head"
+            )
         if q.dropout_fraction > rules.max_dropout_fraction:
             reasons.append(
                 f"signal drop-out in {q.dropout_slices} of {q.brain_slices} brain slices "
                 f"({q.dropout_fraction:.0%} > {rules.max_dropout_fraction:.0%})"
-            )
-        if q.centroid_jitter_mm > rules.max_centroid_jitter_mm:
-            reasons.append(
-                f"the brain jumps {q.centroid_jitter_mm:.1f} mm between neighbouring slices "
-                f"(> {rules.max_centroid_jitter_mm} mm): heavy motion"
             )
         q.kept = not reasons
         q.reason = "; ".join(reasons)
     order = sorted(range(len(qs)), key=lambda i: (-qs[i].score, qs[i].stack))
     for r, i in enumerate(order, start=1):
         qs[i].rank = r
-    # Relative to the best stack, a stack is only worse, not unusable: it is dropped while
-    # enough better ones remain, never below min_stacks (the absolute rules above decide
-    # whether a session can be reconstructed at all).
-    n_kept = sum(q.kept for q in qs)
-    for i in reversed(order):  # the worst first
-        q = qs[i]
-        if not q.kept or best <= 0 or q.score >= rules.min_relative_score * best:
-            continue
-        low = (
-            f"quality score {q.score:.3f} < {rules.min_relative_score} x best stack's "
-            f"{best:.3f} (inter-slice NCC {q.ncc_adjacent:.3f}, jumps "
-            f"{q.centroid_jitter_mm:.1f} mm: motion)"
-        )
-        if n_kept > rules.min_stacks:
-            q.kept, q.reason = False, low
-            n_kept -= 1
-        else:
-            q.reason = f"{low}; kept: needed for the minimum of {rules.min_stacks} stacks"
     return qs
 
 
@@ -298,7 +280,8 @@ def rank_stacks(
                 "centroid_jitter_mm": "median |second difference| of the mask centroid path",
                 "volume_ratio": "mask volume / median mask volume of the session's stacks",
                 "score": "ncc x (1 - dropout) / (1 + roughness) / (1 + jitter / scale) x "
-                "volume term; higher is better",
+                "volume term; higher is better; ranks the stacks (motion lowers it but "
+                "never excludes a stack)",
             }
         },
     )

@@ -18,7 +18,9 @@ import pandas as pd
 from scipy import ndimage, optimize
 
 from earlybrain.geometry import rigid_matrix
-from earlybrain.recon.metrics import ncc, pose_error, slice_corners
+from earlybrain.recon.metrics import apply4, kabsch, ncc, pose_error, slice_corners
+from earlybrain.recon.stacks import Stack, make_stack
+from earlybrain.simulate.volume_stacks import VolumeSession
 
 
 def load_truth(truth_dir: str | Path, sub: str = "sub-f01") -> dict:
@@ -102,7 +104,8 @@ def ncc_to_truth(
     def cost(p: np.ndarray, base: np.ndarray) -> float:
         Ginv = np.linalg.inv(g_of(p, base))
         vals = lin(world[sub] @ Ginv[:3, :3].T + Ginv[:3, 3])
-        return -ncc(vals, target[sub])
+        value = ncc(vals, target[sub])
+        return -value if np.isfinite(value) else 1.0  # the volume is empty there: worst
 
     starts = [np.eye(4)]
     if G0 is not None and not np.allclose(G0, np.eye(4)):
@@ -126,3 +129,49 @@ def ncc_to_truth(
     Ginv = np.linalg.inv(G)
     vals = cub(world @ Ginv[:3, :3].T + Ginv[:3, 3])
     return ncc(vals, target), G
+
+
+def session_stacks(session: VolumeSession, slice_thickness: bool = True) -> list[Stack]:
+    """Recon stacks of a simulated session, with the true masks, SliceTiming and (unless
+    `slice_thickness` is False) SliceThickness, as a BIDS sidecar would give them."""
+    return [
+        make_stack(
+            f"run-{i + 1}",
+            st.data,
+            st.affine,
+            st.mask,
+            slice_timing=st.slice_times,
+            slice_thickness=session.thickness_mm if slice_thickness else None,
+        )
+        for i, st in enumerate(session.stacks)
+    ]
+
+
+def oracle_maps(session: VolumeSession) -> tuple[np.ndarray, np.ndarray]:
+    """The true slice maps, expressed near the scanner frame: (T (K,4,4), G recon->truth).
+
+    The reconstruction grid covers the stacks' masks where they were acquired, so the
+    true maps (into the truth's world) are composed with the inverse of their mean G."""
+    T_true = np.concatenate([st.true_maps for st in session.stacks])
+    corners = [c for st in session.stacks for c in slice_corners(st.mask, st.affine)]
+    src = np.concatenate([c for c in corners if c is not None])
+    dst = np.concatenate([apply4(T_true[k], c) for k, c in enumerate(corners) if c is not None])
+    G = kabsch(src, dst)
+    return np.linalg.inv(G)[None] @ T_true, G
+
+
+def score_against_truth(
+    T_est: np.ndarray, volume: np.ndarray, affine: np.ndarray, session: VolumeSession
+) -> dict[str, float]:
+    """NCC with the true volume (after the best rigid alignment) and slice pose errors
+    (brain-box corners, after the best global rigid transform)."""
+    T_true = np.concatenate([st.true_maps for st in session.stacks])
+    corners = [c for st in session.stacks for c in slice_corners(st.mask, st.affine)]
+    _, per, G = pose_error(T_est, T_true, corners)
+    value, _ = ncc_to_truth(volume, affine, session.truth, G)
+    fin = per[np.isfinite(per)]
+    return {
+        "ncc": value,
+        "pose_error_median_mm": float(np.median(fin)),
+        "pose_error_p90_mm": float(np.percentile(fin, 90)),
+    }

@@ -62,6 +62,7 @@ def run_recon(
     device: str = "auto",
     out_mask: PathLike | None = None,
     out_log: PathLike | None = None,
+    reference: int | None = None,
 ) -> ReconResult:
     """Reconstruct one subject from files and write every output atomically.
 
@@ -76,11 +77,12 @@ def run_recon(
       NCC, convergence per outer iteration, timings);
     - `out_mask` (optional): uint8 brain mask of the reconstruction;
     - `out_log` (optional): the reconstruction's log lines.
+    `reference`: index of the reference stack in `stack_paths` (None: chosen here).
     Bad inputs raise `ReconInputError` naming the file.
     """
     cfg = ReconConfig.from_dict(params)
     stacks = load_stacks(stack_paths, mask_paths, interleave=cfg.interleave)
-    result = reconstruct(stacks, cfg, device=device)
+    result = reconstruct(stacks, cfg, device=device, reference=reference)
     save_nifti(result.volume, result.affine, out_volume, dtype=np.float32)
     convention = (
         "M(p) = R (p - c) + c + t, R = Rz Ry Rx (degrees), c = PoseCentre (scanner mm); "

@@ -477,13 +477,16 @@ def reconstruct(
     device: str | torch.device = "auto",
     transforms: np.ndarray | None = None,
     monitor: Callable[[str, np.ndarray, torch.Tensor], None] | None = None,
+    reference: int | None = None,
 ) -> ReconResult:
     """Motion-corrected super-resolution volume from 1..N thick-slice stacks with brain masks.
 
     `transforms` (K,4,4), optional: initial slice maps (scanner -> reconstruction world mm,
     slices in stack order); with `motion_correction=False` they are used as they are
     (e.g. known poses in tests). `monitor(stage, transforms, volume)` is called after
-    each registration stage (benchmarks use it to trace the pose error).
+    each registration stage (benchmarks use it to trace the pose error). `reference`:
+    index of the reference stack (the workflow passes stack QC's best); None chooses the
+    stack with the least inter-slice inconsistency.
     """
     cfg = config if isinstance(config, ReconConfig) else ReconConfig.from_dict(config)
     cfg.check()
@@ -498,7 +501,15 @@ def reconstruct(
     say(f"{n_st} stack(s) on {dev}; output {cfg.resolution_mm} mm isotropic")
     if n_st > 10:
         say(f"warning: {n_st} stacks; tested with 1..10")
+    for st in stacks:
+        for note in st.notes:
+            say(note)
     ref, scores, why = choose_reference(stacks)
+    if reference is not None:
+        if not 0 <= reference < n_st:
+            raise ValueError(f"reference stack {reference} out of range for {n_st} stacks")
+        ref = reference
+        why = f"{Path(stacks[ref].name).name}, ranked first by stack quality"
     say(f"reference stack {ref + 1} of {len(stacks)}: {why}")
     rc = _Recon(stacks, cfg, dev, say, ref, monitor)
     K = rc.K
@@ -593,6 +604,8 @@ def reconstruct(
         "seconds": seconds,
         "device": str(dev),
         "motion_correction": cfg.motion_correction,
+        "acquisition_notes": [n for st in stacks for n in st.notes],
+        "slice_thickness_mm": [st.thickness for st in stacks],
     }
     say(
         f"done in {seconds:.1f} s: NCC(observed, simulated) "

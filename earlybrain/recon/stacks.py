@@ -8,6 +8,7 @@ resampled stack whose affine is no longer rigid plus scale.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class Stack:
     affine: np.ndarray  # 4x4 voxel -> scanner mm
     packets: np.ndarray  # (nz,) packet index of each slice
     acquisition_rank: np.ndarray  # (nz,) position of each slice in acquisition order
+    slice_thickness_mm: float | None = None  # slice profile FWHM; None: the slice spacing
+    notes: tuple[str, ...] = ()  # how the acquisition parameters were obtained
 
     @property
     def spacing(self) -> np.ndarray:
@@ -42,6 +45,10 @@ class Stack:
 
     @property
     def thickness(self) -> float:
+        """FWHM of the slice profile: SliceThickness when known (gaps and overlaps
+        between slices are then modelled), else the distance between slices."""
+        if self.slice_thickness_mm is not None:
+            return float(self.slice_thickness_mm)
         return float(self.spacing[2])
 
     @property
@@ -69,6 +76,50 @@ def packets_from_interleave(n_slices: int, interleave: int) -> np.ndarray:
     return np.arange(n_slices) % max(interleave, 1)
 
 
+def usable_slice_timing(name: str, timing: object, n_slices: int) -> tuple[np.ndarray | None, str]:
+    """SliceTiming as an array when it has one finite entry per slice, else None and a
+    note saying why it was not used (absent, empty as dcm2niix writes it, or malformed).
+    Notes about a present but unusable entry start with "warning"."""
+    if timing is None:
+        return None, "no SliceTiming"
+    try:
+        arr = np.asarray(timing, dtype=float).ravel()
+    except (TypeError, ValueError):
+        return None, f"warning: {name}: SliceTiming is not a list of numbers: ignored"
+    if arr.size == 0:
+        return None, f"warning: {name}: SliceTiming is empty: ignored"
+    if arr.size != n_slices or not np.isfinite(arr).all():
+        what = "non-finite entries" if arr.size == n_slices else f"{arr.size} entries"
+        return None, f"warning: {name}: SliceTiming has {what} for {n_slices} slices: ignored"
+    return arr, ""
+
+
+def usable_slice_thickness(
+    name: str, thickness: object, spacing_mm: float
+) -> tuple[float | None, str]:
+    """SliceThickness (mm) when it is a plausible slice profile for slices `spacing_mm`
+    apart (0.3..3 x the spacing: a gap or an overlap, not a different scan), else None
+    and a note. The profile then comes from the spacing."""
+    if thickness is None:
+        return None, ""
+    try:
+        th = float(thickness)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        th = float("nan")
+    if not np.isfinite(th) or not 0.3 * spacing_mm <= th <= 3.0 * spacing_mm:
+        return None, (
+            f"warning: {name}: SliceThickness {thickness!r} is implausible for slices "
+            f"{spacing_mm:.2f} mm apart: ignored, slice profile = slice spacing"
+        )
+    if abs(th - spacing_mm) <= 0.01 * spacing_mm:
+        return th, ""
+    kind = "gap" if th < spacing_mm else "overlap"
+    return th, (
+        f"{name}: slices {th:g} mm thick, {spacing_mm:.2f} mm apart "
+        f"({kind} of {abs(spacing_mm - th):.2f} mm, modelled)"
+    )
+
+
 def _check_affine(name: str, affine: np.ndarray) -> None:
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise ReconInputError(f"{name}: affine is not a finite 4x4 matrix")
@@ -91,13 +142,16 @@ def make_stack(
     affine: np.ndarray,
     mask: np.ndarray,
     mask_affine: np.ndarray | None = None,
-    slice_timing: np.ndarray | None = None,
+    slice_timing: object = None,
     interleave: int = 2,
     mask_name: str | None = None,
+    slice_thickness: object = None,
 ) -> Stack:
     """Validate one stack and its mask and put the thick axis last.
 
     Errors name the file at fault: `mask_name` (the mask's path) for mask problems.
+    Acquisition parameters (BIDS `SliceTiming`, `SliceThickness`) are used when present
+    and sane; otherwise the stack's notes say what was assumed instead, never an error.
     """
     mname = f"{mask_name} (mask of {name})" if mask_name else f"{name}: mask"
     data = np.asarray(data)
@@ -135,17 +189,18 @@ def make_stack(
         raise ReconInputError(f"{mname}: brain mask is empty")
     if np.count_nonzero(mask_b.any(axis=(0, 1))) < 2:
         raise ReconInputError(f"{mname}: brain mask covers a single slice (need >= 2)")
-    if slice_timing is not None:
-        timing = np.asarray(slice_timing, dtype=float)
-        if timing.size != data.shape[2]:
-            raise ReconInputError(
-                f"{name}: SliceTiming has {timing.size} entries for {data.shape[2]} slices"
-            )
+    notes = []
+    timing, why = usable_slice_timing(name, slice_timing, data.shape[2])
+    if timing is not None:
         packets = packets_from_timing(timing)
         rank = np.argsort(np.argsort(timing, kind="stable"), kind="stable")
     else:
         packets = packets_from_interleave(data.shape[2], interleave)
         rank = np.argsort(np.argsort(packets * data.shape[2] + np.arange(data.shape[2])))
+        notes.append(f"{why}; slice order assumed interleaved in {interleave} packet(s)")
+    profile, why = usable_slice_thickness(name, slice_thickness, float(spacing[thick]))
+    if why:
+        notes.append(why)
     return Stack(
         name=name,
         data=data.astype(np.float32),
@@ -153,6 +208,8 @@ def make_stack(
         affine=affine,
         packets=packets,
         acquisition_rank=rank,
+        slice_thickness_mm=profile,
+        notes=tuple(notes),
     )
 
 
@@ -177,14 +234,26 @@ def check_stack_set(stacks: list[Stack]) -> None:
         del e
 
 
+def _sidecar(stack: Path) -> dict:
+    """The stack's JSON sidecar as a dict; {} when absent or unreadable (logged), since
+    every acquisition parameter has a fallback."""
+    side = Path(str(stack).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    if side == stack or not side.exists():
+        return {}
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: sidecar not readable (%s): acquisition parameters assumed", side, exc)
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def load_stacks(
     stack_paths: list[str | os.PathLike[str]],
     mask_paths: list[str | os.PathLike[str]],
     interleave: int = 2,
 ) -> list[Stack]:
-    """Read stacks + masks (and BIDS SliceTiming from the sidecar when present)."""
-    import json
-
+    """Read stacks + masks, and SliceTiming / SliceThickness from their BIDS sidecars."""
     if len(stack_paths) != len(mask_paths):
         raise ReconInputError(
             f"got {len(stack_paths)} stacks but {len(mask_paths)} masks; give one mask per stack"
@@ -193,15 +262,7 @@ def load_stacks(
     for sp, mp in zip(stack_paths, mask_paths, strict=True):
         img = load_nifti(sp)
         msk = load_nifti(mp)
-        timing = None
-        side = Path(str(sp).replace(".nii.gz", ".json").replace(".nii", ".json"))
-        if side.exists() and side != Path(sp):
-            try:
-                meta = json.loads(side.read_text())
-                # dcm2niix writes "SliceTiming": [] when the scanner did not record it
-                timing = meta.get("SliceTiming") or None
-            except (OSError, ValueError):
-                timing = None
+        meta = _sidecar(Path(sp))
         data = np.asanyarray(img.dataobj).astype(np.float32)
         stacks.append(
             make_stack(
@@ -210,9 +271,10 @@ def load_stacks(
                 img.affine,
                 np.asanyarray(msk.dataobj),
                 msk.affine,
-                slice_timing=timing,
+                slice_timing=meta.get("SliceTiming"),
                 interleave=interleave,
                 mask_name=str(mp),
+                slice_thickness=meta.get("SliceThickness"),
             )
         )
     check_stack_set(stacks)

@@ -310,7 +310,9 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
     parts.append(
         "The forward model uses a Gaussian point-spread function with an in-plane FWHM of "
         f"{_num(p.get('psf_inplane_fwhm_factor', '?'))} times the pixel spacing and a "
-        "through-plane FWHM equal to the slice thickness, sampled every "
+        "through-plane FWHM equal to the slice thickness (the sidecar's SliceThickness "
+        "where recorded and plausible, so gaps between slices are modelled; else the "
+        "slice spacing), sampled every "
         f"{_num(p.get('psf_step_factor', '?'))} voxel widths. SRR minimised a weighted "
         "least-squares data term plus an edge-preserving smoothness penalty (weight "
         f"{_num(p.get('regularisation', '?'))} relative to the data term, edge threshold "
@@ -412,12 +414,13 @@ def stack_qc_paragraph(sidecar: dict[str, Any], rows: Sequence[dict[str, str]]) 
     return (
         "Stacks were scored by the mean normalised cross-correlation of each brain slice "
         "with its neighbours, penalised for signal drop-out, jumps of the brain between "
-        "slices and an implausible brain-mask volume, and ranked. A stack was excluded "
-        f"when more than {par.get('max_dropout_fraction', '?')} of its brain slices had "
-        f"drop-out, the brain jumped more than {par.get('max_centroid_jitter_mm', '?')} mm "
-        f"between neighbouring slices, its mask volume was outside {lo}-{hi} x the median "
-        f"of the stacks, or it scored below {par.get('min_relative_score', '?')} x the best "
-        f"stack; at least {par.get('min_stacks', '?')} stacks were required. {kept} of "
+        "slices (motion) and an implausible brain-mask volume, and ranked; the best stack "
+        "was the reference. Motion lowered a stack's rank but never excluded it. A stack "
+        "was excluded only when it could not help: no brain, brain in fewer than "
+        f"{par.get('min_brain_slices', '?')} slices, drop-out in more than "
+        f"{par.get('max_dropout_fraction', '?')} of its brain slices, or a mask volume "
+        f"outside {lo}-{hi} x the median of the stacks; at least "
+        f"{par.get('min_stacks', '?')} stacks were required. {kept} of "
         f"{len(rows)} stacks were kept."
     )
 
@@ -670,7 +673,7 @@ def build_methods(
         m.paragraphs.append(brain_mask_paragraph(brain_mask_sidecars, m))
     if status.get("stack_qc") == "done":
         m.paragraphs.append(stack_qc_paragraph(stack_qc_sidecar or {}, stack_qc_rows))
-    if status.get("svr_srr") == "done":
+    if status.get("svr_srr") in ("done", "flagged"):
         text = recon_paragraph(recon_sidecar or {}, recon_metrics or {}, m)
         m.paragraphs.append(
             text

@@ -155,16 +155,20 @@ def _recon_row(passed: bool, metrics: Output[dict[str, Any]]) -> dict:
     if row := _not_run(passed, metrics, "recon"):
         return row
     m = metrics.content
-    return {
-        "status": "done",
-        "detail": (
-            f"{m.get('n_stacks')} stack(s), reference stack {m.get('reference_stack')} "
-            f"({m.get('reference_reason')}); {m.get('rejected_slices')} of "
-            f"{m.get('slices_with_brain')} slices rejected; observed vs simulated slice NCC "
-            f"{m.get('ncc_observed_simulated', float('nan')):.3f}; "
-            f"{m.get('seconds', float('nan')):.0f} s on {m.get('device')}"
-        ),
-    }
+    moves = [s.get("max_displacement_mm") for s in m.get("per_stack", [])]
+    moves = [v for v in moves if v is not None]
+    motion = f"; slices moved up to {max(moves):.1f} mm (motion)" if moves else ""
+    warnings = [n for n in m.get("acquisition_notes", []) if n.startswith("warning")]
+    detail = (
+        f"{m.get('n_stacks')} stack(s), reference stack {m.get('reference_stack')} "
+        f"({m.get('reference_reason')}); {m.get('rejected_slices')} of "
+        f"{m.get('slices_with_brain')} slices rejected{motion}; observed vs simulated slice "
+        f"NCC {m.get('ncc_observed_simulated', float('nan')):.3f}; "
+        f"{m.get('seconds', float('nan')):.0f} s on {m.get('device')}"
+    )
+    if warnings:  # acquisition parameters that were present but unusable
+        return {"status": "flagged", "detail": detail + "; check: " + "; ".join(warnings)}
+    return {"status": "done", "detail": detail}
 
 
 def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]) -> dict:
