@@ -81,7 +81,7 @@ def usable_slice_timing(name: str, timing: object, n_slices: int) -> tuple[np.nd
     note saying why it was not used (absent, empty as dcm2niix writes it, or malformed).
     Notes about a present but unusable entry start with "warning"."""
     if timing is None:
-        return None, "no SliceTiming"
+        return None, f"{name}: no SliceTiming"
     try:
         arr = np.asarray(timing, dtype=float).ravel()
     except (TypeError, ValueError):
@@ -190,7 +190,8 @@ def make_stack(
     if np.count_nonzero(mask_b.any(axis=(0, 1))) < 2:
         raise ReconInputError(f"{mname}: brain mask covers a single slice (need >= 2)")
     notes = []
-    timing, why = usable_slice_timing(name, slice_timing, data.shape[2])
+    short = Path(name).name  # notes reach the report: the file name, not the full path
+    timing, why = usable_slice_timing(short, slice_timing, data.shape[2])
     if timing is not None:
         packets = packets_from_timing(timing)
         rank = np.argsort(np.argsort(timing, kind="stable"), kind="stable")
@@ -198,7 +199,7 @@ def make_stack(
         packets = packets_from_interleave(data.shape[2], interleave)
         rank = np.argsort(np.argsort(packets * data.shape[2] + np.arange(data.shape[2])))
         notes.append(f"{why}; slice order assumed interleaved in {interleave} packet(s)")
-    profile, why = usable_slice_thickness(name, slice_thickness, float(spacing[thick]))
+    profile, why = usable_slice_thickness(short, slice_thickness, float(spacing[thick]))
     if why:
         notes.append(why)
     return Stack(
