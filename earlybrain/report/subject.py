@@ -158,7 +158,7 @@ def _recon_row(passed: bool, metrics: Output[dict[str, Any]]) -> dict:
     moves = [s.get("max_displacement_mm") for s in m.get("per_stack", [])]
     moves = [v for v in moves if v is not None]
     motion = f"; slices moved up to {max(moves):.1f} mm (motion)" if moves else ""
-    warnings = [n for n in m.get("acquisition_notes", []) if n.startswith("warning")]
+    warnings = _grouped_warnings(m.get("acquisition_notes", []))
     detail = (
         f"{m.get('n_stacks')} stack(s), reference stack {m.get('reference_stack')} "
         f"({m.get('reference_reason')}); {m.get('rejected_slices')} of "
@@ -169,6 +169,20 @@ def _recon_row(passed: bool, metrics: Output[dict[str, Any]]) -> dict:
     if warnings:  # acquisition parameters that were present but unusable
         return {"status": "flagged", "detail": detail + "; check: " + "; ".join(warnings)}
     return {"status": "done", "detail": detail}
+
+
+def _grouped_warnings(notes: list[str]) -> list[str]:
+    """ "warning: <stack>: <what>" notes, one line per <what> naming its stacks: a session
+    whose every sidecar has the same gap is told once, not once per stack."""
+    stacks: dict[str, list[str]] = {}
+    for note in notes:
+        if note.startswith("warning: "):
+            name, _, what = note.removeprefix("warning: ").partition(": ")
+            stacks.setdefault(what or name, []).append(name if what else "")
+    return [
+        f"warning: {what} ({', '.join(n for n in names if n)})" if any(names) else what
+        for what, names in stacks.items()
+    ]
 
 
 def _mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str, Any]]) -> dict:
