@@ -81,22 +81,15 @@ def simulate(out: Path, args: argparse.Namespace) -> None:
 def bench_fidon(args: argparse.Namespace) -> int:
     """Real-anatomy bench (see the module docstring)."""
     from earlybrain.recon.evaluate import oracle_maps, score_against_truth, session_stacks
-    from earlybrain.shared_data import FIDON_TIMEPOINTS, fidon_week, require
+    from earlybrain.shared_data import fidon_anatomy, require
     from earlybrain.simulate.volume_stacks import simulate_volume_stacks
 
     root = require("fidon-sb-atlas")
     params = json.loads(args.params)
     for week in args.timepoints:
-        name = next(t for t in FIDON_TIMEPOINTS if fidon_week(t) == week)
-        img = nib.load(root / name / "srr.nii.gz")
-        brain = np.asanyarray(nib.load(root / name / "mask.nii.gz").dataobj) > 0
+        name, image, affine, brain = fidon_anatomy(root, week)
         session = simulate_volume_stacks(
-            img.get_fdata(dtype=np.float32),
-            img.affine,
-            brain,
-            args.stacks,
-            args.motion,
-            args.seed + week,
+            image, affine, brain, args.stacks, args.motion, args.seed + week
         )
         stacks = session_stacks(session)
         cfg = ReconConfig.from_dict(params)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 import earlybrain
 
 FIDON = "fidon-sb-atlas"
@@ -37,6 +40,15 @@ def fidon_split(split: str) -> tuple[str, ...]:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     val = tuple(t for t in FIDON_TIMEPOINTS if fidon_week(t) in FIDON_VALIDATION_WEEKS)
     return val if split == "val" else tuple(t for t in FIDON_TIMEPOINTS if t not in val)
+
+
+def fidon_anatomy(root: Path, week: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(time point name, T2w image, its affine, brain mask) of the Fidon time point of
+    `week` (the first of two, 25 weeks, is the not-operated one)."""
+    name = next(t for t in FIDON_TIMEPOINTS if fidon_week(t) == week)
+    img = nib.load(root / name / "srr.nii.gz")
+    brain = np.asanyarray(nib.load(root / name / "mask.nii.gz").dataobj) > 0
+    return name, img.get_fdata(dtype=np.float32), img.affine, brain
 
 
 def candidates() -> list[Path]:

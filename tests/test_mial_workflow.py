@@ -34,15 +34,21 @@ NO_HEAD = SubjectMix(p_head_centred=0.0, p_twins=0.0, p_missed_head=1.0, stacks=
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def mial_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    src = mial_or_skip()
-    root = tmp_path_factory.mktemp("mial")
+def _copy_with_age(factory: pytest.TempPathFactory, name: str) -> tuple[Path, Path]:
+    """(work folder, BIDS copy of mial-sub01 without its derivatives and with only a
+    `ga_weeks` column added)."""
+    root = factory.mktemp(name)
     bids = root / "bids"
-    shutil.copytree(src, bids, ignore=shutil.ignore_patterns("derivatives"))
+    shutil.copytree(mial_or_skip(), bids, ignore=shutil.ignore_patterns("derivatives"))
     (bids / "participants.tsv").write_text(
         "participant_id\tsex\tage\tga_weeks\nsub-01\tn/a\tn/a\t26\n"
     )
+    return root, bids
+
+
+@pytest.fixture(scope="module")
+def mial_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root, bids = _copy_with_age(tmp_path_factory, "mial")
     st = simulate_subject_stacks(955002, NO_HEAD, [])[0]
     anat = bids / "sub-01" / "anat"
     nib.save(nib.Nifti1Image(st["data"], st["affine"]), str(anat / "sub-01_run-7_T2w.nii.gz"))
@@ -88,20 +94,14 @@ def mial_manual_masks_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The same session with `masks_dir` pointed at its own hand-drawn masks, as shipped
     (MIALSRTK naming, read where they lie) and its sidecars as dcm2niix wrote them
     (`"SliceTiming": []`, SliceThickness 3 mm with slices 3.3 mm apart)."""
-    src = mial_or_skip()
-    root = tmp_path_factory.mktemp("mial-masks")
-    bids = root / "bids"
-    shutil.copytree(src, bids, ignore=shutil.ignore_patterns("derivatives"))
-    (bids / "participants.tsv").write_text(
-        "participant_id\tsex\tage\tga_weeks\nsub-01\tn/a\tn/a\t26\n"
-    )
+    root, bids = _copy_with_age(tmp_path_factory, "mial-masks")
     out = root / "out"
     deriv = out / "earlybrain" / "sub-01"
     targets = [
         str(deriv / "qc" / "sub-01_desc-stackquality.tsv"),
         str(deriv / "anat" / "sub-01_rec-svr_desc-brain_mask.nii.gz"),
     ]
-    masks_dir = src / "derivatives" / "manual_masks"
+    masks_dir = mial_or_skip() / "derivatives" / "manual_masks"
     rc = run_workflow(bids, out, cores=2, extra=targets, overrides={"masks_dir": str(masks_dir)})
     return {"rc": rc, "deriv": deriv}
 

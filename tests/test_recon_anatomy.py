@@ -10,8 +10,6 @@ is other tests' business). The oracle is the same reconstruction given the true 
 
 from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
 import pytest
 from shared_data import fidon_or_skip
 
@@ -23,19 +21,15 @@ from earlybrain.recon.evaluate import (
     score_against_truth,
     session_stacks,
 )
-from earlybrain.shared_data import FIDON_TIMEPOINTS, fidon_week
+from earlybrain.shared_data import fidon_anatomy
 from earlybrain.simulate.volume_stacks import simulate_volume_stacks
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 def _session(week: int, motion: str, seed: int):
-    root = fidon_or_skip()
-    name = next(t for t in FIDON_TIMEPOINTS if fidon_week(t) == week)
-    img = nib.load(root / name / "srr.nii.gz")
-    brain = np.asanyarray(nib.load(root / name / "mask.nii.gz").dataobj) > 0
-    image = img.get_fdata(dtype=np.float32)
-    return simulate_volume_stacks(image, img.affine, brain, 3, motion, seed)
+    _, image, affine, brain = fidon_anatomy(fidon_or_skip(), week)
+    return simulate_volume_stacks(image, affine, brain, 3, motion, seed)
 
 
 @pytest.mark.parametrize("week", [23])

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import ndimage, optimize
 
 from earlybrain.geometry import rigid_matrix
-from earlybrain.recon.metrics import apply4, kabsch, ncc, pose_error, slice_corners
+from earlybrain.recon.metrics import ncc, pose_error, slice_corners
 from earlybrain.recon.stacks import Stack, make_stack
 from earlybrain.simulate.volume_stacks import VolumeSession
 
@@ -131,9 +131,9 @@ def ncc_to_truth(
     return ncc(vals, target), G
 
 
-def session_stacks(session: VolumeSession, slice_thickness: bool = True) -> list[Stack]:
-    """Recon stacks of a simulated session, with the true masks, SliceTiming and (unless
-    `slice_thickness` is False) SliceThickness, as a BIDS sidecar would give them."""
+def session_stacks(session: VolumeSession) -> list[Stack]:
+    """Recon stacks of a simulated session, with the true masks, SliceTiming and
+    SliceThickness, as a BIDS sidecar would give them."""
     return [
         make_stack(
             f"run-{i + 1}",
@@ -141,22 +141,27 @@ def session_stacks(session: VolumeSession, slice_thickness: bool = True) -> list
             st.affine,
             st.mask,
             slice_timing=st.slice_times,
-            slice_thickness=session.thickness_mm if slice_thickness else None,
+            slice_thickness=session.thickness_mm,
         )
         for i, st in enumerate(session.stacks)
     ]
+
+
+def _true_maps_and_corners(session: VolumeSession) -> tuple[np.ndarray, list]:
+    """(K,4,4) true scanner -> truth maps of every slice, and its brain-box corners."""
+    T_true = np.concatenate([st.true_maps for st in session.stacks])
+    corners = [c for st in session.stacks for c in slice_corners(st.mask, st.affine)]
+    return T_true, corners
 
 
 def oracle_maps(session: VolumeSession) -> tuple[np.ndarray, np.ndarray]:
     """The true slice maps, expressed near the scanner frame: (T (K,4,4), G recon->truth).
 
     The reconstruction grid covers the stacks' masks where they were acquired, so the
-    true maps (into the truth's world) are composed with the inverse of their mean G."""
-    T_true = np.concatenate([st.true_maps for st in session.stacks])
-    corners = [c for st in session.stacks for c in slice_corners(st.mask, st.affine)]
-    src = np.concatenate([c for c in corners if c is not None])
-    dst = np.concatenate([apply4(T_true[k], c) for k, c in enumerate(corners) if c is not None])
-    G = kabsch(src, dst)
+    true maps (into the truth's world) are composed with the inverse of their mean G:
+    the best rigid map from the slices as acquired (identity poses) to the truth."""
+    T_true, corners = _true_maps_and_corners(session)
+    _, _, G = pose_error(np.tile(np.eye(4), (len(T_true), 1, 1)), T_true, corners)
     return np.linalg.inv(G)[None] @ T_true, G
 
 
@@ -165,9 +170,7 @@ def score_against_truth(
 ) -> dict[str, float]:
     """NCC with the true volume (after the best rigid alignment) and slice pose errors
     (brain-box corners, after the best global rigid transform)."""
-    T_true = np.concatenate([st.true_maps for st in session.stacks])
-    corners = [c for st in session.stacks for c in slice_corners(st.mask, st.affine)]
-    _, per, G = pose_error(T_est, T_true, corners)
+    _, per, G = pose_error(T_est, *_true_maps_and_corners(session))
     value, _ = ncc_to_truth(volume, affine, session.truth, G)
     fin = per[np.isfinite(per)]
     return {

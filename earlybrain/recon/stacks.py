@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain.io.nifti import load_nifti
+from earlybrain.io.sidecar import sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def check_stack_set(stacks: list[Stack]) -> None:
 def _sidecar(stack: Path) -> dict:
     """The stack's JSON sidecar as a dict; {} when absent or unreadable (logged), since
     every acquisition parameter has a fallback."""
-    side = Path(str(stack).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    side = sidecar_path(stack)
     if side == stack or not side.exists():
         return {}
     try:
