@@ -8,6 +8,7 @@ look them up here. `EARLYBRAIN_SHARED_DATA` points elsewhere.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -78,9 +79,29 @@ def require(name: str) -> Path:
     return path
 
 
+# mial-sub01's age is not published; the intracranial volume of its hand-drawn masks
+# (about 150-170 mL) suggests 25-27 weeks
+MIAL_GA_WEEKS = 26
+
+
+def mial_bids_copy(dest: Path, ga_weeks: float = MIAL_GA_WEEKS) -> Path:
+    """Copy mial-sub01 to `dest` (a new folder) as a lab would hand it to the pipeline:
+    without its derivatives, with only a `ga_weeks` column added to participants.tsv."""
+    shutil.copytree(require(MIAL), dest, ignore=shutil.ignore_patterns("derivatives"))
+    (dest / "participants.tsv").write_text(
+        f"participant_id\tsex\tage\tga_weeks\nsub-01\tn/a\tn/a\t{ga_weeks:g}\n"
+    )
+    return dest
+
+
+def mial_manual_masks(root: Path) -> Path:
+    """mial-sub01's hand-drawn masks folder, as shipped (MIALSRTK naming): a `masks_dir`."""
+    return root / "derivatives" / "manual_masks"
+
+
 def mial_pairs(root: Path) -> list[tuple[Path, Path]]:
     """(real stack, its hand-drawn brain mask) for the six runs of mial-sub01 at `root`."""
-    masks = root / "derivatives" / "manual_masks" / "sub-01" / "anat"
+    masks = mial_manual_masks(root) / "sub-01" / "anat"
     return [
         (
             root / "sub-01" / "anat" / f"sub-01_run-{r}_T2w.nii.gz",

@@ -7,15 +7,14 @@ default config: the network masks every stack, stack QC ranks them, and the fetu
 reconstructed. The hand-drawn masks are not given to the pipeline; they judge its masks.
 A seventh stack that misses the fetal head (simulated maternal abdomen only) is added:
 it must get an empty mask and be excluded by name while the session goes on.
-Targets stop at the reconstruction (registration, segmentation and brain age of real
-data are other tests' business).
+The network-masked run stops at the reconstruction; the run with the hand-drawn masks
+goes on through registration, segmentation and brain age.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -24,6 +23,7 @@ import pytest
 from conftest import file_checksums
 from shared_data import mial_or_skip, mial_pairs
 
+from earlybrain import shared_data
 from earlybrain.preprocess.masking.training_data import SubjectMix, simulate_subject_stacks
 from earlybrain.preprocess.train_masking import dice
 from earlybrain.runner import run_workflow
@@ -37,13 +37,9 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 def _copy_with_age(factory: pytest.TempPathFactory, name: str) -> tuple[Path, Path]:
     """(work folder, BIDS copy of mial-sub01 without its derivatives and with only a
     `ga_weeks` column added)."""
+    mial_or_skip()
     root = factory.mktemp(name)
-    bids = root / "bids"
-    shutil.copytree(mial_or_skip(), bids, ignore=shutil.ignore_patterns("derivatives"))
-    (bids / "participants.tsv").write_text(
-        "participant_id\tsex\tage\tga_weeks\nsub-01\tn/a\tn/a\t26\n"
-    )
-    return root, bids
+    return root, shared_data.mial_bids_copy(root / "bids")
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +96,10 @@ def mial_manual_masks_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     targets = [
         str(deriv / "qc" / "sub-01_desc-stackquality.tsv"),
         str(deriv / "anat" / "sub-01_rec-svr_desc-brain_mask.nii.gz"),
+        str(deriv / "anat" / "sub-01_rec-svr_desc-volumes.tsv"),
+        str(deriv / "anat" / "sub-01_rec-svr_desc-brainage.json"),
     ]
-    masks_dir = mial_or_skip() / "derivatives" / "manual_masks"
+    masks_dir = shared_data.mial_manual_masks(mial_or_skip())
     rc = run_workflow(bids, out, cores=2, extra=targets, overrides={"masks_dir": str(masks_dir)})
     return {"rc": rc, "deriv": deriv}
 
@@ -129,3 +127,17 @@ def test_real_session_with_its_manual_masks_reconstructs_every_stack(
     assert sum("SliceTiming is empty" in n for n in notes) == 6
     assert sum("3 mm thick, 3.30 mm apart" in n for n in notes) == 6, notes
     assert metrics["slice_thickness_mm"] == pytest.approx([3.0] * 6)
+
+
+def test_real_session_tissue_volumes_and_brain_age(mial_manual_masks_run: dict) -> None:
+    """Issue check (#25): the real reconstruction, registered and segmented, gets tissue
+    volumes of a 25-27-week brain's order (published atlases: cerebellum 3.4-4.5 mL, deep
+    grey matter 12-15 mL, brainstem 2.9-3.2 mL) and a brain age in 23-29 weeks."""
+    assert mial_manual_masks_run["rc"] == 0
+    anat = mial_manual_masks_run["deriv"] / "anat"
+    with (anat / "sub-01_rec-svr_desc-volumes.tsv").open() as f:
+        ml = {r["structure"]: float(r["total_ml"]) for r in csv.DictReader(f, delimiter="\t")}
+    age = json.loads((anat / "sub-01_rec-svr_desc-brainage.json").read_text())
+    print(ml, age["predicted_age_weeks"], age["flags"])
+    assert ml["cerebellum"] >= 2.0 and ml["deep_GM"] >= 5.0 and ml["brainstem"] >= 1.5, ml
+    assert 23.0 <= age["predicted_age_weeks"] <= 29.0

@@ -10,7 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from shared_data import fidon_or_skip
 
+from earlybrain import shared_data
 from earlybrain.segment.evaluate import network_vs_atlas, simulated_volume, tissue_dice
 from earlybrain.segment.inference import (
     SegmentationError,
@@ -119,6 +121,21 @@ def test_bad_weights_and_inputs_are_named(tmp_path: Path, model) -> None:
         file_map(lab, 1.0, "feta")
 
 
+def test_foreign_label_schemes_map_to_the_tissues(tmp_path: Path) -> None:
+    """FeTA's and Fidon's label orders (the corpus callosum is white matter)."""
+    tissues = {
+        "feta": [1, 2, 3, 4, 5, 6, 7],
+        "fidon": [3, 4, 5, 1, 2, 6, 7, 3],
+    }
+    for scheme, expected in tissues.items():
+        data = np.zeros((len(expected) + 2, 3, 3), np.uint8)
+        data[1:-1, 1, 1] = np.arange(1, len(expected) + 1)
+        path = tmp_path / f"{scheme}_dseg.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        mapped = file_map(path, 1.0, scheme)
+        assert list(to_tissues(mapped[mapped > 0])) == expected, scheme
+
+
 def test_small_volume_is_padded_to_one_window(model) -> None:
     vol = simulated_volume(22.0, 9101, voxel_mm=1.6)  # smaller than a 64-voxel window
     prob = predict_probabilities(vol.image, vol.affine, model)
@@ -127,8 +144,9 @@ def test_small_volume_is_padded_to_one_window(model) -> None:
 
 
 def test_shipped_network_on_held_out_subjects(model, card) -> None:
-    """Issue check: seeds never used in training, 22-36 w, the simulator's T2w contrast:
-    mean Dice >= 0.85, no tissue below 0.75 (0.8 mm volumes, like reconstructions)."""
+    """Issue check (#6, #25): seeds never used in training, 22-36 w, the simulator's T2w
+    contrast: mean Dice >= 0.88 (measured 0.909 after the real-anatomy training), no
+    tissue below 0.75 (0.8 mm volumes, like reconstructions)."""
     trained = set(card["training_data"]["simulated"]["seeds"])
     assert not trained & {s for _, s in HELD_OUT}
     per_tissue = {t: [] for t in TISSUES.values()}
@@ -140,13 +158,13 @@ def test_shipped_network_on_held_out_subjects(model, card) -> None:
             per_tissue[k].append(v)
     means = {k: float(np.mean(v)) for k, v in per_tissue.items()}
     print("mean per tissue:", {k: round(v, 3) for k, v in means.items()})
-    assert np.mean(list(means.values())) >= 0.85
+    assert np.mean(list(means.values())) >= 0.88
     assert min(means.values()) >= 0.75
 
 
 def test_unseen_contrast(model) -> None:
     """Issue check: a contrast no training sample was drawn from (T1w-like, CSF dark)
-    keeps the mean Dice >= 0.80 (measured 0.844 at 22 / 28 / 34 weeks; the cortex, 0.53-0.69,
+    keeps the mean Dice >= 0.80 (measured 0.831 at 22 / 28 / 34 weeks; the cortex, 0.47-0.69,
     is the weak tissue: part of it is called eCSF, as the first bright layer inside a dark
     rim is CSF in T2w)."""
     dice = []
@@ -163,7 +181,9 @@ def test_network_beats_atlas_propagation(model) -> None:
     """Issue check: on the same held-out subjects (22 / 28 / 34 weeks, random scanner pose,
     both label maps pulled back to the subject through the registration's transforms) the
     network's mean tissue Dice beats the atlas labels of the registration stage (measured
-    0.893 vs 0.875; better at every age, the margin smallest at 22 weeks: 0.866 vs 0.863)."""
+    0.881 vs 0.875: better at 28 and 34 weeks, 0.899 vs 0.886 and 0.903 vs 0.876, worse at 22
+    weeks, 0.842 vs 0.863, since the weights also learned real anatomy; the shipped atlas is
+    built from the simulator these subjects come from)."""
     rows = [
         network_vs_atlas(age, seed, model, REPO / "atlases" / "earlybrain-fetal")
         for age, seed in HELD_OUT[::2]
@@ -174,9 +194,11 @@ def test_network_beats_atlas_propagation(model) -> None:
     assert np.mean(net) > np.mean(atlas)
 
 
+@pytest.mark.shared_data
 def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     """The training entry point end to end (tiny): weights load, the card records the
-    data; fine-tuning from those weights on a lab's own FeTA-style label map."""
+    data; fine-tuning from those weights on a lab's own FeTA-style label map and the real
+    anatomies' training weeks, validated on the held-out weeks' real images."""
     card = train_segmentation(
         tmp_path / "a", seed=1, epochs=1, steps_per_epoch=2, n_train_subjects=2,
         n_val_subjects=1, n_infant_subjects=1, device="cpu", workers=1, threads=2,
@@ -184,11 +206,12 @@ def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     weights = tmp_path / "a" / "unet3d_weights.pt"
     assert load_model(weights, device="cpu").arch == DEFAULT_ARCH
     assert card["training_data"]["label_maps"] == {
-        "simulated": 2, "infant": 1, "atlas": 0, "extra": 0,
+        "simulated": 2, "infant": 1, "atlas": 0, "extra": 0, "real": 0,
     }  # fmt: skip
     assert len(card["validation_infant"]["subjects"]) == 1
     assert set(card["training_data"]["simulated"]["seeds"]) == set(subject_seeds(1, 2, "train"))
     assert set(card["validation"]["dice_per_tissue"]) == set(TISSUES.values())
+    fidon_or_skip()
     ph = make_phantom(30.0, 77, voxel_mm=1.2)
     feta = np.zeros(ph.labels.shape, np.uint8)
     brain = (ph.labels >= 1) & (ph.labels <= 12)
@@ -198,10 +221,15 @@ def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     tuned = train_segmentation(
         tmp_path / "b", seed=1, epochs=1, steps_per_epoch=2, n_train_subjects=1,
         n_val_subjects=1, label_maps=[own], label_scheme="feta", init_weights=weights,
-        device="cpu", workers=1, threads=2,
+        real_anatomy=True, device="cpu", workers=1, threads=2,
     )  # fmt: skip
     assert tuned["init_weights"] == str(weights)
-    assert tuned["training_data"]["label_maps"]["extra"] == 1
+    maps = tuned["training_data"]["label_maps"]
+    assert maps["extra"] == 1 and maps["real"] == len(shared_data.fidon_split("train"))
+    assert tuned["training_data"]["sampling_weights"]["real"] == pytest.approx(0.5)
+    real = tuned["validation_real"]
+    assert [s["time_point"] for s in real["subjects"]] == list(shared_data.fidon_split("val"))
+    assert 0.0 <= real["dice_mean"] <= 1.0
 
 
 def test_weights_round_trip_in_half_precision(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ measured too (tests, `bench/brainage.py --rims`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +57,31 @@ def posed_subject(
     )
     scale = np.diag([*(rng.uniform(0.8, 1.25),) * 3, 1.0])
     return PosedSubject(vol, pose @ vol.affine, pose @ scale)
+
+
+def fidon_ensemble_ages(model: Any) -> list[dict[str, float | str]]:
+    """The deep ensemble on the real T2w templates of fidon-sb-atlas (none of which it was
+    trained on): time point, true and predicted weeks, predictive SD.
+
+    The templates are already in the anatomical frame the atlas uses (RAS, upright), so
+    the registration's rotation is the identity. They are spina bifida brains (smaller
+    than typical, so they may read younger): reported as measured, never tuned to.
+    """
+    from earlybrain import shared_data
+    from earlybrain.brainage.ensemble import predict
+
+    root = shared_data.require(shared_data.FIDON)
+    rows: list[dict[str, float | str]] = []
+    for name in shared_data.FIDON_TIMEPOINTS:
+        week = shared_data.fidon_week(name)
+        _, image, affine, brain = shared_data.fidon_anatomy(root, week)
+        deep = predict(model, network_input(image, affine, brain, np.eye(4))[None])
+        rows.append(
+            {
+                "time_point": name,
+                "age_weeks": float(week),
+                "predicted_weeks": float(deep["age_weeks"][0]),
+                "sd_weeks": float(deep["sd_weeks"][0]),
+            }
+        )
+    return rows

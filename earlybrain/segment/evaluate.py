@@ -75,6 +75,37 @@ def simulated_volume(
     )
 
 
+@dataclass
+class RealVolume:
+    """A real T2w brain volume with its expert labels (earlybrain labels)."""
+
+    image: np.ndarray
+    affine: np.ndarray
+    labels: np.ndarray
+    age_weeks: float
+    name: str
+
+
+def fidon_volumes(split: str = "val") -> list[RealVolume]:
+    """The real T2w templates (`srr.nii.gz`, masked) of one split of fidon-sb-atlas with
+    their parcellations: real contrast and real anatomy (spina bifida, Chiari II)."""
+    import nibabel as nib
+
+    from earlybrain import shared_data
+    from earlybrain.segment.labelmaps import to_earlybrain
+
+    root = shared_data.require(shared_data.FIDON)
+    out = []
+    for name in shared_data.fidon_split(split):
+        _, img, affine, brain = shared_data.fidon_anatomy(root, shared_data.fidon_week(name))
+        par_path = root / name / "parcellation.nii.gz"
+        par = np.rint(np.asanyarray(nib.load(par_path).dataobj)).astype(np.int64)
+        labels = to_earlybrain(par, "fidon", par_path)
+        week = float(shared_data.fidon_week(name))
+        out.append(RealVolume((img * brain).astype(np.float32), affine, labels, week, name))
+    return out
+
+
 def tissue_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Dice per FeTA tissue of two earlybrain label maps (left/right merged); a tissue
     absent from both counts as agreement (1.0)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from earlybrain import shared_data
 from earlybrain.io.nifti import load_nifti, voxel_sizes
 from earlybrain.simulate.phantom import make_phantom
 
@@ -26,8 +27,16 @@ log = logging.getLogger(__name__)
 
 # changes whenever the phantom or this preparation changes: a cache never serves stale maps
 DATA_VERSION = 3
-# FeTA tissue (1..7) -> an earlybrain label of that tissue (the left one for lateral tissues)
-FETA_TO_EARLYBRAIN = np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8)
+# a foreign scheme's label -> an earlybrain label of that tissue (the left one for lateral
+# tissues; intensities and targets are per tissue, so the side does not matter).
+# FeTA: 1 eCSF, 2 cortical GM, 3 WM, 4 ventricles, 5 cerebellum, 6 deep GM, 7 brainstem.
+# Fidon et al. 2021 (fidon-sb-atlas): 1 WM, 2 ventricles, 3 cerebellum, 4 eCSF,
+# 5 cortical GM, 6 deep GM, 7 brainstem, 8 corpus callosum (white matter in FeTA's 7).
+SCHEME_TO_EARLYBRAIN: dict[str, np.ndarray] = {
+    "feta": np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8),
+    "fidon": np.array([0, 4, 6, 8, 1, 2, 10, 12, 4], dtype=np.uint8),
+}
+SCHEMES = ("earlybrain", *SCHEME_TO_EARLYBRAIN)
 
 
 def crop_to_content(labels: np.ndarray, margin: int = 4) -> np.ndarray:
@@ -89,22 +98,35 @@ def to_grid(labels: np.ndarray, affine: np.ndarray, voxel_mm: float) -> np.ndarr
     return ndimage.zoom(labels, zoom, order=0, mode="nearest", grid_mode=True)
 
 
+def to_earlybrain(labels: np.ndarray, scheme: str, source: str | os.PathLike[str]) -> np.ndarray:
+    """Integer labels of `scheme` as earlybrain labels; an unknown label names the file."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"label scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
+    table = SCHEME_TO_EARLYBRAIN.get(scheme)
+    top = 16 if table is None else len(table) - 1
+    if labels.min() < 0 or labels.max() > top:
+        raise ValueError(f"{source}: label {labels.max()} is outside the {scheme} scheme (0-{top})")
+    return labels.astype(np.uint8) if table is None else table[labels]
+
+
 def file_map(
     path: str | os.PathLike[str], voxel_mm: float, scheme: str = "earlybrain"
 ) -> np.ndarray:
-    """A label map file (earlybrain's 12 labels or FeTA's 7 tissues) on the working grid."""
+    """A label map file (earlybrain's labels, FeTA's 7 tissues or Fidon's 8 labels) on
+    the working grid."""
     img = load_nifti(path)
     data = np.asarray(img.dataobj)
     if data.ndim != 3:
         raise ValueError(f"{path}: a label map must be 3D, got shape {data.shape}")
     if not np.allclose(data, np.rint(data)) or data.min() < 0:
         raise ValueError(f"{path}: a label map must hold non-negative integer labels")
-    labels = np.rint(data).astype(np.int64)
-    top = {"earlybrain": 16, "feta": 7}.get(scheme)
-    if top is None:
-        raise ValueError(f"label scheme must be 'earlybrain' or 'feta', not {scheme!r}")
-    if labels.max() > top:
-        raise ValueError(f"{path}: label {labels.max()} is outside the {scheme} scheme (0-{top})")
-    if scheme == "feta":
-        labels = FETA_TO_EARLYBRAIN[labels]
-    return crop_to_content(to_grid(labels.astype(np.uint8), img.affine, voxel_mm))
+    labels = to_earlybrain(np.rint(data).astype(np.int64), scheme, path)
+    return crop_to_content(to_grid(labels, img.affine, voxel_mm))
+
+
+def fidon_maps(split: str, voxel_mm: float) -> tuple[list[str], list[np.ndarray]]:
+    """(time point names, label maps on the grid) of one split of the real fetal anatomies
+    of fidon-sb-atlas (`earlybrain.shared_data.fidon_split`)."""
+    root = shared_data.require(shared_data.FIDON)
+    names = list(shared_data.fidon_split(split))
+    return names, [file_map(root / n / "parcellation.nii.gz", voxel_mm, "fidon") for n in names]

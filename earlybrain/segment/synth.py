@@ -64,6 +64,14 @@ class SynthConfig:
     # reconstruction usually is, and the outermost eCSF was otherwise called background
     p_tight_mask: float = 0.5
     blur_max_vox: float = 1.2
+    # what a reconstruction keeps of its thick slices: extra blur along one axis, slice
+    # stripes (a gain per slice), and a ghost of residual motion (a shifted copy)
+    p_thick_slice: float = 0.3
+    thick_slice_vox: tuple[float, float] = (0.6, 1.6)
+    p_stripes: float = 0.25
+    stripe_gain: float = 0.08
+    p_motion_ghost: float = 0.2
+    ghost_weight: float = 0.3
     p_bias: float = 0.6
     bias_strength: float = 0.35
     noise_max: float = 0.06
@@ -133,6 +141,29 @@ def _intensities(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
     return mean.astype(np.float32), spread.astype(np.float32)
 
 
+def reconstruction_artefacts(
+    x: torch.Tensor, rng: np.random.Generator, cfg: SynthConfig
+) -> torch.Tensor:
+    """Thick-slice blur, slice stripes and a residual-motion ghost along the axis the
+    stacks were acquired through, each in a share of samples; (1, 1, d, h, w)."""
+    axis = int(rng.integers(3))
+    if rng.random() < cfg.p_thick_slice:
+        sigmas = np.zeros(3)
+        sigmas[axis] = rng.uniform(*cfg.thick_slice_vox)
+        x = gaussian_blur(x, sigmas)
+    if rng.random() < cfg.p_stripes:
+        n = x.shape[2 + axis]
+        gain = 1.0 + rng.uniform(0, cfg.stripe_gain) * rng.standard_normal(n)
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = n
+        x = x * torch.from_numpy(gain.astype("f4")).view(shape)
+    if rng.random() < cfg.p_motion_ghost:
+        shift = [int(v) for v in rng.integers(-2, 3, 3)]
+        w = cfg.ghost_weight * rng.random()
+        x = (1 - w) * x + w * torch.roll(x, shift, dims=(2, 3, 4))
+    return x
+
+
 def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return mask
@@ -153,6 +184,7 @@ def synthesize(
             rng.standard_normal(lab.shape).astype("f4")
         )
         x = gaussian_blur(img[None, None], rng.uniform(0, cfg.blur_max_vox, 3))
+        x = reconstruction_artefacts(x, rng, cfg)
         if rng.random() < cfg.p_bias:
             field = _smooth_field(rng, 1, 4, lab.shape[-1], 1)
             x = x * torch.exp(cfg.bias_strength * field / 2.0)

@@ -30,11 +30,17 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
+from earlybrain import shared_data
 from earlybrain.atlas.manifest import load_manifest
 from earlybrain.atlas.templates import load_template
 from earlybrain.device import resolve_device
 from earlybrain.io.atomic import write_json_atomic
-from earlybrain.segment.evaluate import simulated_volume, tissue_dice
+from earlybrain.segment.evaluate import (
+    RealVolume,
+    fidon_volumes,
+    simulated_volume,
+    tissue_dice,
+)
 from earlybrain.segment.inference import (
     WEIGHTS_NAME,
     SegmentationModel,
@@ -42,7 +48,7 @@ from earlybrain.segment.inference import (
     predict_tissues,
     save_weights,
 )
-from earlybrain.segment.labelmaps import file_map, phantom_maps, to_grid
+from earlybrain.segment.labelmaps import SCHEMES, fidon_maps, file_map, phantom_maps, to_grid
 from earlybrain.segment.network import DEFAULT_ARCH, build_network
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.synth import TISSUE_OF, SynthConfig, deform_labels, synthesize
@@ -87,6 +93,7 @@ class TrainConfig:
     p_enlarged_ventricles: float = 0.35
     enlarged_ventricles: tuple[float, float] = (1.2, 2.3)
     p_extra: float = 0.5  # share from a lab's own label maps, when given
+    p_real: float = 0.5  # share from real fetal anatomies (fidon-sb-atlas), when used
     arch: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCH))
     synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -216,7 +223,7 @@ def validate(model: SegmentationModel, volumes: list, tta: bool = False) -> dict
         "subjects": [
             {
                 "age_weeks": v.age_weeks,
-                "seed": v.seed,
+                **({"time_point": v.name} if isinstance(v, RealVolume) else {"seed": v.seed}),
                 "dice_mean": round(float(np.mean(list(d.values()))), 4),
             }
             for v, d in zip(volumes, per_subject, strict=True)
@@ -235,6 +242,8 @@ def train_segmentation(
     atlas_manifest: str | os.PathLike[str] | None = None,
     label_maps: Sequence[str | os.PathLike[str]] = (),
     label_scheme: str = "earlybrain",
+    real_anatomy: bool = False,
+    p_real: float = TrainConfig.p_real,
     init_weights: str | os.PathLike[str] | None = None,
     p_t2_prior: float | None = None,
     device: str = "auto",
@@ -260,6 +269,7 @@ def train_segmentation(
         n_val_subjects=n_val_subjects,
         n_infant_subjects=n_infant_subjects,
         batch_size=batch_size,
+        p_real=p_real,
     )
     if p_t2_prior is not None:
         cfg = replace(cfg, synth=replace(cfg.synth, p_t2_prior=float(p_t2_prior)))
@@ -282,6 +292,7 @@ def train_segmentation(
         "atlas": atlas_maps(atlas_manifest, cfg.target_mm) if atlas_manifest else [],
         "extra": [file_map(p, cfg.target_mm, label_scheme) for p in label_maps],
     }
+    real_names, pools["real"] = fidon_maps("train", cfg.target_mm) if real_anatomy else ([], [])
     p_infant = cfg.p_infant if cfg.n_infant_subjects else 0.0
     weights = {
         "simulated": 1.0 - cfg.p_atlas - p_infant,
@@ -289,10 +300,15 @@ def train_segmentation(
         "atlas": cfg.p_atlas,
         "extra": 0.0,
     }
-    if pools["extra"]:
-        weights = {k: v * (1 - cfg.p_extra) for k, v in weights.items()} | {"extra": cfg.p_extra}
+    for pool, share in (("real", cfg.p_real), ("extra", cfg.p_extra)):
+        if pools[pool]:
+            weights = {k: v * (1 - share) for k, v in weights.items()} | {pool: share}
+        else:
+            weights[pool] = 0.0
     sampler = PatchSampler(pools, weights, cfg.crop)
     val_volumes = validation_volumes(seed, n_val_subjects, cfg.target_mm)
+    # real images held out by weeks: reported every epoch, never used to pick anything
+    real_val = fidon_volumes("val") if shared_data.dataset(shared_data.FIDON) else []
     t_data = time.time() - t_start
     say(f"label maps: {', '.join(f'{k} {len(v)}' for k, v in pools.items())} ({t_data:.0f} s)")
 
@@ -331,16 +347,19 @@ def train_segmentation(
             losses.append(loss.item())
         net.eval()
         val = validate(model, val_volumes)
+        real = validate(model, real_val) if real_val else {"dice_mean": float("nan")}
         history.append(
             {
                 "epoch": epoch + 1,
                 "loss": round(float(np.mean(losses)), 4),
                 "val_dice_mean": val["dice_mean"],
+                "val_real_dice_mean": real["dice_mean"],
             }
         )
         say(
             f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}, validation Dice "
-            f"{val['dice_mean']:.4f} {val['dice_per_tissue']}, {time.time() - t_start:.0f} s"
+            f"{val['dice_mean']:.4f} {val['dice_per_tissue']}, real images "
+            f"{real['dice_mean']:.4f} {real.get('dice_per_tissue')}, {time.time() - t_start:.0f} s"
         )
     net.eval()
     final = validate(model, val_volumes, tta=True)
@@ -351,6 +370,11 @@ def train_segmentation(
         model,
         validation_volumes(seed, n_val_subjects, cfg.target_mm, ventricle_factor=VAL_VENTRICLES),
         tta=True,
+    )
+    real_final = (
+        validate(model, real_val, tta=True)
+        if real_val
+        else {"dice_mean": float("nan"), "note": f"{shared_data.FIDON} not found"}
     )
     n_val_infants = min(len(VAL_INFANTS), n_val_subjects) if cfg.n_infant_subjects else 0
     infant = (
@@ -399,6 +423,14 @@ def train_segmentation(
             },
             "atlas": str(atlas_manifest) if atlas_manifest else None,
             "extra_label_maps": [str(p) for p in label_maps],
+            "real_anatomy": {
+                "source": f"{shared_data.FIDON} parcellations (Fidon et al. 2021, CC0), "
+                "Fidon labels mapped to the 7 tissues (corpus callosum -> WM)",
+                "time_points": real_names,
+                "split": f"training: all weeks but {list(shared_data.FIDON_VALIDATION_WEEKS)}, "
+                "which are held out for validation (a contiguous block: neighbouring weeks "
+                "of one atlas are near copies)",
+            },
             "label_scheme": label_scheme,
             "synthesis": asdict(cfg.synth),
             "crop": cfg.crop,
@@ -420,6 +452,13 @@ def train_segmentation(
         },
         "validation_unseen_contrast": unseen
         | {"contrast": "earlybrain.segment.evaluate.UNSEEN_CONTRAST"},
+        "validation_real": real_final
+        | {
+            "data": f"{shared_data.FIDON} srr.nii.gz (real T2w, masked) of the held-out weeks "
+            f"{list(shared_data.FIDON_VALIDATION_WEEKS)} against their parcellations; "
+            "spina bifida (Chiari II) anatomy",
+            "test_time_mirror": True,
+        },
         "validation_enlarged_ventricles": enlarged | {"ventricle_factor": VAL_VENTRICLES},
         "validation_infant": infant
         | {
@@ -436,6 +475,7 @@ def train_segmentation(
     write_json_atomic(out / CARD_NAME, card)
     say(
         f"wrote {wpath} and {out / CARD_NAME}: validation Dice {final['dice_mean']:.4f}, "
+        f"real images {real_final['dice_mean']:.4f}, "
         f"unseen contrast {unseen['dice_mean']:.4f}, infants {infant['dice_mean']:.4f}, "
         "enlarged ventricles "
         f"{enlarged['dice_per_tissue']['ventricles']:.4f} (ventricle Dice)"
@@ -462,7 +502,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--atlas", default=None, help="atlas manifest whose label maps join training")
     ap.add_argument("--label-maps", nargs="*", default=[], help="a lab's own label maps")
-    ap.add_argument("--label-scheme", default="earlybrain", choices=["earlybrain", "feta"])
+    ap.add_argument("--label-scheme", default="earlybrain", choices=list(SCHEMES))
+    ap.add_argument(
+        "--real-anatomy", action="store_true",
+        help=f"add the training weeks of {shared_data.FIDON} (../shared/data) as label maps",
+    )  # fmt: skip
+    ap.add_argument(
+        "--p-real", type=float, default=d.p_real,
+        help="share of samples from the real anatomies (with --real-anatomy)",
+    )  # fmt: skip
     ap.add_argument("--init-weights", default=None, help="fine-tune these weights")
     ap.add_argument(
         "--p-t2-prior", type=float, default=None,
@@ -489,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         atlas_manifest=a.atlas,
         label_maps=a.label_maps,
         label_scheme=a.label_scheme,
+        real_anatomy=a.real_anatomy,
+        p_real=a.p_real,
         init_weights=a.init_weights,
         p_t2_prior=a.p_t2_prior,
         device=a.device,

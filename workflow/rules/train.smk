@@ -72,6 +72,7 @@ rule train_segmentation:
         val_subjects=SEGMENTATION_TRAIN["val_subjects"],
         infant_subjects=SEGMENTATION_TRAIN["infant_subjects"],
         scheme=SEGMENTATION_TRAIN["label_scheme"],
+        real="--real-anatomy" if SEGMENTATION_TRAIN["real_anatomy"] else "",
         optional=segment_wf.train_options,
         prior=(
             f"--p-t2-prior {SEGMENTATION_TRAIN['p_t2_prior']}"
@@ -95,7 +96,7 @@ rule train_segmentation:
         " --batch-size {params.batch_size}"
         " --subjects {params.subjects} --val-subjects {params.val_subjects}"
         " --infant-subjects {params.infant_subjects}"
-        " --label-scheme {params.scheme} {params.optional} {params.prior}"
+        " --label-scheme {params.scheme} {params.real} {params.optional} {params.prior}"
         " --device {params.device}"
         " --workers {threads} --threads {threads} > {log:q} 2>&1"
 
