@@ -376,6 +376,8 @@ def train_segmentation(
         if real_val
         else {"dice_mean": float("nan"), "note": f"{shared_data.FIDON} not found"}
     )
+    # the training weeks' real images: their labels were trained on, never their images
+    real_train = validate(model, fidon_volumes("train"), tta=True) if real_val else None
     n_val_infants = min(len(VAL_INFANTS), n_val_subjects) if cfg.n_infant_subjects else 0
     infant = (
         validate(model, infant_validation_volumes(seed, n_val_infants, cfg.target_mm), tta=True)
@@ -457,6 +459,13 @@ def train_segmentation(
             "data": f"{shared_data.FIDON} srr.nii.gz (real T2w, masked) of the held-out weeks "
             f"{list(shared_data.FIDON_VALIDATION_WEEKS)} against their parcellations; "
             "spina bifida (Chiari II) anatomy",
+            "test_time_mirror": True,
+        },
+        "validation_real_training_weeks": real_train
+        and real_train
+        | {
+            "data": f"{shared_data.FIDON} srr.nii.gz of the training weeks: their "
+            "parcellations were training label maps, the images were never seen",
             "test_time_mirror": True,
         },
         "validation_enlarged_ventricles": enlarged | {"ventricle_factor": VAL_VENTRICLES},
