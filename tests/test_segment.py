@@ -13,7 +13,13 @@ import torch
 from shared_data import fidon_or_skip
 
 from earlybrain import shared_data
-from earlybrain.segment.evaluate import network_vs_atlas, simulated_volume, tissue_dice
+from earlybrain.segment import train as train_mod
+from earlybrain.segment.evaluate import (
+    fidon_volumes,
+    network_vs_atlas,
+    simulated_volume,
+    tissue_dice,
+)
 from earlybrain.segment.inference import (
     SegmentationError,
     default_weights_path,
@@ -195,7 +201,7 @@ def test_network_beats_atlas_propagation(model) -> None:
 
 
 @pytest.mark.shared_data
-def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
+def test_training_and_fine_tuning_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The training entry point end to end (tiny): weights load, the card records the
     data; fine-tuning from those weights on a lab's own FeTA-style label map and the real
     anatomies' training weeks, validated on the held-out weeks' real images."""
@@ -212,6 +218,8 @@ def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     assert set(card["training_data"]["simulated"]["seeds"]) == set(subject_seeds(1, 2, "train"))
     assert set(card["validation"]["dice_per_tissue"]) == set(TISSUES.values())
     fidon_or_skip()
+    # one real image per split keeps this test short; the shipped card has them all
+    monkeypatch.setattr(train_mod, "fidon_volumes", lambda split: fidon_volumes(split)[:1])
     ph = make_phantom(30.0, 77, voxel_mm=1.2)
     feta = np.zeros(ph.labels.shape, np.uint8)
     brain = (ph.labels >= 1) & (ph.labels <= 12)
@@ -226,10 +234,14 @@ def test_training_and_fine_tuning_run(tmp_path: Path) -> None:
     assert tuned["init_weights"] == str(weights)
     maps = tuned["training_data"]["label_maps"]
     assert maps["extra"] == 1 and maps["real"] == len(shared_data.fidon_split("train"))
-    assert tuned["training_data"]["sampling_weights"]["real"] == pytest.approx(0.5)
-    real = tuned["validation_real"]
-    assert [s["time_point"] for s in real["subjects"]] == list(shared_data.fidon_split("val"))
-    assert 0.0 <= real["dice_mean"] <= 1.0
+    # half to the lab's own maps, half of the rest to the real anatomies
+    weights = tuned["training_data"]["sampling_weights"]
+    assert weights["extra"] == pytest.approx(0.5) and weights["real"] == pytest.approx(0.25)
+    for key, split in (("validation_real", "val"), ("validation_real_training_weeks", "train")):
+        real = tuned[key]
+        assert [s["time_point"] for s in real["subjects"]] == [shared_data.fidon_split(split)[0]]
+        assert 0.0 <= real["dice_mean"] <= 1.0
+    assert card["validation_real_training_weeks"] is None
 
 
 def test_weights_round_trip_in_half_precision(tmp_path: Path) -> None:

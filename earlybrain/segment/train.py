@@ -377,7 +377,7 @@ def train_segmentation(
         else {"dice_mean": float("nan"), "note": f"{shared_data.FIDON} not found"}
     )
     # the training weeks' real images: their labels were trained on, never their images
-    real_train = validate(model, fidon_volumes("train"), tta=True) if real_val else None
+    real_train = validate(model, fidon_volumes("train"), tta=True) if real_anatomy else None
     n_val_infants = min(len(VAL_INFANTS), n_val_subjects) if cfg.n_infant_subjects else 0
     infant = (
         validate(model, infant_validation_volumes(seed, n_val_infants, cfg.target_mm), tta=True)
