@@ -20,6 +20,7 @@ segmentation, brain age) and the tissue volumes and brain age it reports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import resource
@@ -104,7 +105,8 @@ def _mial_volumes(weights: str | None) -> dict:
         if weights:
             overrides["segmentation"] = {"weights": weights}
         t0 = time.perf_counter()
-        rc = run_workflow(bids, Path(tmp) / "out", cores=2, extra=targets, overrides=overrides)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout keeps the one JSON line
+            rc = run_workflow(bids, Path(tmp) / "out", cores=2, extra=targets, overrides=overrides)
         if rc != 0:
             return {"rc": rc}
         with open(targets[0]) as f:
