@@ -100,7 +100,7 @@ def _mial_volumes(weights: str | None) -> dict:
         anat = Path(tmp) / "out" / "earlybrain" / "sub-01" / "anat"
         targets = [str(anat / f"sub-01_rec-svr_desc-{d}") for d in ("volumes.tsv", "brainage.json")]
         overrides = {
-            "masks_dir": str(shared_data.mial_manual_masks(shared_data.require("mial-sub01")))
+            "masks_dir": str(shared_data.mial_manual_masks(shared_data.require(shared_data.MIAL)))
         }
         if weights:
             overrides["segmentation"] = {"weights": weights}

@@ -43,13 +43,19 @@ def fidon_split(split: str) -> tuple[str, ...]:
     return val if split == "val" else tuple(t for t in FIDON_TIMEPOINTS if t not in val)
 
 
+def fidon_timepoint(root: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T2w image, its affine, brain mask) of the Fidon time point `name`. By name, not by
+    week: week 25 has two time points (not operated and operated)."""
+    img = nib.load(root / name / "srr.nii.gz")
+    brain = np.asanyarray(nib.load(root / name / "mask.nii.gz").dataobj) > 0
+    return img.get_fdata(dtype=np.float32), img.affine, brain
+
+
 def fidon_anatomy(root: Path, week: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
     """(time point name, T2w image, its affine, brain mask) of the Fidon time point of
     `week` (the first of two, 25 weeks, is the not-operated one)."""
     name = next(t for t in FIDON_TIMEPOINTS if fidon_week(t) == week)
-    img = nib.load(root / name / "srr.nii.gz")
-    brain = np.asanyarray(nib.load(root / name / "mask.nii.gz").dataobj) > 0
-    return name, img.get_fdata(dtype=np.float32), img.affine, brain
+    return name, *fidon_timepoint(root, name)
 
 
 def candidates() -> list[Path]:

@@ -74,7 +74,7 @@ def fidon_ensemble_ages(model: Any) -> list[dict[str, float | str]]:
     rows: list[dict[str, float | str]] = []
     for name in shared_data.FIDON_TIMEPOINTS:
         week = shared_data.fidon_week(name)
-        _, image, affine, brain = shared_data.fidon_anatomy(root, week)
+        image, affine, brain = shared_data.fidon_timepoint(root, name)
         deep = predict(model, network_input(image, affine, brain, np.eye(4))[None])
         rows.append(
             {

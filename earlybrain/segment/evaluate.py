@@ -97,7 +97,7 @@ def fidon_volumes(split: str = "val") -> list[RealVolume]:
     root = shared_data.require(shared_data.FIDON)
     out = []
     for name in shared_data.fidon_split(split):
-        _, img, affine, brain = shared_data.fidon_anatomy(root, shared_data.fidon_week(name))
+        img, affine, brain = shared_data.fidon_timepoint(root, name)
         par_path = root / name / "parcellation.nii.gz"
         par = np.rint(np.asanyarray(nib.load(par_path).dataobj)).astype(np.int64)
         labels = to_earlybrain(par, "fidon", par_path)

@@ -461,8 +461,9 @@ def train_segmentation(
             "spina bifida (Chiari II) anatomy",
             "test_time_mirror": True,
         },
-        "validation_real_training_weeks": real_train
-        and real_train
+        "validation_real_training_weeks": None
+        if real_train is None
+        else real_train
         | {
             "data": f"{shared_data.FIDON} srr.nii.gz of the training weeks: their "
             "parcellations were training label maps, the images were never seen",
