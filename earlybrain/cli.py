@@ -33,8 +33,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from earlybrain.runner import run_workflow
+    from earlybrain.runner import ConfigError, parse_config_overrides, run_workflow
 
+    try:
+        overrides = parse_config_overrides(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return run_workflow(
         bids=Path(args.bids),
         out=Path(args.out),
@@ -42,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
         profile=args.profile,
         configfile=Path(args.configfile) if args.configfile else None,
         extra=args.snakemake_args,
+        overrides=overrides,
     )
 
 
@@ -557,8 +563,17 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=_step)
 
 
+class ExactParser(argparse.ArgumentParser):
+    """A parser that takes no abbreviated option: argparse would read `--config` as
+    `--configfile` and `--weight` as `--weights`; its subcommand parsers are exact too."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="earlybrain", description=__doc__)
+    p = ExactParser(prog="earlybrain", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="write a synthetic BIDS cohort plus its ground truth")
@@ -587,13 +602,24 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the Snakemake workflow on a BIDS dataset",
         usage="earlybrain run BIDS OUT [--cores N] [--profile P] [--configfile F] "
-        "[-- SNAKEMAKE ARGS...]",
+        "[--config KEY=VALUE ...] [-- SNAKEMAKE ARGS...]",
+        description="Exits with status 0 only when every session was processed; a failed "
+        "session is named on stderr (after the others have finished).",
     )
     r.add_argument("bids")
     r.add_argument("out")
     r.add_argument("--cores", type=int, default=2)
     r.add_argument("--profile", help="Snakemake profile folder, e.g. profiles/slurm")
     r.add_argument("--configfile", help="YAML overriding config/config.yaml")
+    r.add_argument(
+        "--config",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys (after --configfile); VALUE is YAML; dotted keys are "
+        "nested, e.g. --config masks_dir=/data/masks recon.device=cpu",
+    )
     r.set_defaults(func=_run)
 
     d = sub.add_parser("demo", help="simulate a small cohort and run the whole workflow on it")

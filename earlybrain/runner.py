@@ -81,6 +81,32 @@ def resolve_config(
     return config
 
 
+def parse_config_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` words, as Snakemake's ``--config`` takes them, as a config mapping.
+
+    VALUE is read as YAML (``3``, ``true``, ``[1, 2]``, ``{a: 1}``; anything else a
+    string). A dotted KEY sets a nested key (``recon.iterations=3``), which Snakemake's
+    own ``--config`` cannot, so one value of a section can change without restating it.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"--config {item!r}: expected KEY=VALUE (e.g. masks_dir=/data/masks or "
+                "recon.device=cpu); put --config after the BIDS and OUT paths"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        for part in reversed(parts[1:]):
+            value = {part: value}
+        overrides = _merge(overrides, {parts[0]: value})
+    return overrides
+
+
 def resolve_profile(profile: str | os.PathLike[str]) -> Path | str:
     """A profile path as given (from the current folder), else the repository's copy.
 
@@ -155,7 +181,56 @@ def run_workflow(
     env = dict(os.environ)
     # the rules call `earlybrain`; make the one beside this interpreter win
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return run_until_done(cmd, env)
+    started = time.time()
+    rc = run_until_done(cmd, env)
+    if rc == 130 or any(flag in (extra or []) for flag in NO_RUN_FLAGS):
+        return rc
+    failed = failed_sessions(Path(config["output_dir"]), since=started)
+    if failed:
+        print(f"\n{len(failed)} session(s) failed:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+    return rc if rc != 0 else (1 if failed else 0)
+
+
+# Snakemake options after which no job runs, so there is no fresh cohort table to read
+NO_RUN_FLAGS = ("-n", "--dry-run", "--dryrun", "--lint", "--list-rules", "--summary")
+# a failed session's reason, cut for the one-line summary (the report has all of it)
+REASON_CHARS = 240
+
+
+def failed_sessions(out: Path, since: float) -> list[str]:
+    """One line per session that failed, from the cohort table this run wrote.
+
+    The table is written by the cohort rule or, after a failed job, by the salvage
+    hook; one older than the run (nothing ran this time) is not read.
+    """
+    import csv
+
+    table = out / "earlybrain" / "group" / "cohort.tsv"
+    try:
+        if table.stat().st_mtime < since - 1.0:
+            return []
+        with table.open(newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except (OSError, csv.Error):
+        return []
+    lines = []
+    for row in rows:
+        if row.get("status", "failed") == "ok":
+            continue
+        who = row.get("participant_id", "?")
+        if row.get("session_id", "n/a") != "n/a":
+            who += f" {row['session_id']}"
+        reason = row.get("reason") or "n/a"
+        if len(reason) > REASON_CHARS:
+            reason = reason[: REASON_CHARS - 3] + "..."
+        report = row.get("report", "n/a")
+        lines.append(
+            f"{who}: failed at {row.get('failed_stage') or 'n/a'}: {reason}"
+            + (f" (report: {out / 'earlybrain' / report})" if report != "n/a" else "")
+        )
+    return lines
 
 
 # after a job start, how long to wait before saying Ctrl-C again (`run_until_done`)

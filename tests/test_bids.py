@@ -155,3 +155,64 @@ def test_case_twin_is_found_even_when_only_one_is_selected(tmp_path: Path) -> No
     bids = make_bids(tmp_path / "bids", fetal={"f01": 25.0, "F01": 25.0})
     (rec,) = discover_sessions(bids, ["f01"], strict=False)
     assert any("folders sub-F01 and sub-f01 differ only in letter case" in e for e in rec.errors)
+
+
+def _described_dataset(root: Path, kind: str, value: str, description: dict) -> Path:
+    """One session whose age column `age` is named only by participants.json."""
+    import json
+
+    bids = root / "bids"
+    if kind == "fetal":
+        make_stack(bids / "sub-01" / "anat" / "sub-01_run-1_T2w.nii.gz")
+    else:
+        make_stack(bids / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    (bids / "participants.tsv").write_text(f"participant_id\tsex\tage\nsub-01\tf\t{value}\n")
+    (bids / "participants.json").write_text(json.dumps({"age": description}))
+    return bids
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "description", "weeks"),
+    [
+        # mial-sub01's own dictionary, with an age filled in
+        ("fetal", "26", {"Description": "Gestational age", "Units": "weeks"}, 26.0),
+        ("fetal", "182", {"Description": "gestational age at scan", "Units": "days"}, 26.0),
+        ("fetal", "6", {"LongName": "GA", "Description": "in months"}, 6 * 4.345),
+        ("infant", "300", {"Description": "Post-menstrual age at scan (days)"}, 300 / 7),
+        ("infant", "44.5", {"Description": "PMA", "Units": "wk"}, 44.5),
+    ],
+)
+def test_age_column_described_by_participants_json(
+    tmp_path: Path, kind: str, value: str, description: dict, weeks: float
+) -> None:
+    (rec,) = discover_sessions(_described_dataset(tmp_path, kind, value, description))
+    assert rec.kind == kind and rec.ok
+    assert rec.age_weeks == pytest.approx(weeks)
+    assert rec.age_column == "age"
+    assert any("participants.json describes" in n for n in rec.notes)
+
+
+@pytest.mark.parametrize(
+    ("kind", "description"),
+    [
+        ("infant", {"Description": "Gestational age at birth", "Units": "weeks"}),  # not PMA
+        ("fetal", {"Description": "Post-menstrual age", "Units": "weeks"}),  # other measure
+        ("fetal", {"Description": "Gestational age"}),  # no unit: not guessed
+        ("fetal", {"Description": "Maternal age", "Units": "years"}),
+    ],
+)
+def test_described_column_of_another_meaning_is_not_taken(
+    tmp_path: Path, kind: str, description: dict
+) -> None:
+    bids = _described_dataset(tmp_path, kind, "30", description)
+    with pytest.raises(MissingAgeError, match="data dictionary"):
+        discover_sessions(bids)
+
+
+def test_empty_described_column_is_named(tmp_path: Path) -> None:
+    """mial-sub01 as shipped: its `age` column is GA in weeks, and empty."""
+    bids = _described_dataset(
+        tmp_path, "fetal", "n/a", {"Description": "Gestational age", "Units": "weeks"}
+    )
+    with pytest.raises(MissingAgeError, match=r"described column 'age' .*is empty"):
+        discover_sessions(bids)

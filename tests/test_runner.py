@@ -13,6 +13,7 @@ from earlybrain.cli import main as cli_main
 from earlybrain.runner import (
     REPO_ROOT,
     ConfigError,
+    parse_config_overrides,
     resolve_config,
     run_workflow,
     snakemake_command,
@@ -108,3 +109,138 @@ def test_snakemake_hears_ctrl_c_when_earlybrain_runs_in_the_background(tmp_path:
     )
     subprocess.run([sys.executable, "-c", parent], check=True, timeout=60)
     assert out.read_text() == "<built-in function default_int_handler>"
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["masks_dir=/data/masks"], {"masks_dir": "/data/masks"}),
+        (["device=cpu", "subjects=[f01, f02]"], {"device": "cpu", "subjects": ["f01", "f02"]}),
+        (
+            ["recon.outer_iterations=2", "recon.resolution_mm=1.2"],
+            {"recon": {"outer_iterations": 2, "resolution_mm": 1.2}},
+        ),
+        (["stack_quality={min_stacks: 1}"], {"stack_quality": {"min_stacks": 1}}),
+        (["masks_dir="], {"masks_dir": ""}),
+    ],
+)
+def test_config_words_as_snakemake_takes_them(words: list[str], expected: dict) -> None:
+    assert parse_config_overrides(words) == expected
+
+
+@pytest.mark.parametrize("word", ["masks_dir", "=3", "recon..x=1"])
+def test_config_word_without_key_is_a_clear_error(word: str) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_config_overrides([word])
+
+
+def test_run_config_reaches_the_workflow_and_wins(monkeypatch, tmp_path: Path) -> None:
+    """`--config` is not taken for `--configfile` (argparse's abbreviations are off);
+    its keys win over the config file's and keep the file's other keys of a section."""
+    user = tmp_path / "user.yaml"
+    user.write_text("recon:\n  outer_iterations: 5\n  resolution_mm: 1.0\n")
+    seen: dict = {}
+    monkeypatch.setattr("earlybrain.runner.run_workflow", lambda **kw: seen.update(kw) or 0)
+    argv = ["run", "b", "o", "--configfile", str(user), "--config", "masks_dir=/m"]
+    assert cli_main([*argv, "recon.outer_iterations=2"]) == 0
+    assert seen["overrides"] == {"masks_dir": "/m", "recon": {"outer_iterations": 2}}
+    config = resolve_config(tmp_path, tmp_path / "out", user, seen["overrides"])
+    assert config["masks_dir"] == "/m"
+    assert config["recon"]["outer_iterations"] == 2 and config["recon"]["resolution_mm"] == 1.0
+
+
+def test_no_option_of_any_command_may_be_abbreviated(monkeypatch) -> None:
+    """Every parser of the CLI, the library commands' own included, refuses prefixes."""
+    from earlybrain.cli import PASSTHROUGH
+
+    parsers: list = []
+
+    class SeenError(Exception):
+        pass
+
+    def record(self, args=None, namespace=None):
+        parsers.append(self)
+        raise SeenError
+
+    monkeypatch.setattr("argparse.ArgumentParser.parse_known_args", record)
+    for command in [*PASSTHROUGH, "run"]:
+        with pytest.raises(SeenError):
+            cli_main([command, "--help"])
+    assert len(parsers) == len(PASSTHROUGH) + 1
+    subparsers = [
+        p for action in parsers[-1]._subparsers._group_actions for p in action.choices.values()
+    ]
+    steps = next(a for a in subparsers if a.prog.endswith(" step"))
+    subparsers += [
+        p for action in steps._subparsers._group_actions for p in action.choices.values()
+    ]
+    assert len(subparsers) > 20
+    for parser in parsers + subparsers:
+        assert parser.allow_abbrev is False, parser.prog
+    monkeypatch.undo()
+    with pytest.raises(SystemExit):
+        cli_main(["run", "b", "o", "--configf", "x.yaml"])
+
+
+def _fake_run(tmp_path: Path, monkeypatch, rows: list[dict], rc: int = 0) -> None:
+    """Snakemake replaced by writing a cohort table with `rows` (and exiting with rc)."""
+    import csv
+
+    def fake(cmd, env):
+        table = tmp_path / "out" / "earlybrain" / "group" / "cohort.tsv"
+        table.parent.mkdir(parents=True, exist_ok=True)
+        with table.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
+            writer.writeheader()
+            writer.writerows(rows)
+        return rc
+
+    monkeypatch.setattr("earlybrain.runner.run_until_done", fake)
+
+
+ROW_OK = {
+    "participant_id": "sub-f01",
+    "session_id": "n/a",
+    "status": "ok",
+    "failed_stage": "n/a",
+    "reason": "n/a",
+    "report": "sub-f01.html",
+}
+ROW_FAILED = ROW_OK | {
+    "participant_id": "sub-f02",
+    "session_id": "ses-1",
+    "status": "failed",
+    "failed_stage": "Input discovery and validation",
+    "reason": "sub-f02 ses-1: no gestational age (GA, weeks) found " + "x" * 400,
+    "report": "sub-f02_ses-1.html",
+}
+
+
+def test_run_exits_non_zero_when_a_session_failed(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "bids" / "sub-f01").mkdir(parents=True)
+    _fake_run(tmp_path, monkeypatch, [ROW_OK, ROW_FAILED])
+    assert run_workflow(tmp_path / "bids", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "1 session(s) failed:" in err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("  sub-")]
+    assert line.startswith("  sub-f02 ses-1: failed at Input discovery and validation: sub-f02")
+    assert "x..." in line and "x" * 240 not in line and line.endswith("sub-f02_ses-1.html)")
+    _fake_run(tmp_path, monkeypatch, [ROW_OK, ROW_FAILED], rc=1)
+    assert run_workflow(tmp_path / "bids", tmp_path / "out") == 1  # Snakemake's own status
+    capsys.readouterr()
+    _fake_run(tmp_path, monkeypatch, [ROW_OK])
+    assert run_workflow(tmp_path / "bids", tmp_path / "out") == 0
+    assert "failed" not in capsys.readouterr().err
+
+
+def test_stale_cohort_table_is_not_read(tmp_path: Path, monkeypatch) -> None:
+    """A dry run, or a run that wrote no table, does not report an old run's failures."""
+    import os
+
+    (tmp_path / "bids" / "sub-f01").mkdir(parents=True)
+    _fake_run(tmp_path, monkeypatch, [ROW_FAILED])
+    assert run_workflow(tmp_path / "bids", tmp_path / "out", extra=["-n"]) == 0
+    table = tmp_path / "out" / "earlybrain" / "group" / "cohort.tsv"
+    monkeypatch.setattr("earlybrain.runner.run_until_done", lambda cmd, env: 0)
+    os.utime(table, (0, 0))
+    assert run_workflow(tmp_path / "bids", tmp_path / "out") == 0

@@ -538,6 +538,7 @@ def parse_weeks(text: Sequence[str]) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="earlybrain build-atlas",
         description="Build a spatiotemporal atlas (one template per week) from a cohort.",
     )

@@ -60,7 +60,9 @@ def simulated_subject(index: int, age: float, cohort_seed: int, voxel_mm: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m earlybrain.atlas.default", description=__doc__)
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m earlybrain.atlas.default", description=__doc__
+    )
     ap.add_argument("--out", default="atlases/earlybrain-fetal")
     ap.add_argument("--weeks", type=float, nargs="*", default=None, help="default: 21..38")
     ap.add_argument("--preset", default=PRESET, choices=sorted(PRESETS), help="subject resolution")

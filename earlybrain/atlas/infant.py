@@ -135,6 +135,7 @@ def typical_template(months: float, voxel_mm: float = VOXEL_MM) -> WeekTemplate:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m earlybrain.atlas.infant",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

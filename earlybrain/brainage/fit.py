@@ -13,7 +13,9 @@ from earlybrain.brainage.norms import fit_norms_files
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="earlybrain fit-norms", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, prog="earlybrain fit-norms", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--volumes", nargs="+", required=True, help="volumes TSVs of the cohort")
     ap.add_argument("--ages", nargs="+", type=float, required=True, help="their ages, weeks")
     ap.add_argument("--out", required=True, help="norms JSON to write")

@@ -278,7 +278,7 @@ def cohort_data(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="earlybrain train-brainage", description=__doc__.splitlines()[0]
+        allow_abbrev=False, prog="earlybrain train-brainage", description=__doc__.splitlines()[0]
     )
     d = TrainConfig()
     ap.add_argument("--out", required=True, help="folder for ensemble_weights.pt and card.json")

@@ -8,13 +8,15 @@ Fetal sessions: ``sub-<id>[/ses-<s>]/anat/sub-<id>[_ses-<s>]_run-<n>_T2w.nii.gz`
 runs = stacks of thick 2D slices). Infant sessions: 3D ``*_T1w`` and/or ``*_T2w`` without a
 ``run`` entity. Ages come from ``sub-<id>/sub-<id>_sessions.tsv`` (per session) or
 ``participants.tsv``: gestational age (GA) in weeks for fetal scans, post-menstrual age
-(PMA) in weeks for infants; common column aliases are accepted and the column used is
-recorded.
+(PMA) in weeks for infants; common column aliases are accepted, and so is any column that
+the table's JSON data dictionary (``participants.json`` / ``sub-<id>_sessions.json``)
+describes as GA or PMA in weeks, days or months; the column used is recorded.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
@@ -53,6 +55,36 @@ GENERIC_WEEK_COLUMNS: tuple[str, ...] = ("age_weeks", "scan_age", "age_at_scan_w
 MONTH_COLUMNS: tuple[str, ...] = ("age_months", "age_mo")
 
 MISSING_VALUES = {"", "n/a", "na", "nan", "none", "null"}
+
+# A data dictionary's Units (or a unit named in its Description), in weeks per unit.
+UNIT_WEEKS: dict[str, float] = {
+    "week": 1.0,
+    "weeks": 1.0,
+    "wk": 1.0,
+    "wks": 1.0,
+    "w": 1.0,
+    "day": 1.0 / 7.0,
+    "days": 1.0 / 7.0,
+    "d": 1.0 / 7.0,
+    "month": WEEKS_PER_MONTH,
+    "months": WEEKS_PER_MONTH,
+    "mo": WEEKS_PER_MONTH,
+}
+_GA_WORDS = re.compile(r"\bgestational\s+age\b|\bga\b", re.IGNORECASE)
+_PMA_WORDS = re.compile(r"\bpost[- ]?menstrual\s+age\b|\bpma\b", re.IGNORECASE)
+# "gestational age at birth" is not the age at the scan (an infant's PMA): never taken
+_AT_BIRTH = re.compile(r"\bat\s+birth\b|\bbirth\b", re.IGNORECASE)
+_UNIT_IN_TEXT = re.compile(r"\b(weeks?|wks?|days?|months?)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DescribedAge:
+    """A column that a BIDS data dictionary describes as an age at scan."""
+
+    measure: Literal["GA", "PMA"]
+    weeks_per_unit: float
+    unit: str
+
 
 LABEL = r"[A-Za-z0-9]+"
 _NAME_RE = re.compile(
@@ -222,10 +254,65 @@ def _case_duplicates(dirs: Sequence[Path]) -> dict[str, DuplicateSubjectError]:
     return errors
 
 
+def described_ages(tsv: Path) -> dict[str, DescribedAge]:
+    """Columns of `tsv` that its JSON data dictionary describes as GA or PMA with a unit.
+
+    Keys are lower-case column names. A dictionary that is missing, unreadable or says
+    something else gives no entries: the alias names still apply.
+    """
+    try:
+        meta = json.loads(tsv.with_suffix(".json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    found: dict[str, DescribedAge] = {}
+    for column, info in meta.items():
+        if not isinstance(info, dict):
+            continue
+        text = " ".join(str(info.get(k) or "") for k in ("LongName", "Description"))
+        if _AT_BIRTH.search(text):
+            continue
+        measure: Literal["GA", "PMA"] | None = (
+            "PMA" if _PMA_WORDS.search(text) else "GA" if _GA_WORDS.search(text) else None
+        )
+        unit = str(info.get("Units") or "").strip().lower()
+        if unit not in UNIT_WEEKS:
+            named = _UNIT_IN_TEXT.search(text)
+            unit = named.group(1).lower() if named else ""
+        if measure and unit in UNIT_WEEKS:
+            found[str(column).strip().lower()] = DescribedAge(measure, UNIT_WEEKS[unit], unit)
+    return found
+
+
+def _age_value(row: dict[str, str], col: str, source: Path, who: str) -> float | None:
+    """The number in `col`, None when missing; a clear error when it is not a number."""
+    raw = (row.get(col) or "").strip()
+    if raw.lower() in MISSING_VALUES:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise MissingAgeError(
+            f"{source}: {who}: column {col!r} = {raw!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise MissingAgeError(f"{source}: {who}: column {col!r} = {raw!r} is not finite")
+    return value
+
+
 def _lookup_age(
-    row: dict[str, str], kind: Kind, source: Path, who: str
-) -> tuple[float, str] | None:
-    """Pick the age for `kind` from a TSV row; returns (weeks, column) or None."""
+    row: dict[str, str],
+    kind: Kind,
+    source: Path,
+    who: str,
+    described: dict[str, DescribedAge] | None = None,
+) -> tuple[float, str, str | None] | None:
+    """Pick the age for `kind` from a TSV row: (weeks, column, note) or None.
+
+    Alias names first, then the columns the data dictionary `described` as this kind's
+    measure (GA for fetal, PMA for infant sessions), converted to weeks.
+    """
     by_lower = {k.strip().lower(): k for k in row if k is not None}
     specific = GA_COLUMNS if kind == "fetal" else PMA_COLUMNS
     weeks = [(c, False) for c in (*specific, *GENERIC_WEEK_COLUMNS)]
@@ -234,18 +321,34 @@ def _lookup_age(
         col = by_lower.get(alias)
         if col is None:
             continue
-        raw = (row.get(col) or "").strip()
-        if raw.lower() in MISSING_VALUES:
+        value = _age_value(row, col, source, who)
+        if value is None:
             continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise MissingAgeError(
-                f"{source}: {who}: column {col!r} = {raw!r} is not a number"
-            ) from None
-        if not math.isfinite(value):
-            raise MissingAgeError(f"{source}: {who}: column {col!r} = {raw!r} is not finite")
-        return (TERM_WEEKS + value * WEEKS_PER_MONTH if in_months else value), col
+        if in_months:
+            note = (
+                f"age from {col!r} (postnatal months) converted to PMA assuming term birth: "
+                f"{TERM_WEEKS:g} + months * {WEEKS_PER_MONTH}"
+            )
+            return TERM_WEEKS + value * WEEKS_PER_MONTH, col, note
+        return value, col, None
+    measure = "GA" if kind == "fetal" else "PMA"
+    for lower, meaning in (described or {}).items():
+        col = by_lower.get(lower)
+        if col is None or meaning.measure != measure:
+            continue
+        value = _age_value(row, col, source, who)
+        if value is None:
+            continue
+        note = (
+            f"age from column {col!r}, which {source.with_suffix('.json').name} describes as "
+            f"{measure} in {meaning.unit}"
+            + (
+                f" (converted to weeks: x {meaning.weeks_per_unit:.4g})"
+                if meaning.weeks_per_unit != 1.0
+                else ""
+            )
+        )
+        return value * meaning.weeks_per_unit, col, note
     return None
 
 
@@ -430,10 +533,12 @@ def _build_record(
         if not images:  # kind unknown, so the age column to look for is unknown too
             rows = []
         for source, row in rows:
-            found = _lookup_age(row, kind, source, who)
+            found = _lookup_age(row, kind, source, who, described_ages(source))
             if found is not None:
-                age, age_column = found
+                age, age_column, age_note = found
                 age_source = str(source)
+                if age_note:
+                    notes.append(age_note)
                 break
     except MissingAgeError as exc:
         err(exc)
@@ -464,17 +569,23 @@ def _build_record(
                 if kind == "fetal"
                 else "post-menstrual age (PMA, weeks)"
             )
+            empty = [
+                f"{col!r} ({source.with_suffix('.json').name}: {meaning.measure} in {meaning.unit})"
+                for source, row in rows
+                for col, meaning in described_ages(source).items()
+                if meaning.measure == ("GA" if kind == "fetal" else "PMA")
+                and any(k.strip().lower() == col for k in row if k)
+            ]
+            if empty:
+                hint += f"; the described column {', '.join(empty)} is empty for this session"
             err(
                 MissingAgeError(
                     f"{who}: no {measure} found in {where}; expected a column named one of "
-                    f"{', '.join(wanted + GENERIC_WEEK_COLUMNS)}{hint}"
+                    f"{', '.join(wanted + GENERIC_WEEK_COLUMNS)}, or one that the table's JSON "
+                    f"data dictionary describes as {'GA' if kind == 'fetal' else 'PMA'} in "
+                    f"weeks, days or months{hint}"
                 )
             )
-    if age_column and age_column.strip().lower() in MONTH_COLUMNS:
-        notes.append(
-            f"age from {age_column!r} (postnatal months) converted to PMA assuming term birth: "
-            f"{TERM_WEEKS:g} + months * {WEEKS_PER_MONTH}"
-        )
     record = SessionRecord(
         subject=sub,
         session=ses,

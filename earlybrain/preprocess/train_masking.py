@@ -465,7 +465,7 @@ def train_masking(
 def main(argv: Sequence[str] | None = None) -> int:
     d = TrainConfig()
     ap = argparse.ArgumentParser(
-        prog="earlybrain train-masking", description=__doc__.splitlines()[0]
+        allow_abbrev=False, prog="earlybrain train-masking", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--out", required=True, help="folder for the weights and card.json")
     ap.add_argument("--seed", type=int, default=d.seed)

@@ -495,7 +495,9 @@ def train_segmentation(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="earlybrain train-segmentation", description=__doc__.splitlines()[0]
+        allow_abbrev=False,
+        prog="earlybrain train-segmentation",
+        description=__doc__.splitlines()[0],
     )
     d = TrainConfig()
     ap.add_argument("--out", required=True, help="folder for the weights and card.json")
