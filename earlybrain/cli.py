@@ -59,6 +59,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 # commands whose options are a library module's own parser: name -> (module, help)
 PASSTHROUGH: dict[str, tuple[str, str]] = {
+    "import-dicom": (
+        "earlybrain.io.dicom_import",
+        "convert a DICOM study into a de-identified BIDS session (dcm2niix)",
+    ),
     "build-atlas": (
         "earlybrain.atlas.build",
         "build a spatiotemporal atlas from a cohort (ANTsPy)",
@@ -99,6 +103,7 @@ STEP_RULES: dict[str, tuple[str, Callable[[argparse.Namespace], str]]] = {
     "recon": ("recon", lambda a: a.out_volume),
     "recon-figures": ("recon_figures", lambda a: a.volume),
     "infant-prep": ("infant_prep", lambda a: a.image),
+    "given-mask": ("given_recon_mask", lambda a: a.raw),
     "register-atlas": ("register_atlas", lambda a: a.volume),
     "register-figures": ("register_figures", lambda a: a.volume),
     "segment": ("segment", lambda a: a.subject_volume),
@@ -167,6 +172,7 @@ def _run_step(args: argparse.Namespace) -> int:
             tuple(args.fetal_ga_range),
             tuple(args.infant_pma_range),
             args.min_slices,
+            reconstructed=args.reconstructed,
         )
     if args.step == "n4":
         return steps.n4_step(
@@ -225,6 +231,17 @@ def _run_step(args: argparse.Namespace) -> int:
             Path(args.out_qc),
             weights=Path(args.weights) if args.weights else None,
             tta=args.tta,
+            device=args.device,
+            device_fallback=args.device_fallback,
+            threads=args.threads,
+        )
+    if args.step == "given-mask":
+        return steps.given_recon_mask_step(
+            Path(args.raw),
+            Path(args.image),
+            Path(args.out_mask),
+            Path(args.out_qc),
+            weights=Path(args.weights) if args.weights else None,
             device=args.device,
             device_fallback=args.device_fallback,
             threads=args.threads,
@@ -370,6 +387,11 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--fetal-ga-range", type=float, nargs=2, default=(18.0, 45.0))
     v.add_argument("--infant-pma-range", type=float, nargs=2, default=(37.0, 160.0))
     v.add_argument("--min-slices", type=int, default=3)
+    v.add_argument(
+        "--reconstructed",
+        action="store_true",
+        help="a session of one 3D T2w image is a fetal reconstruction made elsewhere",
+    )
 
     n = steps.add_parser("n4", help="foreground mask + N4 + normalisation of one image")
     n.add_argument("--input", required=True)
@@ -430,6 +452,18 @@ def _add_step_parsers(sub: argparse._SubParsersAction) -> None:
     ip.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ip.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
     ip.add_argument("--threads", type=int, default=1)
+
+    gm = steps.add_parser("given-mask", help="brain mask of a reconstruction made elsewhere")
+    gm.add_argument("--raw", required=True, help="the reconstruction as given")
+    gm.add_argument("--image", required=True, help="its N4-corrected version")
+    gm.add_argument("--out-mask", required=True)
+    gm.add_argument("--out-qc", required=True)
+    gm.add_argument(
+        "--weights", nargs="?", default="", const="", help="segmentation weights (empty: shipped)"
+    )
+    gm.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    gm.add_argument("--device-fallback", default="cpu", choices=["cpu", "none"])
+    gm.add_argument("--threads", type=int, default=1)
 
     sg = steps.add_parser("segment", help="tissue labels of a registered reconstruction")
     sg.add_argument("--volume", required=True, help="the reconstruction in atlas space")

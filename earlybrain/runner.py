@@ -228,7 +228,8 @@ def failed_sessions(out: Path, since: float) -> list[str]:
         report = row.get("report", "n/a")
         lines.append(
             f"{who}: failed at {row.get('failed_stage') or 'n/a'}: {reason}"
-            + (f" (report: {out / 'earlybrain' / report})" if report != "n/a" else "")
+            # the table's links are relative to its own folder
+            + (f" (report: {(table.parent / report).resolve()})" if report != "n/a" else "")
         )
     return lines
 

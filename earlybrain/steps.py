@@ -34,6 +34,7 @@ def validate_step(
     fetal_ga_range: tuple[float, float],
     infant_pma_range: tuple[float, float],
     min_slices: int,
+    reconstructed: bool = False,
 ) -> int:
     """Always writes `out` (status pass/fail), so a bad session never stops the workflow.
 
@@ -46,7 +47,9 @@ def validate_step(
     prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
     try:
         records = [
-            r for r in discover_sessions(bids, [subject], strict=False) if r.session == session
+            r
+            for r in discover_sessions(bids, [subject], strict=False, reconstructed=reconstructed)
+            if r.session == session
         ]
         if not records:
             raise ValueError(f"{prefix}: session not found in {bids}")
@@ -101,6 +104,7 @@ def n4_step(
     upper_percentile: float,
     threads: int,
 ) -> int:
+    from earlybrain.io.nifti import ImageError
     from earlybrain.preprocess.n4 import (
         ForegroundParams,
         N4Params,
@@ -114,7 +118,10 @@ def n4_step(
         n4=N4Params(shrink_factor, tuple(iterations), convergence_tol, spline_distance_mm),
         normalise=NormaliseParams(lower_percentile, upper_percentile),
     )
-    summary = run_n4(in_path, out, bias, mask, params, threads=threads)
+    try:
+        summary = run_n4(in_path, out, bias, mask, params, threads=threads)
+    except ImageError as exc:
+        return _fail(exc)
     print(f"{in_path.name}: {summary}")
     return 0
 
@@ -329,6 +336,34 @@ def infant_prep_step(
         f"{image.name}: {contrast} at {qc['age_months']:.1f} months, brain mask "
         f"{qc['volume_ml']:.0f} mL"
     )
+    return 0
+
+
+def given_recon_mask_step(
+    raw: Path,
+    image: Path,
+    out_mask: Path,
+    out_qc: Path,
+    *,
+    weights: Path | None,
+    device: str,
+    device_fallback: str,
+    threads: int,
+) -> int:
+    """Brain mask of a fetal reconstruction made outside earlybrain (its own support,
+    else the segmentation network)."""
+    from earlybrain.preprocess.given_recon import mask_given_recon_to_files
+
+    def model():
+        import torch
+
+        from earlybrain.segment.inference import load_model
+
+        torch.set_num_threads(max(1, threads))
+        return load_model(weights, device=device, allow_cpu_fallback=device_fallback == "cpu")
+
+    qc = mask_given_recon_to_files(raw, image, out_mask, out_qc, model)
+    print(f"{raw.name}: brain mask {qc['volume_ml']:.0f} mL ({qc['method']})")
     return 0
 
 

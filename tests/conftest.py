@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,21 @@ def file_checksums(folder: Path) -> dict[str, str]:
     }
 
 
+# identifying fields as dcm2niix writes them without anonymisation (made-up values)
+SIDECAR_PHI = {
+    "PatientName": "DOE^JANE",
+    "PatientID": "PID7319",
+    "PatientBirthDate": "19870214",
+    "AccessionNumber": "ACC55821",
+    "InstitutionName": "St Example Hospital",
+    "InstitutionAddress": "1 Example Road, Exampleton",
+    "ReferringPhysicianName": "REF^HOUSE",
+    "StationName": "STATION-X9",
+    "DeviceSerialNumber": "SN123987",
+    "AcquisitionDateTime": "2026-11-05T10:11:12.000000",
+}
+
+
 @pytest.fixture(scope="session")
 def cohort_workflow_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -> dict[str, Any]:
     """The real workflow run once per session on `tiny_cohort` with one failing subject.
@@ -57,6 +73,10 @@ def cohort_workflow_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -
         "../../.git/annex/objects/Xy/SHA256E-s1234--abc.nii.gz"
     )
     (bids / "derivatives" / "masks" / "sub-f01" / "anat" / "sub-f01_run-1_mask.nii.gz").unlink()
+    # a lab's sidecars as a converter without anonymisation writes them: none of it may
+    # reach an output (tests/test_workflow.py::test_sidecar_phi_reaches_no_output)
+    for side in (bids / "sub-f01" / "anat").glob("*_T2w.json"):
+        side.write_text(json.dumps(json.loads(side.read_text()) | SIDECAR_PHI))
     before = file_checksums(bids)
     out = root / "out"
     overrides = {

@@ -222,9 +222,12 @@ def broken_qform(rng):
 
 
 def qform_sform_disagree(rng):
+    """An sform with one axis reversed (a shift alone is only a validation note)."""
     raw = _valid(rng)
     row = list(struct.unpack_from("<12f", raw, SROW_X))
-    row[3 + 4 * int(rng.integers(0, 3))] += float(rng.uniform(5, 100) * rng.choice([-1, 1]))
+    col = int(rng.integers(0, 3))
+    for r in range(3):
+        row[4 * r + col] *= -1
     return ".nii", _put(raw, SROW_X, "12f", *row)
 
 

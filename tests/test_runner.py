@@ -212,7 +212,7 @@ ROW_FAILED = ROW_OK | {
     "status": "failed",
     "failed_stage": "Input discovery and validation",
     "reason": "sub-f02 ses-1: no gestational age (GA, weeks) found " + "x" * 400,
-    "report": "sub-f02_ses-1.html",
+    "report": "../sub-f02_ses-1.html",
 }
 
 
@@ -224,7 +224,8 @@ def test_run_exits_non_zero_when_a_session_failed(tmp_path: Path, monkeypatch, c
     assert "1 session(s) failed:" in err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("  sub-")]
     assert line.startswith("  sub-f02 ses-1: failed at Input discovery and validation: sub-f02")
-    assert "x..." in line and "x" * 240 not in line and line.endswith("sub-f02_ses-1.html)")
+    assert "x..." in line and "x" * 240 not in line
+    assert line.endswith(f"{tmp_path}/out/earlybrain/sub-f02_ses-1.html)")
     _fake_run(tmp_path, monkeypatch, [ROW_OK, ROW_FAILED], rc=1)
     assert run_workflow(tmp_path / "bids", tmp_path / "out") == 1  # Snakemake's own status
     capsys.readouterr()

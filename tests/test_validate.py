@@ -192,9 +192,12 @@ def _not_gzip(stack: Path) -> Path:
 
 
 def _qform_sform_disagree(stack: Path) -> Path:
+    """A qform that is the sform's mirror image: which side is left depends on the tool.
+    (A shift between the two is only a note: tests/test_nifti_conventions.py.)"""
     img = nib.load(stack)
     qform = img.affine.copy()
-    qform[:3, 3] += [0.0, 12.0, 0.0]  # 12 mm apart: which one a tool uses now matters
+    qform[:3, 0] *= -1  # first axis reversed
+    qform[:3, 3] -= qform[:3, 0] * (img.shape[0] - 1)  # over the same box of voxels
     header = img.header.copy()
     header.set_qform(qform, code=1)
     header.set_sform(img.affine, code=1)
@@ -261,7 +264,10 @@ BAD_INPUTS = {
         lambda b, s: _write_sform(s, np.diag([2.0, np.nan, 4.0, 1.0])),
         "affine is singular or non-finite",
     ),
-    "qform and sform disagree": (lambda b, s: _qform_sform_disagree(s), "qform and sform"),
+    "qform and sform disagree on left/right": (
+        lambda b, s: _qform_sform_disagree(s),
+        "point the image axes in different directions",
+    ),
     "voxel sizes in metres": (
         lambda b, s: _write_stack(s, affine=np.diag([0.002, 0.002, 0.004, 1.0])),
         "implausible for MRI",
@@ -341,4 +347,4 @@ def test_validation_settings_are_recorded(tmp_path: Path) -> None:
     _, (rec,) = _session(tmp_path, fetal={"f01": 25.0})
     settings = validate_session(rec)["settings"]
     assert settings["voxel_size_range_mm"] == [0.1, 12.0]
-    assert settings["max_qform_sform_mm"] == 1.0
+    assert settings["qform_sform_note_mm"] == 0.1

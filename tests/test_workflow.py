@@ -147,6 +147,20 @@ def test_run_completes_good_subjects(cohort_run) -> None:
     assert "sub-i01: infant, PMA" in log and "from column 'pma_weeks'" in log
 
 
+def test_sidecar_phi_reaches_no_output(cohort_run) -> None:
+    """The stacks' sidecars carry a patient's name, IDs, dates and institution: no output
+    file (images' sidecars, QC, reports, cohort table, logs) repeats any of it."""
+    from conftest import SIDECAR_PHI
+
+    values = [v for v in SIDECAR_PHI.values()] + ["2026-11-05", "20261105"]
+    seen = []
+    for path in cohort_run["out"].rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".html", ".tsv", ".log", ".yaml", ".txt"):
+            text = path.read_text(errors="replace")
+            seen += [(path.name, v) for v in values if v in text]
+    assert not seen, seen
+
+
 def test_failed_subject_gets_a_report(cohort_run) -> None:
     deriv = cohort_run["out"] / "earlybrain"
     text = (deriv / "sub-f02.html").read_text()

@@ -12,15 +12,15 @@ from earlybrain.brainage.pipeline import brainage_paths
 SETTINGS_KEYS = ("weights", "norms")
 
 
-def rule_outputs(deriv: str, sdir: str, prefix: str) -> dict[str, str]:
-    """Outputs of `brainage` for a reconstruction `{prefix}_rec-svr` (wildcards allowed)."""
-    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_rec-svr")
+def rule_outputs(deriv: str, sdir: str, prefix: str, entity: str = "rec-svr") -> dict[str, str]:
+    """Outputs of `brainage` for a reconstruction `{prefix}_{entity}` (wildcards allowed)."""
+    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_{entity}")
     return {k: str(v) for k, v in paths.items()}
 
 
-def figure_path(deriv: str, sdir: str, prefix: str) -> str:
+def figure_path(deriv: str, sdir: str, prefix: str, entity: str = "rec-svr") -> str:
     """The normative chart of a session (rule brainage_figures)."""
-    return f"{deriv}/{sdir}/figures/{prefix}_rec-svr_desc-brainage_chart.png"
+    return f"{deriv}/{sdir}/figures/{prefix}_{entity}_desc-brainage_chart.png"
 
 
 def infant_rule_outputs(deriv: str, sdir: str, prefix: str, contrast: str) -> dict[str, str]:

@@ -146,6 +146,9 @@ class SessionRecord:
     images: tuple[ImageEntry, ...]
     errors: tuple[str, ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+    # a fetal session that brings its own 3D reconstruction: the label its derived files
+    # carry (`rec-<label>`); None for stacks (reconstructed here) and infant sessions
+    reconstruction: str | None = None
 
     @property
     def prefix(self) -> str:
@@ -361,6 +364,29 @@ def _other_kind_has_age(row: dict[str, str], kind: Kind) -> str | None:
     return None
 
 
+# what earlybrain calls its own reconstruction: a given one may not take the name
+OWN_RECONSTRUCTION = "svr"
+# the label of a given reconstruction whose file name has no rec entity
+GIVEN_LABEL = "given"
+
+
+def given_reconstruction(images: Sequence[ImageEntry], reconstructed: bool) -> str | None:
+    """The label of a session's own 3D fetal reconstruction, or None.
+
+    One T2w image without a run entity is a fetal reconstruction made elsewhere (SVRTK,
+    NiftyMIC, NeSVoR) when its name carries a BIDS ``rec`` entity
+    (``sub-X_rec-svrtk_T2w.nii.gz``), or for every such session when the config says
+    ``reconstructed: true``. A ``rec`` entity alone is not proof (an infant's scanner can
+    write ``rec-norm``): the caller also wants a gestational age for it.
+    """
+    if len(images) != 1 or images[0].suffix != "T2w" or images[0].run is not None:
+        return None
+    label = dict(images[0].entities).get("rec")
+    if label is None and not reconstructed:
+        return None
+    return label or GIVEN_LABEL
+
+
 def _session_kind(images: Sequence[ImageEntry]) -> Kind:
     """Fetal when every image is a T2w stack with a run entity, infant otherwise."""
     if images and all(im.suffix == "T2w" and im.run is not None for im in images):
@@ -410,6 +436,7 @@ def discover_sessions(
     subjects: Iterable[str] | None = None,
     *,
     strict: bool = True,
+    reconstructed: bool = False,
 ) -> list[SessionRecord]:
     """List the sessions of a BIDS raw dataset with kind, age and images.
 
@@ -418,7 +445,8 @@ def discover_sessions(
     ``SessionRecord.errors`` instead, so that the workflow can still build a job (and a
     report saying what is wrong) for that session while the others go ahead. Problems
     with the dataset as a whole (missing folder, no subjects, unknown subject in
-    ``subjects``) always raise.
+    ``subjects``) always raise. ``reconstructed``: a session of one 3D T2w image is a
+    fetal reconstruction made elsewhere (see `given_reconstruction`).
     """
     bids = Path(bids_dir)
     if not bids.is_dir():
@@ -470,7 +498,14 @@ def discover_sessions(
             if ses is not None and not re.fullmatch(LABEL, ses):
                 raise NonBIDSNameError(f"{sesdir}: session label must be alphanumeric")
             rec, problems = _build_record(
-                sub, ses, sesdir, participants, participants_path, ses_rows, sessions_tsv
+                sub,
+                ses,
+                sesdir,
+                participants,
+                participants_path,
+                ses_rows,
+                sessions_tsv,
+                reconstructed,
             )
             duplicates = [duplicate_ses_dirs.get(sesdir.name)]
             if ses is not None:
@@ -492,6 +527,7 @@ def _build_record(
     participants_path: Path,
     ses_rows: dict[str, dict[str, str]],
     sessions_tsv: Path,
+    reconstructed: bool = False,
 ) -> tuple[SessionRecord, list[BIDSError]]:
     """One session's record plus the problems found (as exceptions, for strict mode)."""
     who = f"sub-{sub}" + (f" ses-{ses}" if ses else "")
@@ -529,6 +565,31 @@ def _build_record(
         rows.append((sessions_tsv, ses_rows[ses]))
     if sub in participants:
         rows.append((participants_path, participants[sub]))
+    reconstruction = given_reconstruction(images, reconstructed)
+    if reconstruction is not None and not reconstructed:
+        # a rec entity: a fetal reconstruction if the tables give it a gestational age
+        try:
+            has_ga = any(_lookup_age(r, "fetal", src, who, described_ages(src)) for src, r in rows)
+        except MissingAgeError:
+            has_ga = True  # a GA column that is not a number: reported as the fetal error
+        if not has_ga:
+            reconstruction = None
+    if reconstruction is not None:
+        kind = "fetal"
+        image = images[0].path.name
+        notes.append(
+            f"{image} is a 3D reconstruction made outside earlybrain (rec-{reconstruction}): "
+            "stack masking, stack QC and SVR/SRR are skipped; it is brain-masked, then "
+            "registered, segmented and aged"
+        )
+        if reconstruction == OWN_RECONSTRUCTION:
+            err(
+                BIDSError(
+                    f"{images[0].path}: rec-{OWN_RECONSTRUCTION} is the name earlybrain gives "
+                    "its own reconstructions; rename the file with the software that made it "
+                    "(e.g. rec-svrtk, rec-niftymic, rec-nesvor)"
+                )
+            )
     try:
         if not images:  # kind unknown, so the age column to look for is unknown too
             rows = []
@@ -595,6 +656,7 @@ def _build_record(
         age_source=age_source,
         images=tuple(images),
         notes=tuple(notes),
+        reconstruction=reconstruction,
     )
     return record, errors
 

@@ -27,6 +27,14 @@ MAX_DEFLATE_RATIO = 1032
 NIFTI1_MAGIC = b"n+1\0"  # at byte 344 of a single-file NIfTI-1
 NIFTI2_MAGIC = b"n+2\0"  # at byte 4 of a single-file NIfTI-2
 NIFTI1_HEADER, NIFTI2_HEADER = 348, 540
+# NIfTI transform codes (qform_code / sform_code); 5 ("template") is the 2020 addition
+XFORM_CODES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "talairach", 4: "mni", 5: "template"}
+# qform and sform further apart than this (at any corner voxel) earn a validation note:
+# float32 storage of the same matrix differs by ~1e-4 mm, converters' real edits by more
+QFORM_SFORM_NOTE_MM = 0.1
+# ... and axes further apart than this are two different orientations (a mirrored pair
+# always has an axis at least 70.5 degrees off): then which side is left is unknown
+QFORM_SFORM_MAX_DEG = 45.0
 
 
 class ImageError(ValueError):
@@ -141,6 +149,12 @@ def _check_header(path: Path, hdr: nib.Nifti1Header) -> None:
         raise ImageError(
             f"{path}: unknown NIfTI datatype code {int(hdr['datatype'])} (corrupt header)"
         ) from None
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if slope != 0 and math.isfinite(slope) and not math.isfinite(inter):
+        raise ImageError(
+            f"{path}: header scl_slope = {slope:g} but scl_inter = {inter}: the stored values "
+            "cannot be scaled (corrupt header)"
+        )
     offset = float(hdr["vox_offset"])
     if not math.isfinite(offset) or offset < 0:
         raise ImageError(f"{path}: header has an invalid data offset (vox_offset = {offset})")
@@ -212,6 +226,151 @@ def load_nifti(path: str | os.PathLike[str], *, verify_checksum: bool = False) -
     if not np.all(np.isfinite(img.affine)):  # nibabel cannot even rebuild such an image
         raise ImageError(f"{path}: affine is singular or non-finite, cannot place the image")
     return type(img)(data, img.affine, img.header)
+
+
+def check_scalar(path: str | os.PathLike[str], img: nib.Nifti1Image) -> None:
+    """Complex and RGB images are not intensities the pipeline can correct or segment."""
+    dtype = img.get_data_dtype()
+    if dtype.names is not None or dtype.kind not in "biuf":
+        label = img.header.get_value_label("datatype")
+        raise ImageError(
+            f"{path}: data type {label} is not a real-valued scalar image (complex or "
+            "colour data); give the magnitude image"
+        )
+
+
+def squeeze_to_3d(
+    path: str | os.PathLike[str], img: nib.Nifti1Image
+) -> tuple[nib.Nifti1Image, list[str]]:
+    """The 3D volume of an image with trailing singleton dimensions, with a note saying so.
+
+    dcm2niix and FSL write a single volume as (X, Y, Z, 1); that is still one 3D image.
+    A real series (more than one volume) or fewer than 3 dimensions is an ImageError:
+    which volume to use is the lab's decision, not ours.
+    """
+    shape = tuple(int(s) for s in img.shape)
+    if not shape or any(s == 0 for s in shape):
+        raise ImageError(f"{path}: image has zero size (shape {shape})")
+    if len(shape) < 3:
+        raise ImageError(f"{path}: image is {len(shape)}D (shape {shape}), expected a 3D volume")
+    if len(shape) == 3:
+        return img, []
+    n_volumes = math.prod(shape[3:])
+    if n_volumes > 1:
+        raise ImageError(
+            f"{path}: image is {len(shape)}D with {n_volumes} volumes (shape {shape}); "
+            "give one 3D image per file"
+        )
+    data = np.asanyarray(img.dataobj).reshape(shape[:3])
+    note = (
+        f"{path}: shape {shape} has trailing singleton dimension(s); read as the 3D volume "
+        f"{shape[:3]}"
+    )
+    return type(img)(data, img.affine, img.header), [note]
+
+
+def scaling_notes(path: str | os.PathLike[str], hdr: nib.Nifti1Header) -> list[str]:
+    """A non-finite scl_slope means "no scaling" to nifti1_io (FSL, AFNI, ITK) and nibabel
+    alike; say so, since the header's author may have meant something else."""
+    slope = float(hdr["scl_slope"])
+    if math.isfinite(slope):
+        return []  # 0 is the standard's "no scaling"; others are applied when reading
+    return [f"{path}: header scl_slope is {slope}: read as no scaling (as NIfTI readers do)"]
+
+
+def _form_usable(aff: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(aff))) and abs(np.linalg.det(aff[:3, :3])) > 1e-12
+
+
+def _corner_distance(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> float:
+    """Largest distance (mm) between where two affines put the image's corner voxels."""
+    ranges = [(0, max(n - 1, 0)) for n in shape[:3]]
+    pts = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1)
+    corners = np.vstack([pts, np.ones(pts.shape[1])])
+    diff = (np.asarray(a, float) - np.asarray(b, float)) @ corners
+    return float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
+
+
+def _axis_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle (degrees) between each voxel axis's direction under two affines."""
+    ua = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0)
+    ub = b[:3, :3] / np.linalg.norm(b[:3, :3], axis=0)
+    return np.degrees(np.arccos(np.clip((ua * ub).sum(axis=0), -1.0, 1.0)))
+
+
+def orientation_notes(
+    path: str | os.PathLike[str],
+    hdr: nib.Nifti1Header,
+    shape: tuple[int, ...],
+    note_mm: float = QFORM_SFORM_NOTE_MM,
+) -> list[str]:
+    """Check how the header places the image in the scanner; notes for what a lab should know.
+
+    The pipeline works in world (scanner) coordinates and uses the sform when its code is
+    set, else the qform (nibabel's and FSL's rule). ImageErrors: an invalid code, no
+    orientation at all (both codes 0: SVR cannot combine stacks, and left/right is
+    unknown), or a qform and sform pointing the axes different ways (left/right
+    ambiguous). A smaller qform/sform disagreement is a note: converters produce those.
+    ``hdr`` is the header as stored (`read_header`), ``shape`` the image's.
+    """
+    codes = {"qform": int(hdr["qform_code"]), "sform": int(hdr["sform_code"])}
+    for name, code in codes.items():
+        if code not in XFORM_CODES:
+            raise ImageError(
+                f"{path}: header {name}_code = {code} is not a NIfTI transform code "
+                f"(0-{max(XFORM_CODES)}; corrupt header)"
+            )
+    if codes["qform"] == 0 and codes["sform"] == 0:
+        raise ImageError(
+            f"{path}: image has no orientation (qform_code and sform_code are both 0): its "
+            "position in the scanner, and which side is left, are unknown; convert it again "
+            "from DICOM (e.g. with dcm2niix) or restore the header's qform/sform"
+        )
+    if codes["qform"] == 0 or codes["sform"] == 0:
+        return []
+    qform, sform = hdr.get_qform(), hdr.get_sform()
+    if not (_form_usable(qform) and _form_usable(sform)):
+        return []  # a broken form is a geometry error of its own (see validate)
+    angle = float(_axis_angles(qform, sform).max())
+    if angle > QFORM_SFORM_MAX_DEG:
+        axes = {k: "".join(nib.aff2axcodes(v)) for k, v in (("qform", qform), ("sform", sform))}
+        raise ImageError(
+            f"{path}: qform ({axes['qform']}) and sform ({axes['sform']}) point the image axes "
+            f"in different directions (up to {angle:.0f} degrees apart): software differs in "
+            "which one it uses, so even left and right are ambiguous; rewrite the header so "
+            "that both describe the same geometry"
+        )
+    dist = _corner_distance(qform, sform, shape)
+    if dist <= note_mm:
+        return []
+    return [
+        f"{path}: qform and sform disagree by up to {dist:.2f} mm (axes up to {angle:.1f} "
+        "degrees apart); the sform is used, as nibabel and FSL do, so a tool that reads the "
+        "qform places this image (and its outputs) differently"
+    ]
+
+
+def load_input_image(
+    path: str | os.PathLike[str],
+    *,
+    verify_checksum: bool = False,
+    qform_sform_note_mm: float = QFORM_SFORM_NOTE_MM,
+) -> tuple[nib.Nifti1Image, list[str]]:
+    """A raw input image as the 3D scalar volume the pipeline works on, plus notes.
+
+    Every reader of *raw* inputs uses this, so that peers' conventions (any orientation
+    code, any scalar data type, scl_slope/scl_inter, a trailing singleton dimension) are
+    read the same way everywhere and anything else is an ImageError naming the file.
+    Derivatives, which the pipeline writes itself, are read with `load_nifti`.
+    """
+    path = Path(path)
+    img = load_nifti(path, verify_checksum=verify_checksum)
+    check_scalar(path, img)
+    img, notes = squeeze_to_3d(path, img)
+    hdr = read_header(path)
+    notes += scaling_notes(path, hdr)
+    notes += orientation_notes(path, hdr, img.shape, qform_sform_note_mm)
+    return img, notes
 
 
 def save_nifti(

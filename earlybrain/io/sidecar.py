@@ -38,3 +38,29 @@ def write_sidecar(
     if extra:
         content.update(extra)
     return write_json_atomic(sidecar_path(image_path), content)
+
+
+def made_by(image_path: str | os.PathLike[str]) -> str | None:
+    """The software that made an input image, as its BIDS sidecar names it, or None.
+
+    Read from `GeneratedBy` (BIDS derivatives: Name and Version) or `SoftwareName`
+    (+ `SoftwareVersions`) only, so that no other field of a lab's sidecar, which may
+    identify the patient, reaches a report.
+    """
+    import json
+
+    try:
+        side = json.loads(sidecar_path(image_path).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(side, dict):
+        return None
+    generated = side.get("GeneratedBy")
+    if isinstance(generated, list) and generated and isinstance(generated[0], dict):
+        name, version = generated[0].get("Name"), generated[0].get("Version")
+    else:
+        name, version = side.get("SoftwareName"), side.get("SoftwareVersions")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    text = name.strip() + (f" {version}".rstrip() if isinstance(version, str) else "")
+    return text[:80]

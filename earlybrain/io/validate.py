@@ -19,7 +19,18 @@ import numpy as np
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.bids import SessionRecord
-from earlybrain.io.nifti import ImageError, load_nifti, read_header, voxel_sizes
+from earlybrain.io.nifti import (
+    QFORM_SFORM_NOTE_MM,
+    ImageError,
+    check_scalar,
+    load_nifti,
+    orientation_notes,
+    read_header,
+    scaling_notes,
+    squeeze_to_3d,
+    voxel_sizes,
+)
+from earlybrain.io.sidecar import made_by
 
 
 @dataclass(frozen=True)
@@ -31,9 +42,10 @@ class ValidationSettings:
     min_slices: int = 3  # per fetal stack: fewer cannot constrain a slice-to-volume fit
     # MRI voxels outside this range mean a header in other units (m, um) or a broken affine
     voxel_size_range_mm: tuple[float, float] = (0.1, 12.0)
-    # qform and sform are both "the" position of the image: tools pick different ones, so
-    # when they disagree by more than this the image's placement is ambiguous
-    max_qform_sform_mm: float = 1.0
+    # qform and sform are both "the" position of the image and tools pick different ones:
+    # the pipeline uses the sform, and a disagreement beyond this is noted in the report
+    # (axes pointing different ways are an error: see nifti.orientation_notes)
+    qform_sform_note_mm: float = QFORM_SFORM_NOTE_MM
 
 
 def slice_axis(shape: tuple[int, ...], spacing: np.ndarray) -> int:
@@ -60,26 +72,23 @@ def _usable(affine: np.ndarray) -> bool:
 
 
 def _geometry_problems(
-    path: Path, img: nib.Nifti1Image, hdr: nib.Nifti1Header, settings: ValidationSettings
+    path: Path,
+    img: nib.Nifti1Image,
+    hdr: nib.Nifti1Header,
+    settings: ValidationSettings,
+    notes: list[str],
 ) -> list[str]:
-    """Affine, qform/sform agreement and voxel sizes: where the image is in the scanner."""
+    """Affine, orientation codes, qform/sform agreement and voxel sizes: where the image is
+    in the scanner (an ImageError for what `orientation_notes` refuses; notes appended)."""
     if not _usable(np.asarray(img.affine, dtype=float)):
         return [f"{path}: affine is singular or non-finite, cannot place the image"]
-    forms = {"qform": hdr.get_qform(coded=True), "sform": hdr.get_sform(coded=True)}
-    coded = {name: aff for name, (aff, code) in forms.items() if code > 0}
-    for name, aff in coded.items():
-        if not _usable(aff):
+    for name, (aff, code) in {
+        "qform": hdr.get_qform(coded=True),
+        "sform": hdr.get_sform(coded=True),
+    }.items():
+        if code and code > 0 and not _usable(aff):
             return [f"{path}: {name} is singular or non-finite, cannot place the image"]
-    if len(coded) == 2:
-        corners = _corners(img.shape)
-        diff = (coded["qform"] - coded["sform"]) @ corners
-        dist = float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
-        if dist > settings.max_qform_sform_mm:
-            return [
-                f"{path}: qform and sform disagree by up to {dist:.1f} mm; software differs "
-                "in which one it uses, so the image's position is ambiguous: rewrite the "
-                "header so that both describe the same geometry"
-            ]
+    notes.extend(orientation_notes(path, hdr, img.shape, settings.qform_sform_note_mm))
     spacing = voxel_sizes(img.affine)
     lo, hi = settings.voxel_size_range_mm
     if np.any(spacing < lo) or np.any(spacing > hi):
@@ -95,26 +104,31 @@ def _geometry_problems(
 def _image_problems(
     path: Path, img: nib.Nifti1Image, kind: str, settings: ValidationSettings, info: dict
 ) -> list[str]:
-    """Checks in order of dependence; the first level that fails ends the checking."""
+    """Checks in order of dependence; the first level that fails ends the checking.
+
+    Shape, data type, orientation codes and scaling are read as every raw-input reader
+    reads them (the helpers of `load_input_image`); an ImageError from those is the
+    image's one problem. What they note goes to ``info["notes"]`` (the report shows it).
+    """
     shape = tuple(int(s) for s in img.shape)
-    info["shape"] = list(shape)
+    info["shape"] = list(shape)  # as stored: a squeezed 4th dimension's note explains it
     info["dtype"] = str(img.get_data_dtype())
-    if not shape or any(s == 0 for s in shape):
-        return [f"{path}: image has zero size (shape {shape})"]
-    if len(shape) != 3:
-        return [f"{path}: image is {len(shape)}D (shape {shape}), expected a 3D volume"]
+    notes: list[str] = info["notes"]
+    img, squeezed = squeeze_to_3d(path, img)
+    notes.extend(squeezed)
+    check_scalar(path, img)
+    shape = tuple(int(s) for s in img.shape)
     hdr = read_header(path)  # as stored: nibabel's fixes would hide problems
     zooms = np.asarray(hdr["pixdim"][1:4], dtype=float)
     info["voxel_sizes_mm"] = [round(float(z), 4) for z in zooms]
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         return [f"{path}: voxel sizes must be positive, header has {zooms.tolist()}"]
-    problems = _geometry_problems(path, img, hdr, settings)
+    notes.extend(scaling_notes(path, hdr))
+    problems = _geometry_problems(path, img, hdr, settings, notes)
     if problems:
         return problems
     info["bounds_mm"] = _world_bounds(img.affine, shape)
     data = np.asanyarray(img.dataobj)
-    if data.dtype.kind not in "biuf":
-        return [f"{path}: data type {data.dtype} is not a real-valued scalar image"]
     finite = np.isfinite(data)
     if not finite.all():
         problems.append(f"{path}: {int(data.size - finite.sum())} voxels are NaN or Inf")
@@ -144,7 +158,7 @@ def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSet
     of the validation of the whole session.
     """
     path = Path(path)
-    info: dict[str, Any] = {"path": str(path), "name": path.name, "problems": []}
+    info: dict[str, Any] = {"path": str(path), "name": path.name, "problems": [], "notes": []}
     try:
         img = load_nifti(path, verify_checksum=True)
         info["problems"] = _image_problems(path, img, kind, settings, info)
@@ -204,6 +218,8 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
     settings = settings or ValidationSettings()
     errors: list[str] = list(record.errors)
     images = [check_image(im.path, record.kind, settings) for im in record.images]
+    if record.reconstruction and images:
+        images[0]["made_by"] = made_by(record.images[0].path)
     for info in images:
         errors.extend(info["problems"])
     errors.extend(check_overlap(images))
@@ -214,11 +230,13 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
         "prefix": record.prefix,
         "reldir": record.reldir,
         "kind": record.kind,
+        # a fetal reconstruction made elsewhere: its rec label (the report says so)
+        "reconstruction": record.reconstruction,
         "age_weeks": record.age_weeks,
         "age_measure": record.age_measure,
         "age_column": record.age_column,
         "age_source": record.age_source,
-        "notes": list(record.notes),
+        "notes": [*record.notes, *(n for info in images for n in info["notes"])],
         "images": images,
         "status": "fail" if errors else "pass",
         "errors": errors,
@@ -227,7 +245,7 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
             "infant_pma_range": list(settings.infant_pma_range),
             "min_slices": settings.min_slices,
             "voxel_size_range_mm": list(settings.voxel_size_range_mm),
-            "max_qform_sform_mm": settings.max_qform_sform_mm,
+            "qform_sform_note_mm": settings.qform_sform_note_mm,
         },
         "software": {"name": "earlybrain", "version": __version__},
     }

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
+from earlybrain.io.nifti import load_input_image, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import sidecar_path, write_sidecar
 
 # Raw sidecar fields the corrected image keeps: the geometry and timing of the
@@ -205,10 +205,8 @@ def run_n4(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Foreground mask -> N4 -> normalisation for one image; writes 3 images + sidecars."""
-    img = load_nifti(in_path)
+    img, _ = load_input_image(in_path)  # 3D, scaled, on its own grid (notes: validation's)
     data = np.asanyarray(img.dataobj).astype(np.float32)
-    if data.ndim != 3:
-        raise ValueError(f"{in_path}: expected a 3D image, got shape {data.shape}")
     affine = img.affine
     spacing = voxel_sizes(affine)
     mask = foreground_mask(data, spacing, params.foreground)

@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from earlybrain.io.nifti import load_nifti
+from earlybrain.io.nifti import load_input_image, load_nifti
 from earlybrain.io.validate import slice_axis
 
 PNG_METADATA = {"Software": None}
@@ -149,7 +149,7 @@ def n4_figure_of_files(
     """`n4_figure` of one input image and its N4 outputs on disk (and its brain mask when
     there is one on its grid): the n4_figures rule's PNG, or the report's own drawing when
     that rule did not run (a report salvaged after a failed job)."""
-    img = load_nifti(raw)
+    img, _ = load_input_image(raw)  # a raw input, read as N4 read it (e.g. 4th dim squeezed)
     data = np.asanyarray(img.dataobj).astype(np.float32)
     axis = slice_axis(data.shape, np.asarray(img.header.get_zooms()[:3], dtype=float))
     mask = image_data(brain) > 0 if brain is not None and Path(brain).is_file() else None

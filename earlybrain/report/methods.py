@@ -365,10 +365,28 @@ def infant_mask_paragraph(sidecar: dict[str, Any]) -> str:
     )
 
 
+def given_recon_paragraph(sidecar: dict[str, Any]) -> str:
+    """A session that brought its own reconstruction: what was (not) done to it."""
+    par = sidecar.get("Parameters", {})
+    source = Path(str((sidecar.get("Sources") or ["?"])[0])).name
+    weights = par.get("weights")
+    return (
+        f"The session brought its own super-resolution reconstruction ({source}), made "
+        "outside earlybrain; stack masking, stack quality ranking and slice-to-volume "
+        "reconstruction were therefore not run. After N4, its brain mask was taken as "
+        f"{par.get('method', '?')}"
+        + (f" (weights {Path(str(weights)).name})" if weights else "")
+        + f"; {_num(sidecar.get('BrainVolume_ml'))} mL."
+    )
+
+
 def brain_mask_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str:
     """Network masks (with the weights' identity and validation) and/or precomputed ones."""
-    if sidecars and sidecars[0].get("GeneratedBy", [{}])[0].get("Step") == "infant_prep":
+    step = sidecars[0].get("GeneratedBy", [{}])[0].get("Step") if sidecars else None
+    if step == "infant_prep":
         return infant_mask_paragraph(sidecars[0])
+    if step == "given_recon_mask":
+        return given_recon_paragraph(sidecars[0])
     net = [s for s in sidecars if not is_precomputed_mask(s)]
     given = len(sidecars) - len(net)
     parts = []

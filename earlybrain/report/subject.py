@@ -237,6 +237,45 @@ def _infant_mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str
     }
 
 
+def _given_mask_row(passed: bool, validation: dict[str, Any], out: StageOutputs) -> dict:
+    if not passed:
+        return SKIPPED_INVALID
+    if not out.brain_masks or not out.brain_masks[0].is_file():
+        return {"status": "failed", "detail": "no output; see logs/given_recon_mask"}
+    side = out.brain_mask_sidecars[0] if out.brain_mask_sidecars else {}
+    method = side.get("Parameters", {}).get("method", "?")
+    return {
+        "status": "done",
+        "detail": f"brain mask of the given reconstruction: {method}; "
+        f"{side.get('BrainVolume_ml', float('nan')):.0f} ml",
+    }
+
+
+def _given_recon_row(passed: bool, validation: dict[str, Any], out: StageOutputs) -> dict:
+    """Where the reconstruction came from: the file, its label, what its sidecar says."""
+    images = validation.get("images") or [{}]
+    name = Path(images[0].get("path", "?")).name
+    made_by = images[0].get("made_by")
+    return {
+        "status": "not applicable",
+        "detail": f"reconstruction given: {name} (rec-{validation['reconstruction']}, made "
+        "outside earlybrain" + (f" by {made_by}" if made_by else "") + ")",
+    }
+
+
+def _given_stack_qc_row(passed: bool, validation: dict[str, Any], out: StageOutputs) -> dict:
+    return {"status": "not applicable", "detail": "no stacks: the session brought its own "
+            "reconstruction"}  # fmt: skip
+
+
+# stages whose row differs for a fetal session that brought its own reconstruction
+GIVEN_ROWS = {
+    "brain_mask": _given_mask_row,
+    "stack_qc": _given_stack_qc_row,
+    "svr_srr": _given_recon_row,
+}
+
+
 def _stack_qc_row(passed: bool, stack_qc: Output[list[dict[str, str]]]) -> dict:
     if row := _not_run(passed, stack_qc, "stack_qc"):
         return row
@@ -282,6 +321,7 @@ def stage_table(
     kind = validation.get("kind", "fetal")
     passed = validation.get("status") == "pass"
     n_images = len(validation.get("images", []))
+    given = bool(validation.get("reconstruction"))
     out = outputs or read_stage_outputs()
     rows: list[dict[str, str]] = []
     for key, label, kinds in STAGES:
@@ -302,6 +342,8 @@ def stage_table(
                 row |= {"status": "failed", "detail": "missing output(s): " + ", ".join(n4_missing)}
             else:
                 row |= {"status": "done", "detail": f"{len(n4_outputs)} image(s) corrected"}
+        elif given and key in GIVEN_ROWS:
+            row |= GIVEN_ROWS[key](passed, validation, out)
         elif key == "brain_mask" and kind == "fetal":
             row |= _mask_row(passed, out.brain_masks, out.brain_mask_sidecars)
         elif key == "brain_mask":

@@ -58,6 +58,7 @@ GPU_RULES = {
     "segment",
     "infant_prep",
     "segment_infant",
+    "segment_given",
     "train_masking",
     "train_segmentation",
     "train_brainage",
@@ -77,7 +78,14 @@ NO_DATASET = ("--lint" in sys.argv or any(t in sys.argv for t in TRAIN_TARGETS))
 ).is_dir()
 try:
     SESSIONS = (
-        [] if NO_DATASET else discover_sessions(BIDS, config.get("subjects") or None, strict=False)
+        []
+        if NO_DATASET
+        else discover_sessions(
+            BIDS,
+            config.get("subjects") or None,
+            strict=False,
+            reconstructed=config["reconstructed"],
+        )
     )
 except BIDSError as exc:
     raise WorkflowError(
@@ -188,6 +196,8 @@ def image_brain_mask(wildcards):
     stack's own; an infant's on the first image of its working contrast."""
     key = (wildcards.sdir, wildcards.ents, wildcards.suffix)
     rec = IMAGE_SESSIONS[key]
+    if rec.reconstruction:
+        return [given_mask(rec)]
     if rec.kind == "fetal":
         stem, suffix = wildcards.ents, wildcards.suffix
         return [f"{DERIV}/{rec.reldir}/anat/{stem}_desc-brain{suffix}_mask.nii.gz"]
@@ -226,8 +236,8 @@ def threshold_option(value):
 
 
 def brain_masks(rec):
-    """Brain mask per stack (see brain_mask in preprocess.smk); fetal sessions only for now."""
-    if rec.kind != "fetal":
+    """Brain mask per stack (see brain_mask in preprocess.smk): fetal stacks only."""
+    if rec.kind != "fetal" or rec.reconstruction:
         return []
     return [
         f"{DERIV}/{rec.reldir}/anat/{im.stem}_desc-brain{im.suffix}_mask.nii.gz"
@@ -249,9 +259,9 @@ def registration_figure(rec):
 
 
 def registration_outputs(rec):
-    """Outputs of register_atlas (fetal) or register_infant for a session."""
+    """Outputs of register_atlas (fetal), register_given or register_infant for a session."""
     if rec.kind == "fetal":
-        return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE)
+        return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE, stage_entity(rec))
     contrast = infant_contrast(rec)
     return atlas_wf.rule_outputs(
         DERIV, rec.reldir, rec.prefix, INFANT_SPACE, f"mod-{contrast}", contrast
@@ -265,15 +275,16 @@ def segmentation_outputs(rec):
 
 
 def brainage_outputs(rec):
-    """Outputs of brainage (fetal, workflow/rules/brainage.smk) or brainage_infant."""
+    """Outputs of brainage (fetal, workflow/rules/brainage.smk), brainage_given or
+    brainage_infant."""
     if rec.kind == "fetal":
-        return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix)
+        return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, stage_entity(rec))
     return brainage_wf.infant_rule_outputs(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
 
 
 def brainage_figure(rec):
     if rec.kind == "fetal":
-        return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix)
+        return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix, stage_entity(rec))
     return brainage_wf.infant_figure_path(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
 
 
@@ -308,7 +319,7 @@ def atlas_build_inputs(wildcards):
         return ATLAS_BUILD_FILES
     volumes, masks = [], []
     for rec in SESSIONS:
-        if rec.kind != "fetal":
+        if rec.kind != "fetal" or rec.reconstruction:  # ages by name: rec-svr only
             continue
         validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
         with open(validation) as fh:
@@ -362,8 +373,26 @@ def infant_mask(rec):
 
 
 def stage_entity(rec):
-    """What a session's registered volume is called: rec-svr (fetal) or mod-<contrast>."""
+    """What a session's registered volume is called: rec-svr (fetal), rec-<label> (a
+    reconstruction made elsewhere) or mod-<contrast> (infant)."""
+    if rec.reconstruction:
+        return f"rec-{rec.reconstruction}"
     return "rec-svr" if rec.kind == "fetal" else infant_entity(rec)
+
+
+def given_raw(wildcards):
+    """The reconstruction a session brought, as given (workflow/rules/given.smk)."""
+    return str(session_of(wildcards).images[0].path)
+
+
+def given_image(wildcards):
+    """Its N4-corrected version: what the given-reconstruction rules work on."""
+    rec = session_of(wildcards)
+    return preprocessed(rec, "image")[0]
+
+
+def given_mask(rec):
+    return f"{DERIV}/{rec.reldir}/anat/{rec.prefix}_{stage_entity(rec)}_desc-brain_mask.nii.gz"
 
 
 def recon_inputs(wildcards):
@@ -384,7 +413,8 @@ def session_report_inputs(rec, validation):
     """
     with open(validation) as fh:
         passed = json.load(fh)["status"] == "pass"
-    fetal = passed and rec.kind == "fetal"
+    given = passed and bool(rec.reconstruction)
+    fetal = passed and rec.kind == "fetal" and not given
     infant = passed and rec.kind == "infant"
     recon = recon_outputs(rec) if fetal else {}
     return {
@@ -393,7 +423,11 @@ def session_report_inputs(rec, validation):
         "bias": preprocessed(rec, "bias") if passed else [],
         "mask": preprocessed(rec, "mask") if passed else [],
         "n4_figures": preprocessed(rec, "figure") if passed else [],
-        "brain_masks": brain_masks(rec) if fetal else [infant_mask(rec)] if infant else [],
+        "brain_masks": (
+            brain_masks(rec)
+            if fetal
+            else [infant_mask(rec)] if infant else [given_mask(rec)] if given else []
+        ),
         "stack_qc": stack_qc_tsv(rec) if fetal else [],
         "recon_metrics": recon.get("metrics", []),
         "recon_figures": recon.get("figures", []),

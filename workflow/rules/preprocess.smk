@@ -19,6 +19,7 @@ checkpoint validate:
         fetal_range=" ".join(str(v) for v in config["validation"]["fetal_ga_range"]),
         infant_range=" ".join(str(v) for v in config["validation"]["infant_pma_range"]),
         min_slices=config["validation"]["min_slices"],
+        reconstructed="--reconstructed" if config["reconstructed"] else "",
     log:
         f"{LOGS}/validate/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -33,7 +34,7 @@ checkpoint validate:
         "{params.eb} step validate --bids {params.bids:q} --subject {params.subject:q}"
         " {params.session} --out {output.json:q}"
         " --fetal-ga-range {params.fetal_range} --infant-pma-range {params.infant_range}"
-        " --min-slices {params.min_slices} > {log:q} 2>&1"
+        " --min-slices {params.min_slices} {params.reconstructed} > {log:q} 2>&1"
 
 
 rule n4:

@@ -28,7 +28,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from earlybrain.device import resolve_device
-from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
+from earlybrain.io.nifti import load_input_image, load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.preprocess.masking.localise import Localisation, candidates, choose, pad_to_canvas
 from earlybrain.preprocess.masking.network import build_network, divisor, in_channels
@@ -347,7 +347,7 @@ def mask_stack_file(
     the session goes on with its other stacks.
     """
     in_path = Path(in_path)
-    img = load_nifti(in_path)
+    img, _ = load_input_image(in_path)  # a raw stack: read as validation read it
     model = (
         weights_path
         if isinstance(weights_path, MaskingModel)
@@ -407,7 +407,7 @@ def copy_precomputed_mask(
     binarised (> 0) and written like a network mask, with a sidecar naming its source.
     """
     in_path, mask_path = Path(in_path), Path(mask_path)
-    img, msk = load_nifti(in_path), load_nifti(mask_path)
+    img, msk = load_input_image(in_path)[0], load_nifti(mask_path)
     data = np.squeeze(np.asanyarray(msk.dataobj))
     shape = np.squeeze(np.asanyarray(img.dataobj)).shape
     if data.shape != shape:
