@@ -52,7 +52,13 @@ def test_gpu_profile_dry_run_maps_resources(tmp_path: Path) -> None:
     if shutil.which("sbatch") is None:
         pytest.skip("the slurm executor plugin needs sbatch on PATH, even for a dry run")
     spec = CohortSpec(n_fetal=1, n_infant=1, n_stacks=2, preset="tiny", write_masks=True)
-    bids, _ = simulate_cohort(tmp_path / "data", spec)
+    bids, truth = simulate_cohort(tmp_path / "data", spec)
+    # a session that brings its own reconstruction: the given-reconstruction rules
+    given = bids / "sub-g01" / "anat" / "sub-g01_rec-nesvor_T2w.nii.gz"
+    given.parent.mkdir(parents=True)
+    shutil.copy(truth / "sub-f01" / "sub-f01_desc-truth_T2w.nii.gz", given)
+    with (bids / "participants.tsv").open("a") as fh:
+        fh.write("sub-g01\t30.0\tn/a\tn/a\n")
     config = [
         "--directory",
         str(tmp_path),
