@@ -13,12 +13,12 @@ Prints each subject, the MAE (weeks) overall, per age band and per method, and t
 runtime.
 
     python bench/infant_brainage.py [--n 14] [--voxel 1.0] [--seed 0] [--out DIR]
-    python bench/infant_brainage.py --calibrate   # refit infant.CALIBRATION (~15 min)
+    python bench/infant_brainage.py --calibrate   # refit calibration_infant.json (~15 min)
 
 `--calibrate` measures the calibration cohort (split code 525, true labels, atlas
 orientation; `infant_reference.calibration_measurements`), fits
-`infant_reference.fit_calibration` and writes the result into the CALIBRATION block of
-`earlybrain/brainage/infant.py`.
+`infant_reference.fit_calibration` and writes the result over
+`models/brainage/calibration_infant.json`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pprint
-import re
 import sys
 import tempfile
 import time
@@ -45,9 +43,8 @@ from earlybrain.brainage.infant_reference import (
     brain_labels,
     calibration_measurements,
     fit_calibration,
-    shipped_infant_norms_path,
 )
-from earlybrain.brainage.norms import Norms
+from earlybrain.brainage.norms import Norms, shipped_infant_norms_path, shipped_norms_path
 from earlybrain.io.nifti import save_nifti
 from earlybrain.register.register import register_to_atlas, registration_paths
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
@@ -176,7 +173,7 @@ def summary(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def _rounded(obj: object, digits: int = 6) -> object:
-    """Floats to `digits` significant digits, recursively (a readable CALIBRATION)."""
+    """Floats to `digits` significant digits, recursively (a readable calibration)."""
     if isinstance(obj, float):
         return float(f"{obj:.{digits}g}")
     if isinstance(obj, dict):
@@ -187,18 +184,11 @@ def _rounded(obj: object, digits: int = 6) -> object:
 
 
 def write_calibration(calibration: dict[str, object]) -> Path:
-    """Replace the CALIBRATION block of earlybrain/brainage/infant.py."""
-    path = ROOT / "earlybrain" / "brainage" / "infant.py"
-    text = path.read_text()
-    literal = pprint.pformat(_rounded(calibration), width=92, sort_dicts=False, compact=True)
-    literal = "\n".join("    " + line for line in literal.splitlines())
-    block = f"# fmt: off\nCALIBRATION: dict[str, Any] = (\n{literal}\n)\n# fmt: on\n"
-    pattern = re.compile(
-        r"(# fmt: off\n)?CALIBRATION: dict\[str, Any\] = .*?\n(?=# --- end of calibration)", re.S
-    )
-    if not pattern.search(text):
-        raise SystemExit(f"{path}: no CALIBRATION block")
-    path.write_text(pattern.sub(lambda _: block, text))
+    """Replace the shipped calibration (models/brainage/calibration_infant.json)."""
+    from earlybrain.brainage.infant import CALIBRATION_FILE
+
+    path = shipped_norms_path(CALIBRATION_FILE)
+    path.write_text(json.dumps(_rounded(calibration), indent=1) + "\n")
     return path
 
 

@@ -47,10 +47,10 @@ def main() -> int:
     ap.add_argument("--params", default="{}", help="JSON object of RegistrationParams fields")
     args = ap.parse_args()
 
+    from earlybrain.anatomy.labels import to_tissues
     from earlybrain.io.nifti import load_nifti, save_nifti
     from earlybrain.register.metrics import label_dice, mean_dice
     from earlybrain.register.synthetic import posed_subject, random_pose
-    from earlybrain.simulate.labels import to_tissues
 
     rng = np.random.default_rng(args.seed)
     sub = posed_subject(args.ga, 1000 + args.seed, args.voxel, random_pose(rng))

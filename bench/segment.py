@@ -33,8 +33,9 @@ import numpy as np
 def _child(args: dict, queue: multiprocessing.Queue) -> None:
     import torch
 
-    from earlybrain.segment.evaluate import simulated_volume, tissue_dice
+    from earlybrain.segment.evaluate import simulated_volume
     from earlybrain.segment.inference import load_model
+    from earlybrain.segment.metrics import tissue_dice
     from earlybrain.segment.pipeline import segment_array
     from earlybrain.segment.volumes import volume_rows
 
@@ -64,8 +65,9 @@ def _child(args: dict, queue: multiprocessing.Queue) -> None:
 def _real_child(args: dict, queue: multiprocessing.Queue) -> None:
     import torch
 
-    from earlybrain.segment.evaluate import fidon_volumes, tissue_dice
+    from earlybrain.segment.evaluate import fidon_volumes
     from earlybrain.segment.inference import load_model
+    from earlybrain.segment.metrics import tissue_dice
     from earlybrain.segment.pipeline import segment_array
 
     torch.set_num_threads(args["threads"])

@@ -17,6 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from earlybrain.anatomy.biometry import months_to_pma_weeks
+from earlybrain.anatomy.labels import TISSUES, to_tissues
 from earlybrain.atlas.workflow import DEFAULT_INFANT_MANIFEST
 from earlybrain.brainage.infant import infant_brain_age_to_files
 from earlybrain.io.nifti import save_nifti
@@ -26,8 +28,6 @@ from earlybrain.register.register import register_to_atlas, registration_paths
 from earlybrain.segment.inference import default_infant_weights_path, load_model
 from earlybrain.segment.pipeline import segment_to_files
 from earlybrain.simulate.acquisition import simulate_volume
-from earlybrain.simulate.biometry import months_to_pma_weeks
-from earlybrain.simulate.labels import TISSUES, to_tissues
 from earlybrain.simulate.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earlybrain.anatomy.biometry import months_to_pma_weeks
 from earlybrain.atlas.infant import MONTHS, SPACE, pma_weeks, typical_template
 from earlybrain.atlas.manifest import load_manifest, select_template
 from earlybrain.atlas.templates import load_template
 from earlybrain.geometry import apply, voxel_grid_world
 from earlybrain.io.nifti import load_nifti
-from earlybrain.simulate.biometry import months_to_pma_weeks
 
 REPO = Path(__file__).resolve().parents[1]
 ATLAS = REPO / "atlases" / "earlybrain-infant"
@@ -107,12 +107,12 @@ def test_rebuilding_a_template_gives_the_shipped_files(atlas) -> None:
 @pytest.mark.slow
 def test_simulated_infant_registers_to_the_infant_atlas(atlas, tmp_path: Path) -> None:
     """A non-typical 9-month-old (own size, shape, folding, contrast) in a random pose, T1w."""
+    from earlybrain.anatomy.labels import to_tissues
     from earlybrain.io.nifti import save_nifti
     from earlybrain.register.metrics import dice, label_dice, mean_dice
     from earlybrain.register.register import register_to_atlas, registration_paths
     from earlybrain.simulate.acquisition import random_head_pose
     from earlybrain.simulate.contrast import intensity_image
-    from earlybrain.simulate.labels import to_tissues
     from earlybrain.simulate.phantom import make_phantom
 
     ph = make_phantom(9.0, seed=4242, kind="infant", voxel_mm=1.2)

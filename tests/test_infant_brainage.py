@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earlybrain.anatomy import biometry
 from earlybrain.brainage.infant import (
-    CALIBRATION,
     INFANT_GRID,
     contrast_indexes,
     index_names,
     infant_brain_age_to_files,
+    shipped_calibration,
     weeks_to_months,
 )
 from earlybrain.brainage.infant_reference import (
@@ -25,16 +26,14 @@ from earlybrain.brainage.infant_reference import (
     brain_labels,
     infant_subjects,
     phantom_volumes,
-    shipped_infant_norms_path,
 )
-from earlybrain.brainage.norms import Norms, subject_zscores
+from earlybrain.brainage.norms import Norms, shipped_infant_norms_path, subject_zscores
 from earlybrain.io.nifti import save_nifti
 from earlybrain.register import antsio
 from earlybrain.report.brainage import brainage_html, stage_values, summary_line
 from earlybrain.report.growth import normative_chart
 from earlybrain.report.methods import read_tsv
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
-from earlybrain.simulate import biometry
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.phantom import make_phantom
 from earlybrain.training import derived_seeds
@@ -233,7 +232,7 @@ def test_enlarged_ventricles_flagged_in_the_files(tmp_path: Path) -> None:
 def test_mae_of_held_out_infants(tmp_path: Path) -> None:
     """Combined estimate of T2w sessions (the pipeline's default working contrast) on
     12 held-out infants (test split, stratified 0-24 months) at 1.5 mm."""
-    assert CALIBRATION, "infant.CALIBRATION is empty: run bench/infant_brainage.py --calibrate"
+    assert shipped_calibration(), "empty calibration: run bench/infant_brainage.py --calibrate"
     rng = np.random.default_rng(np.random.SeedSequence([0, INFANT_TEST_SPLIT_CODE, 1]))
     n = 12
     months = 24.0 * (np.arange(n) + rng.uniform(0, 1, n)) / n

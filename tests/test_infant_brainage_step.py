@@ -14,7 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from earlybrain.brainage.infant_reference import brain_labels, shipped_infant_norms_path
+from earlybrain.brainage.infant_reference import brain_labels
+from earlybrain.brainage.norms import shipped_infant_norms_path
 from earlybrain.cli import main
 from earlybrain.io.nifti import save_nifti
 from earlybrain.register import antsio

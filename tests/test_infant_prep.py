@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from earlybrain.anatomy.biometry import months_to_pma_weeks
 from earlybrain.preprocess.infant import (
     InfantError,
     brain_mask_from_probabilities,
     months_from_pma,
     primary_contrast,
 )
-from earlybrain.simulate.biometry import months_to_pma_weeks
 
 
 def test_working_contrast() -> None:

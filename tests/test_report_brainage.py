@@ -28,11 +28,11 @@ from test_report import (
     write_segmentation,
 )
 
-from earlybrain.brainage.infant_reference import shipped_infant_norms_path
 from earlybrain.brainage.norms import (
     STRUCTURES,
     Norms,
     StructureNorm,
+    shipped_infant_norms_path,
     subject_zscores,
     zscores_tsv,
 )

@@ -13,6 +13,7 @@ import torch
 from shared_data import fidon_or_skip
 
 from earlybrain import shared_data
+from earlybrain.anatomy.labels import LABELS, TISSUES, to_tissues
 from earlybrain.segment import train as train_mod
 from earlybrain.segment.evaluate import (
     fidon_volumes,
@@ -34,7 +35,6 @@ from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.synth import SynthConfig, deform_labels, synthesize
 from earlybrain.segment.train import PatchSampler, subject_seeds, train_segmentation
 from earlybrain.segment.volumes import asymmetry_index, volume_rows, volumes_tsv
-from earlybrain.simulate.labels import LABELS, TISSUES, to_tissues
 from earlybrain.simulate.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,8 +18,9 @@ from shared_data import fidon_or_skip
 from earlybrain import shared_data
 from earlybrain.brainage.ensemble import load_ensemble
 from earlybrain.brainage.evaluate import fidon_ensemble_ages
-from earlybrain.segment.evaluate import fidon_volumes, tissue_dice
+from earlybrain.segment.evaluate import fidon_volumes
 from earlybrain.segment.inference import default_weights_path, load_model
+from earlybrain.segment.metrics import tissue_dice
 from earlybrain.segment.pipeline import segment_array
 
 pytestmark = pytest.mark.shared_data

@@ -23,7 +23,8 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.transform import Rotation
 from skimage import measure
 
-from earlybrain.simulate import biometry
+from earlybrain.anatomy import biometry
+from earlybrain.anatomy.labels import LABELS, to_tissues
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 from earlybrain.simulate.contrast import (
     intensity_image,
@@ -31,7 +32,6 @@ from earlybrain.simulate.contrast import (
     wm_half_months,
     wm_position,
 )
-from earlybrain.simulate.labels import LABELS, to_tissues
 from earlybrain.simulate.motion import MOTION_LEVELS, interleaved_order, motion_trajectory
 from earlybrain.simulate.phantom import make_phantom
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from earlybrain.atlas.build import AtlasSubject, BuildParams, build_templates
+from earlybrain.atlas.build import AtlasSubject, build_templates
+from earlybrain.atlas.buildspec import BuildParams
 from earlybrain.atlas.write import write_atlas
 from earlybrain.simulate.acquisition import random_head_pose
 from earlybrain.simulate.cohort import PRESETS, subject_seed

@@ -14,7 +14,7 @@ import numpy as np
 
 from earlybrain.geometry import apply
 
-# earlybrain's 12 labels (earlybrain.simulate.labels)
+# earlybrain's 12 labels (earlybrain.anatomy.labels)
 CEREBRUM = (2, 3, 4, 5, 6, 7, 10, 11)
 LEFT = (2, 4, 6, 10)
 RIGHT = (3, 5, 7, 11)

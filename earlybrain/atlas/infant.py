@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from earlybrain.atlas.build import BuildParams, WeekTemplate
+from earlybrain.anatomy.biometry import months_to_pma_weeks
+from earlybrain.atlas.buildspec import BuildParams, WeekTemplate
 from earlybrain.atlas.frame import CEREBRUM
 from earlybrain.atlas.write import write_atlas
 from earlybrain.geometry import apply
-from earlybrain.simulate.biometry import months_to_pma_weeks
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.phantom import Phantom, SubjectTraits, build_labels, infant_anatomy
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from earlybrain.simulate.labels import LABELS as EARLYBRAIN_LABELS
-from earlybrain.simulate.labels import TISSUES
+from earlybrain.anatomy.labels import LABELS as EARLYBRAIN_LABELS
+from earlybrain.anatomy.labels import TISSUES
 
 FORMAT = "earlybrain-atlas"
 FORMAT_VERSION = 1

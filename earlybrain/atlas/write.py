@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from earlybrain import __version__
+from earlybrain.anatomy.labels import label_table_rows
 from earlybrain.atlas.manifest import FORMAT, FORMAT_VERSION, load_manifest
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import save_nifti
 from earlybrain.register import antsio
-from earlybrain.simulate.labels import label_table_rows
 
 if TYPE_CHECKING:
-    from earlybrain.atlas.build import BuildParams, WeekTemplate
+    from earlybrain.atlas.buildspec import BuildParams, WeekTemplate
 
 PathLike = str | os.PathLike[str]
 

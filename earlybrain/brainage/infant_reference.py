@@ -38,6 +38,7 @@ their between-subject SD.
 Rebuild the shipped norms with
 
     python -c "from earlybrain.brainage.infant_reference import *; \\
+        from earlybrain.brainage.norms import shipped_infant_norms_path; \\
         build_infant_reference_norms(shipped_infant_norms_path())"
 
 (100 phantoms at 1.2 mm: about 10 minutes on one core), and the calibration constants
@@ -47,13 +48,12 @@ of `earlybrain.brainage.infant` with `python bench/infant_brainage.py --calibrat
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from earlybrain.anatomy.biometry import months_to_pma_weeks
 from earlybrain.brainage.norms import Norms, fit_norms
 from earlybrain.segment.volumes import volume_rows
-from earlybrain.simulate.biometry import months_to_pma_weeks
 from earlybrain.simulate.phantom import Phantom, make_phantom
 from earlybrain.training import derived_seeds
 
@@ -64,14 +64,6 @@ INFANT_TEST_SPLIT_CODE = 545
 INFANT_REFERENCE_N = 100
 INFANT_REFERENCE_MONTHS = (0.0, 24.0)
 INFANT_REFERENCE_VOXEL_MM = 1.2
-
-
-def shipped_infant_norms_path() -> Path:
-    """The infant reference norms that ship with earlybrain (`models/brainage/`)."""
-    import earlybrain
-
-    root = Path(earlybrain.__file__).resolve().parents[1]
-    return root / "models" / "brainage" / "norms_infant.json"
 
 
 def infant_months(
@@ -148,7 +140,7 @@ def build_infant_reference_norms(
             "seed": seed,
             "kind": "infant",
             "months": list(months),
-            "pma_weeks": "40 + months * 4.345 (simulate.biometry.months_to_pma_weeks)",
+            "pma_weeks": "40 + months * 4.345 (anatomy.biometry.months_to_pma_weeks)",
             "voxel_mm": voxel_mm,
             "split_code": code,
             "subject_seeds": f"np.random.SeedSequence([seed, {code}, i])",

@@ -31,9 +31,9 @@ import scipy
 from scipy import special
 
 from earlybrain import __version__
+from earlybrain.anatomy.labels import TISSUES
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.segment.volumes import tsv_cell
-from earlybrain.simulate.labels import TISSUES
 
 FORMAT = "earlybrain-norms-1"
 # the rows of the pipeline's volumes TSV (`segment.volumes.volume_rows`)
@@ -54,11 +54,16 @@ class NormsError(ValueError):
     """A norms file or a cohort that cannot give norms; the message names the file."""
 
 
-def shipped_norms_path() -> Path:
+def shipped_norms_path(name: str = "norms.json") -> Path:
     """The reference norms that ship with earlybrain (`models/brainage/` of the checkout)."""
     import earlybrain
 
-    return Path(earlybrain.__file__).resolve().parents[1] / "models" / "brainage" / "norms.json"
+    return Path(earlybrain.__file__).resolve().parents[1] / "models" / "brainage" / name
+
+
+def shipped_infant_norms_path() -> Path:
+    """The infant reference norms that ship with earlybrain (`models/brainage/`)."""
+    return shipped_norms_path("norms_infant.json")
 
 
 def _scalar_or_array(x: np.ndarray) -> float | np.ndarray:

@@ -49,7 +49,7 @@ def norms_file(section: Mapping[str, Any]) -> str:
 def infant_norms_file(section: Mapping[str, Any]) -> str:
     """The infant normative curves in use: config brainage.infant_norms (null or empty:
     the shipped models/brainage/norms_infant.json)."""
-    from earlybrain.brainage.infant_reference import shipped_infant_norms_path
+    from earlybrain.brainage.norms import shipped_infant_norms_path
 
     return str(section.get("infant_norms") or shipped_infant_norms_path())
 

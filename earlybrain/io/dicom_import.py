@@ -74,7 +74,8 @@ BIDS_VERSION = "1.9.0"
 # of a BIDS name, which contradicts the one chosen here)
 DROPPED_KEYS = frozenset({"BidsGuess"})
 
-# DICOM attributes whose values are looked for in the free-text fields that are kept
+# DICOM attributes whose values are looked for in the free-text fields that are kept: the
+# part of deidentify.PHI_KEYS specific enough to search for (not sex, age or per-image UIDs)
 PHI_TAGS = (
     "PatientName",
     "PatientID",

@@ -30,11 +30,11 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain import __version__
+from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.segment.inference import SegmentationModel, predict_probabilities
-from earlybrain.simulate.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 
 PathLike = str | os.PathLike[str]
 

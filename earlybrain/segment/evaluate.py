@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from earlybrain.register.metrics import label_dice
+from earlybrain.anatomy.labels import BODY, FLUID, SCALP, SKULL
+from earlybrain.segment.metrics import tissue_dice
 from earlybrain.simulate.contrast import intensity_image
-from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL, TISSUES, to_tissues
 from earlybrain.simulate.phantom import Phantom, make_phantom
 
 # T1w-like: CSF dark, white matter darker than cortex. Training draws either uniform
@@ -104,13 +104,6 @@ def fidon_volumes(split: str = "val") -> list[RealVolume]:
         week = float(shared_data.fidon_week(name))
         out.append(RealVolume((img * brain).astype(np.float32), affine, labels, week, name))
     return out
-
-
-def tissue_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice per FeTA tissue of two earlybrain label maps (left/right merged); a tissue
-    absent from both counts as agreement (1.0)."""
-    per = label_dice(to_tissues(pred), to_tissues(truth), TISSUES)
-    return {name: (per[t] if np.isfinite(per[t]) else 1.0) for t, name in TISSUES.items()}
 
 
 def network_vs_atlas(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from monai.networks.nets import UNet
 
-N_CLASSES = 8  # background + the 7 FeTA tissues (earlybrain.simulate.labels.TISSUES)
+N_CLASSES = 8  # background + the 7 FeTA tissues (earlybrain.anatomy.labels.TISSUES)
 
 DEFAULT_ARCH: dict[str, Any] = {
     "name": "monai.networks.nets.UNet",

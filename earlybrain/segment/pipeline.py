@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from earlybrain.anatomy.labels import label_table_tsv
 from earlybrain.atlas.manifest import load_manifest
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
-from earlybrain.segment.evaluate import tissue_dice
 from earlybrain.segment.inference import SegmentationModel, load_model, predict_probabilities
+from earlybrain.segment.metrics import tissue_dice
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
-from earlybrain.simulate.labels import label_table_tsv
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from earlybrain.anatomy.labels import LABELS, TISSUES
 from earlybrain.atlas.manifest import LabelEntry, LabelTable
 from earlybrain.geometry import voxel_grid_world
-from earlybrain.simulate.labels import LABELS, TISSUES
 
 # the network's classes as an atlas label table whose tissues are not split by side
 NETWORK_TABLE = LabelTable(

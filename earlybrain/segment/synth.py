@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from earlybrain.anatomy.labels import BODY, FLUID, LABELS, SCALP, SKULL
 from earlybrain.geometry import rotation_matrix
-from earlybrain.simulate.labels import BODY, FLUID, LABELS, SCALP, SKULL
 
 # detailed label (0..16) -> class of the network (0 background, 1..7 FeTA tissues)
 N_LABELS = 17

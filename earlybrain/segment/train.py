@@ -31,6 +31,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from earlybrain import shared_data
+from earlybrain.anatomy.labels import TISSUES
 from earlybrain.atlas.manifest import load_manifest
 from earlybrain.atlas.templates import load_template
 from earlybrain.device import resolve_device
@@ -52,7 +53,6 @@ from earlybrain.segment.labelmaps import SCHEMES, fidon_maps, file_map, phantom_
 from earlybrain.segment.network import DEFAULT_ARCH, build_network
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.synth import TISSUE_OF, SynthConfig, deform_labels, synthesize
-from earlybrain.simulate.labels import TISSUES
 from earlybrain.training import derived_seeds, software_versions
 from earlybrain.weights import CARD_NAME
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from earlybrain.simulate.labels import LABELS, TISSUES, label_volumes_ml
+from earlybrain.anatomy.labels import LABELS, TISSUES, label_volumes_ml
 
 # brain tissue without the CSF spaces (the usual "total brain volume")
 CSF_TISSUES = ("eCSF", "ventricles")

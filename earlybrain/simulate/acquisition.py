@@ -21,9 +21,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from earlybrain.anatomy.labels import BODY, FLUID
 from earlybrain.geometry import apply, rigid_matrix
 from earlybrain.simulate.contrast import intensity_image, scene_value
-from earlybrain.simulate.labels import BODY, FLUID
 from earlybrain.simulate.motion import interleaved_order, motion_trajectory
 from earlybrain.simulate.phantom import Phantom, body_mask, head_extent_mm
 

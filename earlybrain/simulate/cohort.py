@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from earlybrain import __version__
+from earlybrain.anatomy import biometry
+from earlybrain.anatomy.labels import label_table_tsv
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import save_nifti
-from earlybrain.simulate import biometry
 from earlybrain.simulate.acquisition import StackProtocol, simulate_stacks, simulate_volume
-from earlybrain.simulate.labels import label_table_tsv
 from earlybrain.simulate.phantom import Phantom, make_phantom
 
 

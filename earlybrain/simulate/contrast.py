@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from earlybrain.simulate import biometry
-from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL
+from earlybrain.anatomy import biometry
+from earlybrain.anatomy.labels import BODY, FLUID, SCALP, SKULL
 from earlybrain.simulate.phantom import Phantom
 
 # values in arbitrary units (amniotic fluid ~1000); tissue classes by detailed label

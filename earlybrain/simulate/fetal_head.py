@@ -21,8 +21,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from earlybrain.anatomy.labels import FLUID, SCALP, SKULL, to_tissues
 from earlybrain.simulate.contrast import intensity_image, scene_value
-from earlybrain.simulate.labels import FLUID, SCALP, SKULL, to_tissues
 from earlybrain.simulate.phantom import make_phantom
 
 # head layers

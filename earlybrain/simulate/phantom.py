@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from earlybrain.simulate import biometry
-from earlybrain.simulate.labels import BODY, FLUID, SCALP, SKULL, label_volumes_ml
+from earlybrain.anatomy import biometry
+from earlybrain.anatomy.labels import BODY, FLUID, SCALP, SKULL, label_volumes_ml
 
 # between-subject SD of the rate of myelination (a fraction of postnatal age): an
 # assumption; published milestone ranges (e.g. "4-7 months") mix it with observer spread
