@@ -228,8 +228,8 @@ def test_training_and_fine_tuning_run(tmp_path: Path, monkeypatch: pytest.Monkey
     nib.save(nib.Nifti1Image(feta, ph.affine), own)
     tuned = train_segmentation(
         tmp_path / "b", seed=1, epochs=1, steps_per_epoch=2, n_train_subjects=1,
-        n_val_subjects=1, label_maps=[own], label_scheme="feta", init_weights=weights,
-        real_anatomy=True, device="cpu", workers=1, threads=2,
+        n_val_subjects=1, n_infant_subjects=1, label_maps=[own], label_scheme="feta",
+        init_weights=weights, real_anatomy=True, device="cpu", workers=1, threads=2,
     )  # fmt: skip
     assert tuned["init_weights"] == str(weights)
     maps = tuned["training_data"]["label_maps"]
