@@ -26,7 +26,6 @@ participants.tsv if a lab wants it recorded.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import re
@@ -266,11 +265,3 @@ def deidentified_nifti(path: str | os.PathLike[str]) -> bytes:
     out = io.BytesIO()
     header.write_to(out)
     return out.getvalue() + raw[offset : offset + nbytes]
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    """gzip without the original file name or a time stamp in the gzip header."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-        gz.write(data)
-    return buf.getvalue()

@@ -46,10 +46,10 @@ from earlybrain.io.bids import GA_COLUMNS, LABEL, PMA_COLUMNS
 from earlybrain.io.deidentify import (
     PhiMatcher,
     deidentified_nifti,
-    gzip_bytes,
     phi_fields,
     scrub_sidecar,
 )
+from earlybrain.io.nifti import gzip_bytes
 
 Kind = Literal["fetal", "infant"]
 Role = Literal["ssfse", "bssfp", "T1w", "T2w"]

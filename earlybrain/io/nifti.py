@@ -278,16 +278,21 @@ def scaling_notes(path: str | os.PathLike[str], hdr: nib.Nifti1Header) -> list[s
     return [f"{path}: header scl_slope is {slope}: read as no scaling (as NIfTI readers do)"]
 
 
-def _form_usable(aff: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(aff))) and abs(np.linalg.det(aff[:3, :3])) > 1e-12
+def affine_usable(affine: np.ndarray) -> bool:
+    """Finite and invertible: an affine that can place voxels in the scanner."""
+    return bool(np.all(np.isfinite(affine))) and abs(np.linalg.det(affine[:3, :3])) > 1e-12
+
+
+def corner_voxels(shape: tuple[int, ...]) -> np.ndarray:
+    """Homogeneous voxel coordinates of the 8 corner voxels, as columns."""
+    ranges = [(0, max(n - 1, 0)) for n in shape[:3]]
+    pts = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1)
+    return np.vstack([pts, np.ones(pts.shape[1])])
 
 
 def _corner_distance(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> float:
     """Largest distance (mm) between where two affines put the image's corner voxels."""
-    ranges = [(0, max(n - 1, 0)) for n in shape[:3]]
-    pts = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1)
-    corners = np.vstack([pts, np.ones(pts.shape[1])])
-    diff = (np.asarray(a, float) - np.asarray(b, float)) @ corners
+    diff = (np.asarray(a, float) - np.asarray(b, float)) @ corner_voxels(shape)
     return float(np.sqrt((diff[:3] ** 2).sum(axis=0)).max())
 
 
@@ -329,7 +334,7 @@ def orientation_notes(
     if codes["qform"] == 0 or codes["sform"] == 0:
         return []
     qform, sform = hdr.get_qform(), hdr.get_sform()
-    if not (_form_usable(qform) and _form_usable(sform)):
+    if not (affine_usable(qform) and affine_usable(sform)):
         return []  # a broken form is a geometry error of its own (see validate)
     angle = float(_axis_angles(qform, sform).max())
     if angle > QFORM_SFORM_MAX_DEG:
@@ -396,12 +401,16 @@ def save_nifti(
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     raw = img.to_bytes()
-    if path.name.endswith(".gz"):
-        buf = io.BytesIO()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-            gz.write(raw)
-        raw = buf.getvalue()
-    return write_bytes_atomic(path, raw)
+    return write_bytes_atomic(path, gzip_bytes(raw) if path.name.endswith(".gz") else raw)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip without a file name or a time stamp in its header: the same data always gives
+    the same bytes (reproducible outputs), and nothing about where or when it was made."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+        gz.write(data)
+    return buf.getvalue()
 
 
 def voxel_sizes(affine: np.ndarray) -> np.ndarray:

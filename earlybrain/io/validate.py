@@ -22,7 +22,9 @@ from earlybrain.io.bids import SessionRecord
 from earlybrain.io.nifti import (
     QFORM_SFORM_NOTE_MM,
     ImageError,
+    affine_usable,
     check_scalar,
+    corner_voxels,
     load_nifti,
     orientation_notes,
     read_header,
@@ -59,18 +61,6 @@ def slice_axis(shape: tuple[int, ...], spacing: np.ndarray) -> int:
     return int(min(coarsest, key=lambda a: (shape[a], -a)))
 
 
-def _corners(shape: tuple[int, ...]) -> np.ndarray:
-    """Homogeneous voxel coordinates of the 8 corner voxels, as columns."""
-    ranges = [(0, max(n - 1, 0)) for n in shape[:3]]
-    pts = np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1)
-    return np.vstack([pts, np.ones(pts.shape[1])])
-
-
-def _usable(affine: np.ndarray) -> bool:
-    """Finite and invertible: an affine that can place voxels in the scanner."""
-    return bool(np.all(np.isfinite(affine))) and abs(np.linalg.det(affine[:3, :3])) > 1e-12
-
-
 def _geometry_problems(
     path: Path,
     img: nib.Nifti1Image,
@@ -80,13 +70,13 @@ def _geometry_problems(
 ) -> list[str]:
     """Affine, orientation codes, qform/sform agreement and voxel sizes: where the image is
     in the scanner (an ImageError for what `orientation_notes` refuses; notes appended)."""
-    if not _usable(np.asarray(img.affine, dtype=float)):
+    if not affine_usable(np.asarray(img.affine, dtype=float)):
         return [f"{path}: affine is singular or non-finite, cannot place the image"]
     for name, (aff, code) in {
         "qform": hdr.get_qform(coded=True),
         "sform": hdr.get_sform(coded=True),
     }.items():
-        if code and code > 0 and not _usable(aff):
+        if code and code > 0 and not affine_usable(aff):
             return [f"{path}: {name} is singular or non-finite, cannot place the image"]
     notes.extend(orientation_notes(path, hdr, img.shape, settings.qform_sform_note_mm))
     spacing = voxel_sizes(img.affine)
@@ -147,7 +137,7 @@ def _image_problems(
 
 def _world_bounds(affine: np.ndarray, shape: tuple[int, ...]) -> list[list[float]]:
     """Scanner-space box (min and max corner, mm) around the image's voxel centres."""
-    pts = (np.asarray(affine, dtype=float) @ _corners(shape))[:3]
+    pts = (np.asarray(affine, dtype=float) @ corner_voxels(shape))[:3]
     return [pts.min(axis=1).round(3).tolist(), pts.max(axis=1).round(3).tolist()]
 
 
