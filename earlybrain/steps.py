@@ -352,7 +352,8 @@ def given_recon_mask_step(
 ) -> int:
     """Brain mask of a fetal reconstruction made outside earlybrain (its own support,
     else the segmentation network)."""
-    from earlybrain.preprocess.given_recon import mask_given_recon_to_files
+    from earlybrain.io.nifti import ImageError
+    from earlybrain.preprocess.given_recon import GivenReconError, mask_given_recon_to_files
 
     def model():
         import torch
@@ -362,7 +363,10 @@ def given_recon_mask_step(
         torch.set_num_threads(max(1, threads))
         return load_model(weights, device=device, allow_cpu_fallback=device_fallback == "cpu")
 
-    qc = mask_given_recon_to_files(raw, image, out_mask, out_qc, model)
+    try:
+        qc = mask_given_recon_to_files(raw, image, out_mask, out_qc, model)
+    except (GivenReconError, ImageError) as exc:
+        return _fail(exc)
     print(f"{raw.name}: brain mask {qc['volume_ml']:.0f} mL ({qc['method']})")
     return 0
 

@@ -121,6 +121,25 @@ def test_support_mask_of_a_brain_extracted_volume() -> None:
     assert support_mask(speckle) is None  # scattered non-zero voxels are no mask
 
 
+def test_implausible_given_reconstruction_is_one_clear_error(tmp_path: Path, capsys) -> None:
+    """A brain-extracted volume holding 0.5 mL (a voxel size in cm, say) is refused by the
+    given-mask step in one line naming the file; nothing is written."""
+    from earlybrain.io.nifti import save_nifti
+    from earlybrain.steps import given_recon_mask_step
+
+    data = np.zeros((30, 30, 30), np.float32)
+    data[10:20, 10:20, 10:20] = 1.0  # 1000 voxels of 0.5 mm: 0.125 mL
+    raw = save_nifti(data, np.diag([0.5, 0.5, 0.5, 1.0]), tmp_path / "sub-01_rec-x_T2w.nii.gz")
+    out = tmp_path / "out"
+    rc = given_recon_mask_step(
+        raw, raw, out / "mask.nii.gz", out / "qc.json",
+        weights=None, device="cpu", device_fallback="cpu", threads=1,
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith(f"error: {raw}: the brain mask") and "\n" not in err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def given_run(tmp_path_factory: pytest.TempPathFactory, tiny_cohort) -> dict:
     """One workflow run on two given reconstructions: a real brain-extracted anatomy

@@ -73,7 +73,7 @@ UNIT_WEEKS: dict[str, float] = {
 _GA_WORDS = re.compile(r"\bgestational\s+age\b|\bga\b", re.IGNORECASE)
 _PMA_WORDS = re.compile(r"\bpost[- ]?menstrual\s+age\b|\bpma\b", re.IGNORECASE)
 # "gestational age at birth" is not the age at the scan (an infant's PMA): never taken
-_AT_BIRTH = re.compile(r"\bat\s+birth\b|\bbirth\b", re.IGNORECASE)
+_AT_BIRTH = re.compile(r"\bbirth\b", re.IGNORECASE)
 _UNIT_IN_TEXT = re.compile(r"\b(weeks?|wks?|days?|months?)\b", re.IGNORECASE)
 
 
@@ -162,7 +162,7 @@ class SessionRecord:
 
     @property
     def age_measure(self) -> str:
-        return "GA" if self.kind == "fetal" else "PMA"
+        return _measure(self.kind)
 
     @property
     def image_paths(self) -> list[Path]:
@@ -257,6 +257,11 @@ def _case_duplicates(dirs: Sequence[Path]) -> dict[str, DuplicateSubjectError]:
     return errors
 
 
+def _measure(kind: Kind) -> Literal["GA", "PMA"]:
+    """What a session's age is: gestational age for a fetus, post-menstrual for an infant."""
+    return "GA" if kind == "fetal" else "PMA"
+
+
 def described_ages(tsv: Path) -> dict[str, DescribedAge]:
     """Columns of `tsv` that its JSON data dictionary describes as GA or PMA with a unit.
 
@@ -334,7 +339,7 @@ def _lookup_age(
             )
             return TERM_WEEKS + value * WEEKS_PER_MONTH, col, note
         return value, col, None
-    measure = "GA" if kind == "fetal" else "PMA"
+    measure = _measure(kind)
     for lower, meaning in (described or {}).items():
         col = by_lower.get(lower)
         if col is None or meaning.measure != measure:
@@ -565,11 +570,12 @@ def _build_record(
         rows.append((sessions_tsv, ses_rows[ses]))
     if sub in participants:
         rows.append((participants_path, participants[sub]))
+    described = {source: described_ages(source) for source, _ in rows}
     reconstruction = given_reconstruction(images, reconstructed)
     if reconstruction is not None and not reconstructed:
         # a rec entity: a fetal reconstruction if the tables give it a gestational age
         try:
-            has_ga = any(_lookup_age(r, "fetal", src, who, described_ages(src)) for src, r in rows)
+            has_ga = any(_lookup_age(r, "fetal", src, who, described[src]) for src, r in rows)
         except MissingAgeError:
             has_ga = True  # a GA column that is not a number: reported as the fetal error
         if not has_ga:
@@ -594,7 +600,7 @@ def _build_record(
         if not images:  # kind unknown, so the age column to look for is unknown too
             rows = []
         for source, row in rows:
-            found = _lookup_age(row, kind, source, who, described_ages(source))
+            found = _lookup_age(row, kind, source, who, described[source])
             if found is not None:
                 age, age_column, age_note = found
                 age_source = str(source)
@@ -633,8 +639,8 @@ def _build_record(
             empty = [
                 f"{col!r} ({source.with_suffix('.json').name}: {meaning.measure} in {meaning.unit})"
                 for source, row in rows
-                for col, meaning in described_ages(source).items()
-                if meaning.measure == ("GA" if kind == "fetal" else "PMA")
+                for col, meaning in described[source].items()
+                if meaning.measure == _measure(kind)
                 and any(k.strip().lower() == col for k in row if k)
             ]
             if empty:
@@ -643,7 +649,7 @@ def _build_record(
                 MissingAgeError(
                     f"{who}: no {measure} found in {where}; expected a column named one of "
                     f"{', '.join(wanted + GENERIC_WEEK_COLUMNS)}, or one that the table's JSON "
-                    f"data dictionary describes as {'GA' if kind == 'fetal' else 'PMA'} in "
+                    f"data dictionary describes as {_measure(kind)} in "
                     f"weeks, days or months{hint}"
                 )
             )
