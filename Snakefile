@@ -16,7 +16,9 @@
 
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from earlybrain.config_schema import complete_config
 
 min_version("9.0")
 
@@ -24,7 +26,9 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# every default, from the schema or the dataclass that takes the key; unknown keys,
+# wrong types and out-of-range values stop the run here, naming the key
+complete_config(config)
 
 
 include: "workflow/rules/common.smk"

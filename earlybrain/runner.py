@@ -19,15 +19,12 @@ from typing import Any
 
 import yaml
 
+from earlybrain.config_schema import ConfigError, complete_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO_ROOT / "Snakefile"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
-SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 RESOLVED_CONFIG_NAME = "earlybrain_config.yaml"
-
-
-class ConfigError(ValueError):
-    """The merged configuration does not match workflow/schemas/config.schema.yaml."""
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -50,25 +47,11 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_config(config: dict[str, Any], source: str = "config") -> None:
-    """Check against the workflow's schema; the message names the key and the problem."""
-    import jsonschema
-
-    schema = yaml.safe_load(SCHEMA.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for e in errors:
-            where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-            lines.append(f"  {where}: {e.message}")
-        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
-
-
 def resolve_config(
     bids: Path, out: Path, configfile: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Defaults from config/config.yaml, then the user's file, then the two paths."""
+    """config/config.yaml, then the user's file, then the two paths; every other key
+    takes its default (earlybrain.config_schema)."""
     config = _load_yaml(DEFAULT_CONFIG)
     source = str(DEFAULT_CONFIG)
     if configfile is not None:
@@ -77,8 +60,7 @@ def resolve_config(
     config = _merge(config, overrides or {})
     config["bids_dir"] = str(Path(bids).resolve())
     config["output_dir"] = str(Path(out).resolve())
-    validate_config(config, source)
-    return config
+    return complete_config(config, source)
 
 
 def parse_config_overrides(items: list[str]) -> dict[str, Any]:

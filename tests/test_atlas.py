@@ -29,6 +29,7 @@ from earlybrain.atlas.templates import load_template
 from earlybrain.atlas.write import week_tag, write_atlas
 from earlybrain.geometry import voxel_grid_world
 from earlybrain.io.nifti import save_nifti
+from earlybrain.io.paths import Derivatives
 from earlybrain.simulate.acquisition import random_head_pose
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.phantom import (
@@ -432,7 +433,7 @@ def test_workflow_helpers(tmp_path: Path) -> None:
     args = wf.build_args(build | {"params": {"voxel_mm": 1.6}}, files)
     assert "--volumes a.nii.gz 'b c.nii.gz' --ages 22 23.5 --weeks 22-23" in args
     assert """--params '{"voxel_mm": 1.6}'""" in args
-    outs = wf.rule_outputs("d", "{sdir}", "{prefix}", "earlybrainFetal")
+    outs = wf.rule_outputs(Derivatives("d"), "earlybrainFetal")
     assert outs["dseg"] == "d/{sdir}/anat/{prefix}_rec-svr_desc-atlas_dseg.nii.gz"
     assert outs["warp"].startswith("d/{sdir}/xfm/")
     (tmp_path / "cohort.tsv").write_text(

@@ -221,7 +221,7 @@ def test_step_with_unusable_inputs_ends_with_one_line(tmp_path, capsys) -> None:
     cases = ((empty, "{}", "brain mask is empty or tiny"),
              (volume, json.dumps({"weights": str(bad)}), str(bad)))  # fmt: skip
     for mask, settings, says in cases:
-        assert main([*base, "--mask", str(mask), "--settings", settings]) == 1
+        assert main([*base, "--mask", str(mask), "--params", settings]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: brain age of sub-x_rec-svr: BrainAgeError: ")
         assert says in err[-1], err[-1]

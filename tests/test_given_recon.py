@@ -125,7 +125,8 @@ def test_implausible_given_reconstruction_is_one_clear_error(tmp_path: Path, cap
     """A brain-extracted volume holding 0.5 mL (a voxel size in cm, say) is refused by the
     given-mask step in one line naming the file; nothing is written."""
     from earlybrain.io.nifti import save_nifti
-    from earlybrain.steps import given_recon_mask_step
+    from earlybrain.preprocess.steps import given_recon_mask_step
+    from earlybrain.stepkit import Compute
 
     data = np.zeros((30, 30, 30), np.float32)
     data[10:20, 10:20, 10:20] = 1.0  # 1000 voxels of 0.5 mm: 0.125 mL
@@ -133,7 +134,7 @@ def test_implausible_given_reconstruction_is_one_clear_error(tmp_path: Path, cap
     out = tmp_path / "out"
     rc = given_recon_mask_step(
         raw, raw, out / "mask.nii.gz", out / "qc.json",
-        weights=None, device="cpu", device_fallback="cpu", threads=1,
+        weights=None, compute=Compute(device="cpu"),
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith(f"error: {raw}: the brain mask") and "\n" not in err

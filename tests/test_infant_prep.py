@@ -51,12 +51,11 @@ def test_mask_is_one_filled_component() -> None:
 
 def test_every_infant_age_has_a_template_within_the_configured_distance() -> None:
     """An infant half way between two templates must still be registered."""
-    import yaml
-
     from earlybrain.atlas.manifest import load_manifest, select_template
+    from earlybrain.config_schema import shipped_config
 
     repo = Path(__file__).resolve().parents[1]
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config = shipped_config()
     limit = config["infant"]["max_template_distance_weeks"]
     manifest = load_manifest(repo / config["atlas"]["infant_manifest"])
     for months in np.arange(0.0, 24.01, 0.25):

@@ -487,7 +487,7 @@ def test_workflow_step_with_precomputed_mask_and_errors(tmp_path: Path, capsys):
     nib.save(nib.Nifti1Image(data, A), str(tmp_path / "s.nii.gz"))
     nib.save(nib.Nifti1Image(mask, A), str(tmp_path / "m.nii.gz"))
     out = tmp_path / "o.nii.gz"
-    argv = ["step", "brain-mask", "--input", str(tmp_path / "s.nii.gz"), "--out", str(out)]
+    argv = ["step", "brain-mask", "--image", str(tmp_path / "s.nii.gz"), "--out", str(out)]
     assert cli.main([*argv, "--precomputed", str(tmp_path / "m.nii.gz"), "--weights"]) == 0
     assert np.asanyarray(nib.load(str(out)).dataobj).sum() == 400
     assert "precomputed brain mask" in capsys.readouterr().out

@@ -26,7 +26,8 @@ from synth_fixtures import make_bids, oblique_affine, phantom
 from earlybrain.io.bids import SessionRecord, discover_sessions
 from earlybrain.io.validate import validate_session
 from earlybrain.preprocess import n4 as n4_module
-from earlybrain.steps import brain_mask_step, n4_step
+from earlybrain.preprocess.steps import brain_mask_step, n4_step
+from earlybrain.stepkit import Compute
 
 SHAPE = (24, 24, 8)
 SPACING = (2.0, 2.0, 4.0)
@@ -139,14 +140,7 @@ def _run_n4(src: Path, out_dir: Path, expect: int = 0) -> dict[str, Path]:
         paths["n4"],
         paths["bias"],
         paths["foreground"],
-        shrink_factor=2,
-        iterations=[5],
-        convergence_tol=1e-6,
-        spline_distance_mm=200.0,
-        smoothing_sigma_mm=2.0,
-        min_component_fraction=0.05,
-        lower_percentile=1.0,
-        upper_percentile=99.0,
+        params={"n4": {"shrink_factor": 2, "iterations": [5]}},
         threads=1,
     )
     assert rc == expect
@@ -162,8 +156,7 @@ def _run_brain_mask(src: Path, out: Path, weights: Path) -> Path:
         weights=weights,
         threshold=None,
         min_volume_ml=0.0,
-        device="cpu",
-        device_fallback="cpu",
+        compute=Compute(device="cpu"),
     )
     assert rc == 0
     return out

@@ -28,10 +28,12 @@ import torch
 from synth_fixtures import FAST_WORKFLOW_CONFIG, make_bids
 
 import earlybrain.io.validate as validation
-from earlybrain import cli, steps
+import earlybrain.preprocess.n4 as n4_module
+from earlybrain import cli
 from earlybrain.device import DeviceUnavailableError, resolve_device
 from earlybrain.io.atomic import remove_stale_parts, write_bytes_atomic
 from earlybrain.runner import REPO_ROOT, RESEND_DELAY_S, default_sigint, started_jobs_since
+from earlybrain.workflow_steps import STEPS
 
 # A child process that starts an atomic write and stops right before the rename:
 # the moment an interruption does the most harm.
@@ -144,7 +146,7 @@ def test_cuda_without_gpu_and_no_fallback_says_what_to_do(monkeypatch: pytest.Mo
     )
 
 
-N4_ARGS = ["step", "n4", "--input", "in.nii.gz", "--out", "o.nii.gz", "--bias", "b", "--mask", "m"]
+N4_ARGS = ["step", "n4", "--image", "in.nii.gz", "--out", "o.nii.gz", "--bias", "b", "--mask", "m"]
 
 
 @pytest.mark.parametrize(
@@ -178,7 +180,7 @@ def test_resource_errors_in_a_step_give_one_actionable_line(
     def fail(*args: object, **kwargs: object) -> int:
         raise error
 
-    monkeypatch.setattr(steps, "n4_step", fail)
+    monkeypatch.setattr(n4_module, "run_n4", fail)
     monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own handlers
     assert cli.main(N4_ARGS) == 1
     assert capsys.readouterr().err == expected + "\n"
@@ -207,7 +209,7 @@ def test_other_errors_in_a_step_are_not_disguised(monkeypatch: pytest.MonkeyPatc
     def fail(*args: object, **kwargs: object) -> int:
         raise RuntimeError("ANTs failed")
 
-    monkeypatch.setattr(steps, "n4_step", fail)
+    monkeypatch.setattr(n4_module, "run_n4", fail)
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     with pytest.raises(RuntimeError, match="ANTs failed"):
         cli.main(N4_ARGS)
@@ -219,9 +221,16 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def test_every_step_names_its_rule() -> None:
-    """A step added without a STEP_RULES entry would give vaguer resource messages."""
+    """Resource messages name the rule to give more memory: it must be a real rule that
+    runs the step, and every step must have a subcommand."""
     step_names = _subcommands(_subcommands(cli.build_parser())["step"])
-    assert set(step_names) == set(cli.STEP_RULES)
+    assert set(step_names) == set(STEPS)
+    rules = REPO_ROOT / "workflow" / "rules"
+    text = "\n".join(p.read_text() for p in rules.glob("*.smk"))
+    for name, declared in STEPS.items():
+        rule = re.search(rf"^(?:rule|checkpoint) {declared.rule}:\n(.*?)(?=^\S)", text, re.M | re.S)
+        assert rule, f"step {name}: no rule {declared.rule}"
+        assert f'step_shell("{name}")' in rule[1], f"rule {declared.rule} does not run {name}"
 
 
 # --- real Snakemake runs: interruption and a killed job ------------------------------

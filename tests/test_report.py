@@ -21,6 +21,7 @@ from earlybrain.report.cohort import write_cohort
 from earlybrain.report.figures import input_figure
 from earlybrain.report.html import cohort_page, esc
 from earlybrain.report.methods import REFERENCES
+from earlybrain.report.outputs import SessionOutputs
 from earlybrain.report.salvage import salvage_reports, salvaged_stages
 from earlybrain.report.segmentation import FIGURE_CAPTION
 from earlybrain.report.subject import build_subject_report
@@ -58,7 +59,7 @@ def process_sessions(root: Path) -> dict:
                 run_n4(im.path, n4[-1], bias[-1], mask[-1], N4_USED, threads=1)
         html = deriv / f"{rec.prefix}.html"
         stages = deriv / "group" / "stages" / f"{rec.prefix}_stages.json"
-        build_subject_report(val, n4, bias, mask, html, stages)
+        build_subject_report(SessionOutputs(val, n4, bias, mask), html, stages)
         result[rec.prefix] = (html, stages)
         result[f"{rec.prefix} inputs"] = (val, n4, bias, mask)
     return result
@@ -192,9 +193,8 @@ def test_methods_of_a_reconstruction_come_from_its_sidecar(processed, tmp_path: 
     for b, fg in zip(brain, mask, strict=True):  # stand-ins for masks taken from masks_dir
         b.write_bytes(fg.read_bytes())
         write_sidecar(b, step="brain_mask", parameters={"method": "precomputed (masks_dir)"})
-    build_subject_report(
-        val, n4, bias, mask, html, tmp_path / "s.json", brain_masks=brain, recon_metrics=metrics
-    )
+    outputs = SessionOutputs(val, n4, bias, mask, brain_masks=brain, recon_metrics=metrics)
+    build_subject_report(outputs, html, tmp_path / "s.json")
     methods = _methods(html.read_text())
     for used in (
         "The 2 bias-corrected stacks were combined into one volume with isotropic 1.2 mm",
@@ -210,17 +210,7 @@ def test_methods_of_a_reconstruction_come_from_its_sidecar(processed, tmp_path: 
         assert used in methods, used
     # an explicit sidecar wins over the derived one; without one, nothing is made up
     missing = tmp_path / "nowhere.json"
-    build_subject_report(
-        val,
-        n4,
-        bias,
-        mask,
-        html,
-        tmp_path / "s.json",
-        brain_masks=brain,
-        recon_metrics=metrics,
-        recon_sidecar=missing,
-    )
+    build_subject_report(outputs, html, tmp_path / "s.json", recon_sidecar=missing)
     methods = _methods(html.read_text())
     assert "its parameter sidecar could not be read" in methods
     assert "1.2 mm" not in methods and "Kainz" not in methods
@@ -320,9 +310,8 @@ def test_stack_ranking_and_a_flagged_registration_are_reported(processed, tmp_pa
         )
     )
     html = tmp_path / "r.html"
-    build_subject_report(
-        val, n4, bias, mask, html, tmp_path / "s.json", stack_qc=tsv, registration_qc=qc
-    )
+    outputs = SessionOutputs(val, n4, bias, mask, stack_qc=tsv, registration_qc=qc)
+    build_subject_report(outputs, html, tmp_path / "s.json")
     stages = {s["key"]: s for s in json.loads((tmp_path / "s.json").read_text())["stages"]}
     assert stages["stack_qc"]["status"] == "done"
     assert "1 of 2 stack(s) kept" in stages["stack_qc"]["detail"]
@@ -420,7 +409,8 @@ def write_segmentation(root: Path, agreement: float | None, card: bool = True) -
 def _report_with_segmentation(processed, tmp_path: Path, agreement, card=True):
     seg = write_segmentation(tmp_path / "sub-f01", agreement, card)
     html, stages = tmp_path / "sub-f01.html", tmp_path / "sub-f01_stages.json"
-    build_subject_report(*processed["sub-f01 inputs"], html, stages, **seg["kwargs"])
+    outputs = SessionOutputs(*processed["sub-f01 inputs"], **seg["kwargs"])
+    build_subject_report(outputs, html, stages)
     st = json.loads(stages.read_text())
     return html.read_text(), st, {s["key"]: s for s in st["stages"]}, seg
 
@@ -521,8 +511,7 @@ def salvage_failed_job(
         "prefix": "sub-f01",
         "html": tmp_path / "sub-f01.html",
         "stages": tmp_path / "stages" / "sub-f01_stages.json",
-        "inputs": {"validation_path": val, "n4_paths": n4, "bias_paths": bias,
-                   "mask_paths": mask, **inputs},
+        "outputs": SessionOutputs(val, n4, bias, mask, **inputs),
     }  # fmt: skip
     tsv = tmp_path / "group" / "cohort.tsv"
     assert salvage_reports(run_log, [session], tsv, tsv.with_suffix(".html")) == ["sub-f01"]

@@ -43,6 +43,7 @@ from earlybrain.report.brainage import CHART_CAPTION, INFANT_CHART_CAPTION, brai
 from earlybrain.report.cohort import COLUMNS, write_cohort
 from earlybrain.report.html import esc
 from earlybrain.report.methods import REFERENCES
+from earlybrain.report.outputs import SessionOutputs
 from earlybrain.report.salvage import salvaged_stages
 from earlybrain.report.subject import build_subject_report
 
@@ -169,9 +170,8 @@ def subject_with_brainage(sessions: dict, root: Path, flags=None) -> dict:
     seg = write_segmentation(root, agreement=0.8)
     age = write_brainage(root, flags)
     html, stages = root / "sub-f01.html", root / "stages" / "sub-f01_stages.json"
-    build_subject_report(
-        *sessions["sub-f01 inputs"], html, stages, **seg["kwargs"], **age["kwargs"]
-    )
+    outputs = SessionOutputs(*sessions["sub-f01 inputs"], **seg["kwargs"], **age["kwargs"])
+    build_subject_report(outputs, html, stages)
     st = json.loads(stages.read_text())
     return {"html": html, "text": html.read_text(), "stages": stages, "st": st} | age
 
@@ -511,8 +511,9 @@ def infant_session(tmp_path_factory) -> dict:
     figure = deriv / rec.reldir / "figures" / f"{prefix}_desc-brainage_chart.png"
     brainage_figure_file(brainage, zscores, figure)
     html, stages = deriv / "sub-i01.html", deriv / "group" / "stages" / "sub-i01_stages.json"
-    build_subject_report(val, n4, bias, mask, html, stages, brain_masks=[brain],
-                         brainage=brainage, zscores=zscores, brainage_figure=figure)  # fmt: skip
+    outputs = SessionOutputs(val, n4, bias, mask, brain_masks=[brain], brainage=brainage,
+                             zscores=zscores, brainage_figure=figure)  # fmt: skip
+    build_subject_report(outputs, html, stages)
     st = json.loads(stages.read_text())
     return {"html": html, "text": html.read_text(), "stages": stages, "st": st,
             "volumes": volumes, "png": figure.read_bytes()}  # fmt: skip

@@ -10,6 +10,7 @@ from synth_fixtures import make_bids
 
 from earlybrain.io.bids import discover_sessions
 from earlybrain.io.validate import validate_session, write_validation
+from earlybrain.report.outputs import SessionOutputs
 from earlybrain.report.salvage import (
     belongs_to,
     failed_jobs,
@@ -68,12 +69,12 @@ def cohort(tmp_path: Path) -> dict:
                 "prefix": rec.prefix,
                 "html": deriv / f"{rec.prefix}.html",
                 "stages": deriv / "group" / "stages" / f"{rec.prefix}_stages.json",
-                "inputs": {
-                    "validation_path": validation,
-                    "n4_paths": n4,
-                    "bias_paths": [p.with_name(p.name.replace("n4", "bias")) for p in n4],
-                    "mask_paths": [p.with_name(p.name.replace("n4", "fg")) for p in n4],
-                },
+                "outputs": SessionOutputs(
+                    validation,
+                    n4,
+                    bias=[p.with_name(p.name.replace("n4", "bias")) for p in n4],
+                    mask=[p.with_name(p.name.replace("n4", "fg")) for p in n4],
+                ),
             }
         )
     return {"bids": bids, "deriv": deriv, "sessions": sessions, "root": tmp_path}

@@ -176,7 +176,7 @@ def test_ordinary_sessions_keep_every_stack(motion: str) -> None:
 def test_workflow_step_and_kept_stacks(session, tmp_path: Path, capsys) -> None:
     """`earlybrain step stack-qc` (rule stack_qc) and how recon reads the kept stacks."""
     from earlybrain import cli
-    from earlybrain.steps import kept_stacks
+    from earlybrain.recon.steps import kept_stacks
 
     stacks = [(s.data, s.mask, s.affine) for s in session[:3]]
     stacks[1] = (_dropout(session[1].data, 0.5, 1), session[1].mask, session[1].affine)
@@ -193,11 +193,11 @@ def test_workflow_step_and_kept_stacks(session, tmp_path: Path, capsys) -> None:
     ranks = {Path(r["stack"]).name: int(r["rank"]) for r in _rows(tsv)}
     assert ranks[kept[0].name] < ranks[kept[1].name]
     rules = json.dumps({"min_stacks": 3, "volume_ratio_range": [0.5, 2.0]})
-    assert cli.main([*args, "--out-tsv", str(tsv), "--rules", rules]) == 1
+    assert cli.main([*args, "--out-tsv", str(tsv), "--params", rules]) == 1
     err = capsys.readouterr().err
     assert "only 2 of 3 stacks are usable, at least 3" in err and paths[1].name in err
     with pytest.raises(TypeError):  # a misspelt rule (the workflow checks at start-up)
-        cli.main([*args, "--out-tsv", str(tsv), "--rules", '{"min_stack": 3}'])
+        cli.main([*args, "--out-tsv", str(tsv), "--params", '{"min_stack": 3}'])
 
 
 def test_motion_ranks_and_never_excludes() -> None:

@@ -136,16 +136,16 @@ def test_slice_axis() -> None:
 
 def test_validate_step_always_writes_a_status(tmp_path: Path) -> None:
     """The workflow step never fails on bad input: it writes status "fail" and why."""
-    from earlybrain.steps import validate_step
+    from earlybrain.io.steps import validate_step
 
     bids = make_bids(tmp_path / "bids", fetal={"f01": 25.0})
     out = tmp_path / "v.json"
-    assert validate_step(bids, "f09", None, out, (18, 45), (37, 160), 3) == 0
+    assert validate_step(bids, "f09", out, None, (18, 45), (37, 160), 3) == 0
     report = json.loads(out.read_text())
     assert report["status"] == "fail"
     assert "validation could not run" in report["errors"][0]
     assert "subjects not found: sub-f09" in report["errors"][0]
-    assert validate_step(bids, "f01", None, out, (18, 45), (37, 160), 3) == 0
+    assert validate_step(bids, "f01", out, None, (18, 45), (37, 160), 3) == 0
     assert json.loads(out.read_text())["status"] == "pass"
 
 

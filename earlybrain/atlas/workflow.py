@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from earlybrain.atlas.manifest import load_manifest
+from earlybrain.io.paths import RECON, Derivatives, bids_name
 from earlybrain.register.register import registration_paths
 
 DEFAULT_MANIFEST = "atlases/earlybrain-fetal/manifest.json"
@@ -66,11 +67,12 @@ def build_args(build: Mapping[str, Any], files: Mapping[str, Sequence[str]]) -> 
 
 
 def rule_outputs(
-    deriv: str, sdir: str, prefix: str, space: str, entity: str = "rec-svr", contrast: str = "T2w"
+    deriv: Derivatives, space: str, entity: str = RECON, contrast: str = "T2w"
 ) -> dict[str, str]:
     """Outputs of `register_atlas` for the volume `{prefix}_{entity}` (wildcards allowed):
     a fetal reconstruction `rec-svr`, an infant's image `mod-T1w` / `mod-T2w`."""
+    stem = bids_name(deriv.prefix, entity, ext="")
     paths = registration_paths(
-        f"{deriv}/{sdir}/anat", f"{prefix}_{entity}", space, contrast, f"{deriv}/{sdir}/xfm"
-    )
+        deriv.folder("anat"), stem, space, contrast, deriv.folder("xfm")
+    )  # fmt: skip
     return {k: str(v) for k, v in paths.items()}

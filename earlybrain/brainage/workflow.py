@@ -8,30 +8,16 @@ from typing import Any
 
 from earlybrain.brainage.ensemble import default_weights_path
 from earlybrain.brainage.pipeline import brainage_paths
+from earlybrain.io.paths import RECON, Derivatives, bids_name
 
 SETTINGS_KEYS = ("weights", "norms")
 
 
-def rule_outputs(deriv: str, sdir: str, prefix: str, entity: str = "rec-svr") -> dict[str, str]:
-    """Outputs of `brainage` for a reconstruction `{prefix}_{entity}` (wildcards allowed)."""
-    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_{entity}")
+def rule_outputs(deriv: Derivatives, entity: str = RECON) -> dict[str, str]:
+    """Outputs of `brainage` (or `brainage_infant`) for the volume `{prefix}_{entity}`:
+    a reconstruction `rec-...` or an infant's image `mod-<contrast>` (wildcards allowed)."""
+    paths = brainage_paths(deriv.folder("anat"), bids_name(deriv.prefix, entity, ext=""))
     return {k: str(v) for k, v in paths.items()}
-
-
-def figure_path(deriv: str, sdir: str, prefix: str, entity: str = "rec-svr") -> str:
-    """The normative chart of a session (rule brainage_figures)."""
-    return f"{deriv}/{sdir}/figures/{prefix}_{entity}_desc-brainage_chart.png"
-
-
-def infant_rule_outputs(deriv: str, sdir: str, prefix: str, contrast: str) -> dict[str, str]:
-    """Outputs of `brainage_infant` for an infant's image `{prefix}_mod-{contrast}`."""
-    paths = brainage_paths(f"{deriv}/{sdir}/anat", f"{prefix}_mod-{contrast}")
-    return {k: str(v) for k, v in paths.items()}
-
-
-def infant_figure_path(deriv: str, sdir: str, prefix: str, contrast: str) -> str:
-    """The normative chart of an infant session (rule brainage_figures_infant)."""
-    return f"{deriv}/{sdir}/figures/{prefix}_mod-{contrast}_desc-brainage_chart.png"
 
 
 def inference_settings(section: Mapping[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,21 @@ class PreprocessParams:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessParams:
+        """From config `preprocess` (any subset: the rest keeps these defaults)."""
+        unknown = set(d) - {"foreground", "n4", "normalise"}
+        if unknown:
+            raise TypeError(f"unknown preprocess section(s): {', '.join(sorted(unknown))}")
+        n4 = dict(d.get("n4", {}))
+        if "iterations" in n4:
+            n4["iterations"] = tuple(n4["iterations"])
+        return cls(
+            ForegroundParams(**d.get("foreground", {})),
+            N4Params(**n4),
+            NormaliseParams(**d.get("normalise", {})),
+        )
+
 
 # air is below this fraction of an image's bright end (see foreground_mask)
 AIR_FRACTION = 0.2

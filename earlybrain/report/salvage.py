@@ -99,10 +99,10 @@ def salvage_reports(
     """Write the missing reports of sessions hit by a failed job, then the cohort table.
 
     `snakemake_log`: the run's log file(s) (Snakemake hands `onerror` a list).
-    `sessions`: per session {"prefix", "html", "stages", "inputs"}, where "inputs" are the
-    report rule's inputs as keyword arguments of `build_subject_report` (validation path
-    first). `norms`, `infant_norms`: the cohort's normative curves (see `write_cohort`). Returns the
-    prefixes that got a salvaged report.
+    `sessions`: per session {"prefix", "html", "stages", "outputs"}, "outputs" being the
+    SessionOutputs its report reads, as the report step does. `norms`, `infant_norms`:
+    the cohort's normative curves (see `write_cohort`). Returns the prefixes that got a
+    salvaged report.
     """
     logs = snakemake_log if isinstance(snakemake_log, list) else [snakemake_log]
     text = "\n".join(Path(p).read_text(errors="replace") for p in logs if Path(p).is_file())
@@ -115,10 +115,10 @@ def salvage_reports(
         if not hit or Path(sess["html"]).is_file():
             continue
         build_subject_report(
-            out_html=sess["html"],
-            out_stages=salvaged_stages(sess["stages"]),
+            sess["outputs"],
+            sess["html"],
+            salvaged_stages(sess["stages"]),
             failures=[describe(j) for j in hit],
-            **sess["inputs"],
         )
         salvaged.append(sess["prefix"])
     if salvaged:

@@ -39,6 +39,7 @@ from earlybrain.report.methods import (
     read_tsv,
     recon_sidecar_for,
 )
+from earlybrain.report.outputs import SessionOutputs
 from earlybrain.report.segmentation import (
     FIGURE_CAPTION,
     card_path,
@@ -475,45 +476,28 @@ def _brainage_section(
 
 
 def build_subject_report(
-    validation_path: str | os.PathLike[str],
-    n4_paths: list[str | os.PathLike[str]],
-    bias_paths: list[str | os.PathLike[str]],
-    mask_paths: list[str | os.PathLike[str]],
+    outputs: SessionOutputs,
     out_html: str | os.PathLike[str],
     out_stages: str | os.PathLike[str],
     cohort_link: str | None = "group/cohort.html",
     *,
-    brain_masks: Sequence[PathLike] = (),
-    recon_metrics: PathLike | None = None,
-    recon_figures: Sequence[PathLike] = (),
     failures: Sequence[str] = (),
     recon_sidecar: PathLike | None = None,
-    stack_qc: PathLike | None = None,
-    registration_qc: PathLike | None = None,
-    registration_figure: PathLike | None = None,
-    segmentation_qc: PathLike | None = None,
-    volumes: PathLike | None = None,
-    segmentation_figure: PathLike | None = None,
-    brainage: PathLike | None = None,
-    zscores: PathLike | None = None,
-    brainage_figure: PathLike | None = None,
-    n4_figures: Sequence[PathLike] = (),
 ) -> dict:
     """Write the HTML report and a stage-status JSON (read by the cohort step).
 
-    `n4_paths`, `bias_paths` and `mask_paths` are in the order of the validated images;
-    they are empty for a session that failed validation. `n4_figures` (same order) are
-    the n4_figures rule's PNGs; one not given or missing is drawn here instead.
-    `failures` describe jobs of this session that failed (see earlybrain.report.salvage);
-    they head the report.
-    `recon_sidecar` (default: derived from `recon_metrics`) gives the Methods section the
-    reconstruction's parameters. A stage output left None means the stage did not run for
-    this session; one given but missing means it failed. Each file is read once.
+    `outputs.n4_figures` are the n4_figures rule's PNGs; one not given or missing is
+    drawn here instead. `failures` describe jobs of this session that failed (see
+    earlybrain.report.salvage); they head the report. `recon_sidecar` (default: derived
+    from `recon_metrics`) gives the Methods section the reconstruction's parameters.
+    Each file is read once.
     """
+    o = outputs
+    validation_path, bias_paths, mask_paths = o.validation, o.bias, o.mask
+    n4_paths = [Path(p) for p in o.n4]
     validation = json.loads(Path(validation_path).read_text())
     images = validation.get("images", [])
     passed = validation.get("status") == "pass"
-    n4_paths = [Path(p) for p in n4_paths]
     if passed and not (len(n4_paths) == len(bias_paths) == len(mask_paths) == len(images)):
         raise ValueError(
             f"{validation_path}: {len(images)} validated image(s) but {len(n4_paths)} N4, "
@@ -522,15 +506,15 @@ def build_subject_report(
     missing = [p.name for p in n4_paths if not p.exists()]
     n4_sidecars = [read_json(sidecar_path(p)) for p in n4_paths] if passed else []
     out = read_stage_outputs(
-        brain_masks,
-        recon_metrics,
+        o.brain_masks,
+        o.recon_metrics,
         recon_sidecar,
-        stack_qc,
-        registration_qc,
-        segmentation_qc,
-        volumes,
-        brainage,
-        zscores,
+        o.stack_qc,
+        o.registration_qc,
+        o.segmentation_qc,
+        o.volumes,
+        o.brainage,
+        o.zscores,
     )
     stages = stage_table(validation, n4_paths, missing, out)
 
@@ -539,7 +523,7 @@ def build_subject_report(
     if passed and not missing:
         heading = "Bias-field correction and brain masks (per input image)"
         brains = _mask_per_image(images, out, validation.get("kind", "fetal"))
-        drawn = list(n4_figures) or [None] * len(images)
+        drawn = list(o.n4_figures) or [None] * len(images)
         for info, n4p, side, bp, mp, brain, png in zip(
             images, n4_paths, n4_sidecars, bias_paths, mask_paths, brains, drawn, strict=True
         ):
@@ -629,10 +613,10 @@ def build_subject_report(
         stages=stages,
         sections=[
             Section(heading, figs),
-            *_recon_section(out.recon_metrics, recon_figures),
-            *_registration_section(out.registration_qc, registration_figure),
-            *_segmentation_section(out.segmentation_qc, out.volumes, segmentation_figure),
-            *_brainage_section(out.brainage, out.zscores, brainage_figure),
+            *_recon_section(out.recon_metrics, o.recon_figures),
+            *_registration_section(out.registration_qc, o.registration_figure),
+            *_segmentation_section(out.segmentation_qc, out.volumes, o.segmentation_figure),
+            *_brainage_section(out.brainage, out.zscores, o.brainage_figure),
         ],
         details=[stack_qc_table(out.stack_qc.content)] if out.stack_qc.path is not None else [],
         version=__version__,

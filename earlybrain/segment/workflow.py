@@ -6,16 +6,15 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from earlybrain.io.paths import RECON, Derivatives, bids_name
 from earlybrain.segment.pipeline import segmentation_paths
 
 SETTINGS_KEYS = ("weights", "tta", "keep_fraction")
 
 
-def rule_outputs(
-    deriv: str, sdir: str, prefix: str, space: str, entity: str = "rec-svr"
-) -> dict[str, str]:
+def rule_outputs(deriv: Derivatives, space: str, entity: str = RECON) -> dict[str, str]:
     """Outputs of `segment` for the volume `{prefix}_{entity}` (wildcards allowed)."""
-    paths = segmentation_paths(f"{deriv}/{sdir}/anat", f"{prefix}_{entity}", space)
+    paths = segmentation_paths(deriv.folder("anat"), bids_name(deriv.prefix, entity, ext=""), space)
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -14,15 +14,15 @@ rule brainage:
         atlas=ATLAS_MANIFEST,
         models=brainage_wf.model_files(config["brainage"]),
     output:
-        **brainage_wf.rule_outputs(DERIV, "{sdir}", "{prefix}"),
+        **brainage_wf.rule_outputs(D),
     params:
-        eb=EARLYBRAIN,
-        age=lambda wildcards: session_of(wildcards).age_weeks,
-        settings=json.dumps(BRAINAGE_SETTINGS, sort_keys=True),
-        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "brainage",
+            age=lambda wildcards: session_of(wildcards).age_weeks,
+            params=BRAINAGE_SETTINGS,
+            out_anat=folder("anat"),
+            prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+        ),
     log:
         f"{LOGS}/brainage/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -34,11 +34,7 @@ rule brainage:
     conda:
         ENV
     shell:
-        "{params.eb} step brainage --volume {input.volume:q} --mask {input.mask:q}"
-        " --affine {input.affine:q} --volumes {input.volumes:q} --age {params.age}"
-        " --atlas {input.atlas:q} --out-anat {params.anat:q} --prefix {params.prefix:q}"
-        " --settings {params.settings:q} --device {params.device}"
-        " --device-fallback {params.fallback} --threads {threads} > {log:q} 2>&1"
+        step_shell("brainage")
 
 
 rule brainage_figures:
@@ -47,9 +43,9 @@ rule brainage_figures:
         brainage=rules.brainage.output.brainage,
         zscores=rules.brainage.output.zscores,
     output:
-        png=brainage_wf.figure_path(DERIV, "{sdir}", "{prefix}"),
+        out=D.figure(RECON, "desc-brainage", "chart"),
     params:
-        eb=EARLYBRAIN,
+        **step_params("brainage-figures"),
     log:
         f"{LOGS}/brainage_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -61,5 +57,4 @@ rule brainage_figures:
     conda:
         ENV
     shell:
-        "{params.eb} step brainage-figures --brainage {input.brainage:q}"
-        " --zscores {input.zscores:q} --out {output.png:q} > {log:q} 2>&1"
+        step_shell("brainage-figures")

@@ -17,7 +17,7 @@ rule cohort:
         tsv=COHORT_TSV,
         html=COHORT_HTML,
     params:
-        eb=EARLYBRAIN,
+        **step_params("cohort"),
     log:
         f"{LOGS}/cohort.log",
     benchmark:
@@ -29,19 +29,15 @@ rule cohort:
     conda:
         ENV
     shell:
-        "{params.eb} step cohort --stages {input.stages:q} --reports {input.reports:q}"
-        " --norms {input.norms:q} --infant-norms {input.infant_norms:q}"
-        " --out-tsv {output.tsv:q} --out-html {output.html:q}"
-        " > {log:q} 2>&1"
+        step_shell("cohort")
 
 
 rule dataset_description:
     """BIDS derivatives dataset_description.json with GeneratedBy."""
     output:
-        DATASET_DESCRIPTION,
+        out=DATASET_DESCRIPTION,
     params:
-        eb=EARLYBRAIN,
-        bids=BIDS,
+        **step_params("dataset-description", bids=BIDS),
     log:
         f"{LOGS}/dataset_description.log",
     benchmark:
@@ -53,4 +49,4 @@ rule dataset_description:
     conda:
         ENV
     shell:
-        "{params.eb} step dataset-description --bids {params.bids:q} --out {output:q} > {log:q} 2>&1"
+        step_shell("dataset-description")

@@ -16,11 +16,16 @@ from earlybrain.brainage import workflow as brainage_wf
 from earlybrain.atlas.manifest import ManifestError
 from earlybrain.io.bids import BIDSError, discover_sessions
 from earlybrain.io.masks import MaskNotFoundError, find_mask
+from earlybrain.io.paths import RECON, Derivatives, sidecar
 from earlybrain.preprocess.infant import primary_contrast
 from earlybrain.preprocess.stack_quality import QualityRules
 from earlybrain.recon.config import ReconConfig
+from earlybrain.report.outputs import SessionOutputs
 from earlybrain.register.register import RegistrationParams
 from earlybrain.segment import workflow as segment_wf
+from earlybrain.workflow_steps import step_overrides
+from earlybrain.workflow_steps import step_params as _step_params
+from earlybrain.workflow_steps import step_shell as _step_shell
 from snakemake.exceptions import WorkflowError
 
 BIDS = config["bids_dir"]
@@ -49,6 +54,19 @@ def earlybrain_command():
 
 EARLYBRAIN = earlybrain_command()
 
+
+def step_params(name, **values):
+    """Every step rule's params: the values it gives, named after the step's arguments
+    (earlybrain.workflow_steps), already as shell words."""
+    return _step_params(name, config, **values)
+
+
+def step_shell(name):
+    """Every step rule's shell command: `earlybrain step NAME` with its arguments, derived
+    from the step's declaration (earlybrain.workflow_steps), log redirected."""
+    return _step_shell(name, EARLYBRAIN)
+
+
 # Rules worth a GPU. The SLURM GPU profile (profiles/slurm) sends exactly these to the
 # GPU partition with one GPU; tests/test_slurm.py keeps the two lists equal. brain_mask
 # runs torch too, but takes seconds per stack on a CPU: one GPU job per stack would
@@ -64,6 +82,9 @@ GPU_RULES = {
     "train_brainage",
 }
 
+# the derivatives' file names (earlybrain.io.paths): D's methods give the rules' output
+# patterns (wildcards), derivatives(rec)'s the files of one session
+D = Derivatives(DERIV)
 DATASET_DESCRIPTION = f"{DERIV}/dataset_description.json"
 COHORT_TSV = f"{DERIV}/group/cohort.tsv"
 COHORT_HTML = f"{DERIV}/group/cohort.html"
@@ -153,12 +174,6 @@ def session_tables(wildcards):
     return [str(t) for t in tables if t.is_file()]
 
 
-def session_option(wildcards):
-    """`--session <label>` for sessioned datasets, nothing otherwise."""
-    ses = session_of(wildcards).session
-    return f"--session {shlex.quote(ses)}" if ses else ""
-
-
 def existing_images(wildcards):
     """The session's images that exist.
 
@@ -173,22 +188,24 @@ def raw_image(wildcards):
     return str(RAW_IMAGES[(wildcards.sdir, wildcards.ents, wildcards.suffix)])
 
 
+def derivatives(rec):
+    """The derivative files of one session (earlybrain.io.paths)."""
+    return Derivatives(DERIV, rec.reldir, rec.prefix)
+
+
+def folder(datatype):
+    """Param function: a job's session folder of one datatype (anat, xfm)."""
+    return lambda wildcards: Derivatives(DERIV, wildcards.sdir).folder(datatype)
+
+
 def validation_json(rec):
-    return f"{DERIV}/{rec.reldir}/qc/{rec.prefix}_validation.json"
+    return derivatives(rec).validation()
 
 
 def preprocessed(rec, kind):
-    """Paths of one kind of N4 output ("image", "bias", "mask") for every image of a session."""
-    pattern = {
-        "image": "{deriv}/{reldir}/anat/{stem}_desc-n4_{suffix}.nii.gz",
-        "bias": "{deriv}/{reldir}/anat/{stem}_desc-biasfield_{suffix}.nii.gz",
-        "mask": "{deriv}/{reldir}/anat/{stem}_desc-foreground{suffix}_mask.nii.gz",
-        "figure": "{deriv}/{reldir}/figures/{stem}_desc-n4_{suffix}.png",
-    }[kind]
-    return [
-        pattern.format(deriv=DERIV, reldir=rec.reldir, stem=im.stem, suffix=im.suffix)
-        for im in rec.images
-    ]
+    """One kind of N4 output (n4, bias, foreground, n4_figure) for every image of a session."""
+    name = getattr(derivatives(rec), kind)
+    return [name(im.stem, im.suffix) for im in rec.images]
 
 
 def image_brain_mask(wildcards):
@@ -197,12 +214,11 @@ def image_brain_mask(wildcards):
     key = (wildcards.sdir, wildcards.ents, wildcards.suffix)
     rec = IMAGE_SESSIONS[key]
     if rec.reconstruction:
-        return [given_mask(rec)]
+        return [volume_mask(rec)]
     if rec.kind == "fetal":
-        stem, suffix = wildcards.ents, wildcards.suffix
-        return [f"{DERIV}/{rec.reldir}/anat/{stem}_desc-brain{suffix}_mask.nii.gz"]
+        return [derivatives(rec).stack_mask(wildcards.ents, wildcards.suffix)]
     first = next(im for im in rec.images if im.suffix == infant_contrast(rec))
-    return [infant_mask(rec)] if (rec.reldir, first.stem, first.suffix) == key else []
+    return [volume_mask(rec)] if (rec.reldir, first.stem, first.suffix) == key else []
 
 
 def precomputed_mask(wildcards):
@@ -212,10 +228,9 @@ def precomputed_mask(wildcards):
 
 
 def masks_dir_miss(wildcards):
-    """`--masks-dir-miss MESSAGE` when masks_dir is set but has no mask for this stack:
-    the network masks it, and its sidecar, log and the report say so."""
-    _, miss = _masks_dir_lookup(wildcards.sdir, wildcards.ents, wildcards.suffix)
-    return f"--masks-dir-miss {shlex.quote(miss)}" if miss else ""
+    """Why masks_dir, when set, has no mask for this stack ("" otherwise): the network
+    masks it, and its sidecar, log and the report say so."""
+    return _masks_dir_lookup(wildcards.sdir, wildcards.ents, wildcards.suffix)[1]
 
 
 @functools.cache
@@ -230,82 +245,48 @@ def _masks_dir_lookup(sdir, ents, suffix):
         return "", str(exc)
 
 
-def threshold_option(value):
-    """`--threshold X`, or nothing to use the threshold the weights were validated with."""
-    return "" if value is None else f"--threshold {float(value)}"
-
-
 def brain_masks(rec):
     """Brain mask per stack (see brain_mask in preprocess.smk): fetal stacks only."""
     if rec.kind != "fetal" or rec.reconstruction:
         return []
-    return [
-        f"{DERIV}/{rec.reldir}/anat/{im.stem}_desc-brain{im.suffix}_mask.nii.gz"
-        for im in rec.images
-    ]
+    return [derivatives(rec).stack_mask(im.stem, im.suffix) for im in rec.images]
 
 
 def stack_qc_tsv(rec):
-    return f"{DERIV}/{rec.reldir}/qc/{rec.prefix}_desc-stackquality.tsv"
+    return derivatives(rec).stack_quality()
 
 
 def stack_qc_inputs(wildcards):
     rec = session_of(wildcards)
-    return {"stacks": preprocessed(rec, "image"), "masks": brain_masks(rec)}
-
-
-def registration_figure(rec):
-    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_{stage_entity(rec)}_desc-atlas_dseg.png"
+    return {"stacks": preprocessed(rec, "n4"), "masks": brain_masks(rec)}
 
 
 def registration_outputs(rec):
     """Outputs of register_atlas (fetal), register_given or register_infant for a session."""
     if rec.kind == "fetal":
-        return atlas_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, ATLAS_SPACE, stage_entity(rec))
+        return atlas_wf.rule_outputs(derivatives(rec), ATLAS_SPACE, stage_entity(rec))
     contrast = infant_contrast(rec)
-    return atlas_wf.rule_outputs(
-        DERIV, rec.reldir, rec.prefix, INFANT_SPACE, f"mod-{contrast}", contrast
-    )
+    return atlas_wf.rule_outputs(derivatives(rec), INFANT_SPACE, stage_entity(rec), contrast)
 
 
 def segmentation_outputs(rec):
     """Outputs of segment (fetal) or segment_infant for a session."""
     space = ATLAS_SPACE if rec.kind == "fetal" else INFANT_SPACE
-    return segment_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, space, stage_entity(rec))
+    return segment_wf.rule_outputs(derivatives(rec), space, stage_entity(rec))
 
 
 def brainage_outputs(rec):
-    """Outputs of brainage (fetal, workflow/rules/brainage.smk), brainage_given or
-    brainage_infant."""
-    if rec.kind == "fetal":
-        return brainage_wf.rule_outputs(DERIV, rec.reldir, rec.prefix, stage_entity(rec))
-    return brainage_wf.infant_rule_outputs(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
+    """Outputs of brainage (workflow/rules/brainage.smk), brainage_given or brainage_infant."""
+    return brainage_wf.rule_outputs(derivatives(rec), stage_entity(rec))
 
 
-def brainage_figure(rec):
-    if rec.kind == "fetal":
-        return brainage_wf.figure_path(DERIV, rec.reldir, rec.prefix, stage_entity(rec))
-    return brainage_wf.infant_figure_path(DERIV, rec.reldir, rec.prefix, infant_contrast(rec))
+def stage_figure(rec, *name):
+    """A figure of the session's registered volume (register/segment/brainage figures)."""
+    return derivatives(rec).figure(stage_entity(rec), *name)
 
 
-def segmentation_figure(rec):
-    entity = stage_entity(rec)
-    return f"{DERIV}/{rec.reldir}/figures/{rec.prefix}_{entity}_desc-segmentation_dseg.png"
-
-
-def recon_outputs(rec):
-    """SVR/SRR outputs of a fetal session (see workflow/rules/recon.smk)."""
-    base = f"{DERIV}/{rec.reldir}"
-    return {
-        "volume": f"{base}/anat/{rec.prefix}_rec-svr_T2w.nii.gz",
-        "brainmask": f"{base}/anat/{rec.prefix}_rec-svr_desc-brain_mask.nii.gz",
-        "slices": f"{base}/qc/{rec.prefix}_rec-svr_slices.tsv",
-        "metrics": f"{base}/qc/{rec.prefix}_rec-svr_metrics.json",
-        "figures": [
-            f"{base}/figures/{rec.prefix}_rec-svr_views.png",
-            f"{base}/figures/{rec.prefix}_rec-svr_motion.png",
-        ],
-    }
+def recon_figures(rec):
+    return [derivatives(rec).figure(RECON, name) for name in ("views", "motion")]
 
 
 # atlas building (build_atlas in register.smk)
@@ -321,12 +302,12 @@ def atlas_build_inputs(wildcards):
     for rec in SESSIONS:
         if rec.kind != "fetal" or rec.reconstruction:  # ages by name: rec-svr only
             continue
-        validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
+        validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.out
         with open(validation) as fh:
             if json.load(fh)["status"] != "pass":
                 continue
-        volumes.append(recon_outputs(rec)["volume"])
-        masks.append(recon_outputs(rec)["brainmask"])
+        volumes.append(derivatives(rec).volume())
+        masks.append(derivatives(rec).brain_mask())
     return {"volumes": volumes, "masks": masks, "reference": [ATLAS_MANIFEST]}
 
 
@@ -365,11 +346,12 @@ def infant_image(wildcards):
     """The N4-corrected image an infant session works on (first of its contrast)."""
     rec = session_of(wildcards)
     im = next(im for im in rec.images if im.suffix == wildcards.suffix)
-    return f"{DERIV}/{rec.reldir}/anat/{im.stem}_desc-n4_{im.suffix}.nii.gz"
+    return derivatives(rec).n4(im.stem, im.suffix)
 
 
-def infant_mask(rec):
-    return f"{DERIV}/{rec.reldir}/anat/{rec.prefix}_{infant_entity(rec)}_desc-brain_mask.nii.gz"
+def volume_mask(rec):
+    """The brain mask of an infant's image or of a reconstruction made elsewhere."""
+    return derivatives(rec).brain_mask(stage_entity(rec))
 
 
 def stage_entity(rec):
@@ -388,57 +370,48 @@ def given_raw(wildcards):
 def given_image(wildcards):
     """Its N4-corrected version: what the given-reconstruction rules work on."""
     rec = session_of(wildcards)
-    return preprocessed(rec, "image")[0]
-
-
-def given_mask(rec):
-    return f"{DERIV}/{rec.reldir}/anat/{rec.prefix}_{stage_entity(rec)}_desc-brain_mask.nii.gz"
+    return preprocessed(rec, "n4")[0]
 
 
 def recon_inputs(wildcards):
     rec = session_of(wildcards)
     return {
-        "stacks": preprocessed(rec, "image"),
+        "stacks": preprocessed(rec, "n4"),
         "masks": brain_masks(rec),
         "stack_qc": stack_qc_tsv(rec),
     }
 
 
 def session_report_inputs(rec, validation):
-    """A session's report inputs once its validation JSON exists: the stages it reaches.
+    """A session's report inputs (the fields of earlybrain.report.outputs.SessionOutputs)
+    once its validation JSON exists: the outputs of the stages it reaches.
 
     A validated fetal session is masked, its stacks ranked, reconstructed, registered
-    to the atlas, segmented and aged; a validated infant session is masked, registered
-    to the infant atlas, segmented and aged (brainage_infant).
+    to the atlas, segmented and aged; an infant session or a reconstruction made
+    elsewhere is masked as a volume, then registered, segmented and aged.
     """
     with open(validation) as fh:
-        passed = json.load(fh)["status"] == "pass"
-    given = passed and bool(rec.reconstruction)
-    fetal = passed and rec.kind == "fetal" and not given
-    infant = passed and rec.kind == "infant"
-    recon = recon_outputs(rec) if fetal else {}
+        if json.load(fh)["status"] != "pass":
+            return {"validation": validation}
+    fetal = rec.kind == "fetal" and not rec.reconstruction
     return {
         "validation": validation,
-        "n4": preprocessed(rec, "image") if passed else [],
-        "bias": preprocessed(rec, "bias") if passed else [],
-        "mask": preprocessed(rec, "mask") if passed else [],
-        "n4_figures": preprocessed(rec, "figure") if passed else [],
-        "brain_masks": (
-            brain_masks(rec)
-            if fetal
-            else [infant_mask(rec)] if infant else [given_mask(rec)] if given else []
-        ),
+        "n4": preprocessed(rec, "n4"),
+        "bias": preprocessed(rec, "bias"),
+        "mask": preprocessed(rec, "foreground"),
+        "n4_figures": preprocessed(rec, "n4_figure"),
+        "brain_masks": brain_masks(rec) if fetal else [volume_mask(rec)],
         "stack_qc": stack_qc_tsv(rec) if fetal else [],
-        "recon_metrics": recon.get("metrics", []),
-        "recon_figures": recon.get("figures", []),
-        "registration_qc": registration_outputs(rec)["qc"] if passed else [],
-        "registration_figure": registration_figure(rec) if passed else [],
-        "segmentation_qc": segmentation_outputs(rec)["qc"] if passed else [],
-        "volumes": segmentation_outputs(rec)["volumes"] if passed else [],
-        "segmentation_figure": segmentation_figure(rec) if passed else [],
-        "brainage": brainage_outputs(rec)["brainage"] if passed else [],
-        "zscores": brainage_outputs(rec)["zscores"] if passed else [],
-        "brainage_figure": brainage_figure(rec) if passed else [],
+        "recon_metrics": derivatives(rec).recon_metrics() if fetal else [],
+        "recon_figures": recon_figures(rec) if fetal else [],
+        "registration_qc": registration_outputs(rec)["qc"],
+        "registration_figure": stage_figure(rec, "desc-atlas", "dseg"),
+        "segmentation_qc": segmentation_outputs(rec)["qc"],
+        "volumes": segmentation_outputs(rec)["volumes"],
+        "segmentation_figure": stage_figure(rec, "desc-segmentation", "dseg"),
+        "brainage": brainage_outputs(rec)["brainage"],
+        "zscores": brainage_outputs(rec)["zscores"],
+        "brainage_figure": stage_figure(rec, "desc-brainage", "chart"),
     }
 
 
@@ -446,7 +419,7 @@ def report_inputs(wildcards):
     """validate is a checkpoint: Snakemake re-evaluates this function after the session
     is validated, so a failed session never schedules N4 jobs but still gets a report."""
     rec = session_of(wildcards)
-    validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.json
+    validation = checkpoints.validate.get(sdir=rec.reldir, prefix=rec.prefix).output.out
     return session_report_inputs(rec, validation)
 
 
@@ -459,31 +432,12 @@ def salvage_reports(log):
         validation = validation_json(rec)
         if not Path(validation).is_file():
             continue
-        given = session_report_inputs(rec, validation)
         sessions.append(
             {
                 "prefix": rec.prefix,
-                "html": report_html(rec.prefix),
-                "stages": stages_json(rec.prefix),
-                "inputs": {
-                    "validation_path": validation,
-                    "n4_paths": given["n4"],
-                    "bias_paths": given["bias"],
-                    "mask_paths": given["mask"],
-                    "n4_figures": given["n4_figures"],
-                    "brain_masks": given["brain_masks"],
-                    "stack_qc": given["stack_qc"] or None,
-                    "recon_metrics": given["recon_metrics"] or None,
-                    "registration_qc": given["registration_qc"] or None,
-                    "registration_figure": given["registration_figure"] or None,
-                    "segmentation_qc": given["segmentation_qc"] or None,
-                    "volumes": given["volumes"] or None,
-                    "segmentation_figure": given["segmentation_figure"] or None,
-                    "brainage": given["brainage"] or None,
-                    "zscores": given["zscores"] or None,
-                    "brainage_figure": given["brainage_figure"] or None,
-                    "recon_figures": given["recon_figures"],
-                },
+                "html": derivatives(rec).report(),
+                "stages": derivatives(rec).stages(),
+                "outputs": SessionOutputs.of(session_report_inputs(rec, validation)),
             }
         )
     norms = brainage_wf.norms_file(config["brainage"])
@@ -493,33 +447,9 @@ def salvage_reports(log):
         print(f"cohort table: {COHORT_HTML}")
 
 
-def stages_json(prefix):
-    return f"{DERIV}/group/stages/{prefix}_stages.json"
-
-
-def report_html(prefix):
-    return f"{DERIV}/{prefix}.html"
-
-
 def all_reports():
-    return [report_html(s.prefix) for s in SESSIONS]
+    return [derivatives(s).report() for s in SESSIONS]
 
 
 def all_stages():
-    return [stages_json(s.prefix) for s in SESSIONS]
-
-
-def quoted_input(key):
-    """Param function: the named input `key` as shell-quoted words, "" when absent.
-
-    Shell commands of rules fed by a checkpoint use this instead of {input.key}: until
-    the checkpoint has run (e.g. in a dry run) the named inputs do not exist yet.
-    """
-
-    def get(wildcards, input):
-        files = input.get(key) or []
-        if isinstance(files, str):
-            files = [files]
-        return " ".join(shlex.quote(str(f)) for f in files)
-
-    return get
+    return [derivatives(s).stages() for s in SESSIONS]

@@ -7,6 +7,9 @@
 # label `svr` is earlybrain's own reconstruction and refused by validation.
 
 
+GIVEN = "rec-{given}"  # the stage entity of a given reconstruction (earlybrain.io.paths)
+
+
 wildcard_constraints:
     # never `svr`: those paths belong to the rules of earlybrain's own reconstruction
     given=r"(?!svr(?![A-Za-z0-9]))[A-Za-z0-9]+",
@@ -18,14 +21,14 @@ rule given_recon_mask:
         raw=given_raw,
         image=given_image,
     output:
-        mask=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-{{given}}_desc-brain_mask.nii.gz",
-        mask_json=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-{{given}}_desc-brain_mask.json",
-        qc=f"{DERIV}/{{sdir}}/qc/{{prefix}}_rec-{{given}}_desc-masking_qc.json",
+        mask=D.brain_mask(GIVEN),
+        mask_json=sidecar(D.brain_mask(GIVEN)),
+        qc=D.masking_qc(GIVEN),
     params:
-        eb=EARLYBRAIN,
-        weights=SEGMENTATION_SETTINGS["weights"],
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "given-mask",
+            weights=SEGMENTATION_SETTINGS["weights"],
+        ),
     log:
         f"{LOGS}/given_recon_mask/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -37,10 +40,7 @@ rule given_recon_mask:
     conda:
         ENV
     shell:
-        "{params.eb} step given-mask --raw {input.raw:q} --image {input.image:q}"
-        " --out-mask {output.mask:q} --out-qc {output.qc:q} --weights {params.weights:q}"
-        " --device {params.device} --device-fallback {params.fallback}"
-        " --threads {threads} > {log:q} 2>&1"
+        step_shell("given-mask")
 
 
 use rule register_atlas as register_given with:
@@ -49,9 +49,9 @@ use rule register_atlas as register_given with:
         mask=rules.given_recon_mask.output.mask,
         atlas=ATLAS_MANIFEST,
     output:
-        **atlas_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", ATLAS_SPACE, "rec-{given}"),
+        **atlas_wf.rule_outputs(D, ATLAS_SPACE, GIVEN),
     params:
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}",
+        **step_overrides("register-atlas", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/register_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -64,7 +64,7 @@ use rule register_figures as register_figures_given with:
         mask=rules.given_recon_mask.output.mask,
         labels=rules.register_given.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-{{given}}_desc-atlas_dseg.png",
+        out=D.figure(GIVEN, "desc-atlas", "dseg"),
     log:
         f"{LOGS}/register_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -81,9 +81,9 @@ use rule segment as segment_given with:
         atlas_dseg=rules.register_given.output.dseg,
         atlas=ATLAS_MANIFEST,
     output:
-        **segment_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", ATLAS_SPACE, "rec-{given}"),
+        **segment_wf.rule_outputs(D, ATLAS_SPACE, GIVEN),
     params:
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}",
+        **step_overrides("segment", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/segment_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -96,7 +96,7 @@ use rule segment_figures as segment_figures_given with:
         mask=rules.given_recon_mask.output.mask,
         labels=rules.segment_given.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-{{given}}_desc-segmentation_dseg.png",
+        out=D.figure(GIVEN, "desc-segmentation", "dseg"),
     log:
         f"{LOGS}/segment_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -112,9 +112,9 @@ use rule brainage as brainage_given with:
         atlas=ATLAS_MANIFEST,
         models=brainage_wf.model_files(config["brainage"]),
     output:
-        **brainage_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", "rec-{given}"),
+        **brainage_wf.rule_outputs(D, GIVEN),
     params:
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}",
+        **step_overrides("brainage", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/brainage_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -126,7 +126,7 @@ use rule brainage_figures as brainage_figures_given with:
         brainage=rules.brainage_given.output.brainage,
         zscores=rules.brainage_given.output.zscores,
     output:
-        png=brainage_wf.figure_path(DERIV, "{sdir}", "{prefix}", "rec-{given}"),
+        out=D.figure(GIVEN, "desc-brainage", "chart"),
     log:
         f"{LOGS}/brainage_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:

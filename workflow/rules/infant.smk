@@ -8,21 +8,25 @@
 # format, so the normative chart and the reports are the fetal ones.
 # Derived files are named `<prefix>_mod-<contrast>_...` (fetal: `<prefix>_rec-svr_...`).
 
+INFANT = "mod-{suffix}"  # the stage entity of an infant's image (earlybrain.io.paths)
+
 
 rule infant_prep:
     """Intracranial mask of an infant's N4-corrected 3D head image (segmentation network)."""
     input:
         image=infant_image,
     output:
-        mask=f"{DERIV}/{{sdir}}/anat/{{prefix}}_mod-{{suffix}}_desc-brain_mask.nii.gz",
-        mask_json=f"{DERIV}/{{sdir}}/anat/{{prefix}}_mod-{{suffix}}_desc-brain_mask.json",
-        qc=f"{DERIV}/{{sdir}}/qc/{{prefix}}_mod-{{suffix}}_desc-masking_qc.json",
+        mask=D.brain_mask(INFANT),
+        mask_json=sidecar(D.brain_mask(INFANT)),
+        qc=D.masking_qc(INFANT),
     params:
-        eb=EARLYBRAIN,
-        age=lambda wildcards: session_of(wildcards).age_weeks,
-        weights=INFANT_SEGMENTATION_SETTINGS["weights"],
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "infant-prep",
+            contrast=lambda wildcards: wildcards.suffix,
+            age=lambda wildcards: session_of(wildcards).age_weeks,
+            weights=INFANT_SEGMENTATION_SETTINGS["weights"],
+            tta=True,
+        ),
     log:
         f"{LOGS}/infant_prep/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -34,10 +38,7 @@ rule infant_prep:
     conda:
         ENV
     shell:
-        "{params.eb} step infant-prep --image {input.image:q} --contrast {wildcards.suffix}"
-        " --age {params.age} --out-mask {output.mask:q} --out-qc {output.qc:q}"
-        " --weights {params.weights:q} --tta --device {params.device}"
-        " --device-fallback {params.fallback} --threads {threads} > {log:q} 2>&1"
+        step_shell("infant-prep")
 
 
 use rule register_atlas as register_infant with:
@@ -46,17 +47,15 @@ use rule register_atlas as register_infant with:
         mask=rules.infant_prep.output.mask,
         atlas=INFANT_MANIFEST,
     output:
-        **atlas_wf.rule_outputs(
-            DERIV, "{sdir}", "{prefix}", INFANT_SPACE, "mod-{suffix}", "{suffix}"
-        ),
+        **atlas_wf.rule_outputs(D, INFANT_SPACE, INFANT, "{suffix}"),
     params:
-        prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
-        contrast=lambda wildcards: wildcards.suffix,
-        # infant templates are months apart: allow the nearest one further away
-        register=json.dumps(
-            config["register"]
+        **step_overrides(
+            "register-atlas",
+            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+            contrast=lambda wildcards: wildcards.suffix,
+            # infant templates are months apart: allow the nearest one further away
+            params=config["register"]
             | {"max_age_distance_weeks": config["infant"]["max_template_distance_weeks"]},
-            sort_keys=True,
         ),
     log:
         f"{LOGS}/register_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
@@ -70,7 +69,7 @@ use rule register_figures as register_figures_infant with:
         mask=rules.infant_prep.output.mask,
         labels=rules.register_infant.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_mod-{{suffix}}_desc-atlas_dseg.png",
+        out=D.figure(INFANT, "desc-atlas", "dseg"),
     log:
         f"{LOGS}/register_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -87,10 +86,13 @@ use rule segment as segment_infant with:
         atlas_dseg=rules.register_infant.output.dseg,
         atlas=INFANT_MANIFEST,
     output:
-        **segment_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", INFANT_SPACE, "mod-{suffix}"),
+        **segment_wf.rule_outputs(D, INFANT_SPACE, INFANT),
     params:
-        prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
-        settings=json.dumps(INFANT_SEGMENTATION_SETTINGS, sort_keys=True),
+        **step_overrides(
+            "segment",
+            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+            params=INFANT_SEGMENTATION_SETTINGS,
+        ),
     log:
         f"{LOGS}/segment_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -103,7 +105,7 @@ use rule segment_figures as segment_figures_infant with:
         mask=rules.infant_prep.output.mask,
         labels=rules.segment_infant.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_mod-{{suffix}}_desc-segmentation_dseg.png",
+        out=D.figure(INFANT, "desc-segmentation", "dseg"),
     log:
         f"{LOGS}/segment_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -121,12 +123,15 @@ rule brainage_infant:
         atlas=INFANT_MANIFEST,
         norms=INFANT_NORMS,
     output:
-        **brainage_wf.infant_rule_outputs(DERIV, "{sdir}", "{prefix}", "{suffix}"),
+        **brainage_wf.rule_outputs(D, INFANT),
     params:
-        eb=EARLYBRAIN,
-        age=lambda wildcards: session_of(wildcards).age_weeks,
-        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
-        prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+        **step_params(
+            "infant-brainage",
+            contrast=lambda wildcards: wildcards.suffix,
+            age=lambda wildcards: session_of(wildcards).age_weeks,
+            out_anat=folder("anat"),
+            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+        ),
     log:
         f"{LOGS}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -138,11 +143,7 @@ rule brainage_infant:
     conda:
         ENV
     shell:
-        "{params.eb} step infant-brainage --volume {input.volume:q} --mask {input.mask:q}"
-        " --contrast {wildcards.suffix} --affine {input.affine:q}"
-        " --volumes {input.volumes:q} --dseg {input.dseg:q} --age {params.age}"
-        " --atlas {input.atlas:q} --norms {input.norms:q} --out-anat {params.anat:q}"
-        " --prefix {params.prefix:q} > {log:q} 2>&1"
+        step_shell("infant-brainage")
 
 
 use rule brainage_figures as brainage_figures_infant with:
@@ -150,7 +151,7 @@ use rule brainage_figures as brainage_figures_infant with:
         brainage=rules.brainage_infant.output.brainage,
         zscores=rules.brainage_infant.output.zscores,
     output:
-        png=brainage_wf.infant_figure_path(DERIV, "{sdir}", "{prefix}", "{suffix}"),
+        out=D.figure(INFANT, "desc-brainage", "chart"),
     log:
         f"{LOGS}/brainage_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:

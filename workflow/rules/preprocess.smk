@@ -1,7 +1,5 @@
 # Input validation (checkpoint), per-image N4 bias correction + normalisation, brain
 # masking of fetal stacks and stack quality ranking.
-import json
-
 
 
 checkpoint validate:
@@ -10,16 +8,18 @@ checkpoint validate:
         images=existing_images,
         tables=session_tables,
     output:
-        json=f"{DERIV}/{{sdir}}/qc/{{prefix}}_validation.json",
+        out=D.validation(),
     params:
-        eb=EARLYBRAIN,
-        bids=BIDS,
-        subject=lambda wc: session_of(wc).subject,
-        session=session_option,
-        fetal_range=" ".join(str(v) for v in config["validation"]["fetal_ga_range"]),
-        infant_range=" ".join(str(v) for v in config["validation"]["infant_pma_range"]),
-        min_slices=config["validation"]["min_slices"],
-        reconstructed="--reconstructed" if config["reconstructed"] else "",
+        **step_params(
+            "validate",
+            bids=BIDS,
+            subject=lambda wc: session_of(wc).subject,
+            session=lambda wc: session_of(wc).session,
+            fetal_ga_range=config["validation"]["fetal_ga_range"],
+            infant_pma_range=config["validation"]["infant_pma_range"],
+            min_slices=config["validation"]["min_slices"],
+            reconstructed=config["reconstructed"],
+        ),
     log:
         f"{LOGS}/validate/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -31,10 +31,7 @@ checkpoint validate:
     conda:
         ENV
     shell:
-        "{params.eb} step validate --bids {params.bids:q} --subject {params.subject:q}"
-        " {params.session} --out {output.json:q}"
-        " --fetal-ga-range {params.fetal_range} --infant-pma-range {params.infant_range}"
-        " --min-slices {params.min_slices} {params.reconstructed} > {log:q} 2>&1"
+        step_shell("validate")
 
 
 rule n4:
@@ -45,22 +42,14 @@ rule n4:
         # subject) must not redo every N4.
         image=raw_image,
     output:
-        image=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.nii.gz",
-        image_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-n4_{{suffix}}.json",
-        bias=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-biasfield_{{suffix}}.nii.gz",
-        bias_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-biasfield_{{suffix}}.json",
-        mask=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-foreground{{suffix}}_mask.nii.gz",
-        mask_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-foreground{{suffix}}_mask.json",
+        out=D.n4(),
+        out_json=sidecar(D.n4()),
+        bias=D.bias(),
+        bias_json=sidecar(D.bias()),
+        mask=D.foreground(),
+        mask_json=sidecar(D.foreground()),
     params:
-        eb=EARLYBRAIN,
-        shrink=config["preprocess"]["n4"]["shrink_factor"],
-        iterations=" ".join(str(i) for i in config["preprocess"]["n4"]["iterations"]),
-        tol=config["preprocess"]["n4"]["convergence_tol"],
-        spline=config["preprocess"]["n4"]["spline_distance_mm"],
-        sigma=config["preprocess"]["foreground"]["smoothing_sigma_mm"],
-        min_fraction=config["preprocess"]["foreground"]["min_component_fraction"],
-        lower=config["preprocess"]["normalise"]["lower_percentile"],
-        upper=config["preprocess"]["normalise"]["upper_percentile"],
+        **step_params("n4", params=config["preprocess"]),
     log:
         f"{LOGS}/n4/{{sdir}}/{{ents}}_{{suffix}}.log",
     benchmark:
@@ -72,13 +61,7 @@ rule n4:
     conda:
         ENV
     shell:
-        "{params.eb} step n4 --input {input.image:q} --out {output.image:q}"
-        " --bias {output.bias:q} --mask {output.mask:q}"
-        " --shrink-factor {params.shrink} --iterations {params.iterations}"
-        " --convergence-tol {params.tol} --spline-distance-mm {params.spline}"
-        " --smoothing-sigma-mm {params.sigma} --min-component-fraction {params.min_fraction}"
-        " --lower-percentile {params.lower} --upper-percentile {params.upper}"
-        " --threads {threads} > {log:q} 2>&1"
+        step_shell("n4")
 
 
 rule n4_figures:
@@ -86,15 +69,14 @@ rule n4_figures:
     (the brain mask outlined where the session has one on this grid) / bias field (PNG)."""
     input:
         raw=raw_image,
-        image=rules.n4.output.image,
+        n4=rules.n4.output.out,
         bias=rules.n4.output.bias,
         foreground=rules.n4.output.mask,
         brain=image_brain_mask,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{ents}}_desc-n4_{{suffix}}.png",
+        out=D.n4_figure(),
     params:
-        eb=EARLYBRAIN,
-        brain=quoted_input("brain"),
+        **step_params("n4-figure"),
     log:
         f"{LOGS}/n4_figures/{{sdir}}/{{ents}}_{{suffix}}.log",
     benchmark:
@@ -106,9 +88,7 @@ rule n4_figures:
     conda:
         ENV
     shell:
-        "{params.eb} step n4-figure --raw {input.raw:q} --n4 {input.image:q}"
-        " --bias {input.bias:q} --foreground {input.foreground:q} --brain {params.brain}"
-        " --out {output.png:q} > {log:q} 2>&1"
+        step_shell("n4-figure")
 
 
 rule brain_mask:
@@ -117,17 +97,16 @@ rule brain_mask:
         image=raw_image,
         precomputed=precomputed_mask,
     output:
-        mask=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-brain{{suffix}}_mask.nii.gz",
-        mask_json=f"{DERIV}/{{sdir}}/anat/{{ents}}_desc-brain{{suffix}}_mask.json",
+        out=D.stack_mask(),
+        out_json=sidecar(D.stack_mask()),
     params:
-        eb=EARLYBRAIN,
-        precomputed=quoted_input("precomputed"),
-        miss=masks_dir_miss,
-        weights=MASKING_WEIGHTS,
-        threshold=threshold_option(config["masking"].get("threshold")),
-        min_volume=config["masking"]["min_volume_ml"],
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "brain-mask",
+            weights=MASKING_WEIGHTS,
+            threshold=config["masking"].get("threshold"),
+            min_volume_ml=config["masking"]["min_volume_ml"],
+            masks_dir_miss=masks_dir_miss,
+        ),
     log:
         f"{LOGS}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.log",
     benchmark:
@@ -139,10 +118,7 @@ rule brain_mask:
     conda:
         ENV
     shell:
-        "{params.eb} step brain-mask --input {input.image:q} --out {output.mask:q}"
-        " --precomputed {params.precomputed} --weights {params.weights:q} {params.threshold}"
-        " --min-volume-ml {params.min_volume} --device {params.device}"
-        " --device-fallback {params.fallback} {params.miss} > {log:q} 2>&1"
+        step_shell("brain-mask")
 
 
 rule stack_qc:
@@ -150,11 +126,10 @@ rule stack_qc:
     input:
         unpack(stack_qc_inputs),
     output:
-        tsv=f"{DERIV}/{{sdir}}/qc/{{prefix}}_desc-stackquality.tsv",
-        tsv_json=f"{DERIV}/{{sdir}}/qc/{{prefix}}_desc-stackquality.json",
+        out_tsv=D.stack_quality(),
+        out_json=sidecar(D.stack_quality()),
     params:
-        eb=EARLYBRAIN,
-        rules=json.dumps(config["stack_quality"], sort_keys=True),
+        **step_params("stack-qc", params=config["stack_quality"]),
     log:
         f"{LOGS}/stack_qc/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -166,5 +141,4 @@ rule stack_qc:
     conda:
         ENV
     shell:
-        "{params.eb} step stack-qc --stacks {input.stacks:q} --masks {input.masks:q}"
-        " --out-tsv {output.tsv:q} --rules {params.rules:q} > {log:q} 2>&1"
+        step_shell("stack-qc")

@@ -1,23 +1,20 @@
 # Slice-to-volume registration + super-resolution reconstruction of fetal sessions.
-import json
-
-
 rule recon:
     """SVR + SRR (torch): the kept bias-corrected stacks + brain masks -> isotropic volume."""
     input:
         unpack(recon_inputs),
     output:
-        volume=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-svr_T2w.nii.gz",
-        volume_json=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-svr_T2w.json",
-        mask=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-svr_desc-brain_mask.nii.gz",
-        mask_json=f"{DERIV}/{{sdir}}/anat/{{prefix}}_rec-svr_desc-brain_mask.json",
-        slices=f"{DERIV}/{{sdir}}/qc/{{prefix}}_rec-svr_slices.tsv",
-        metrics=f"{DERIV}/{{sdir}}/qc/{{prefix}}_rec-svr_metrics.json",
+        volume=D.volume(),
+        volume_json=sidecar(D.volume()),
+        mask=D.brain_mask(),
+        mask_json=sidecar(D.brain_mask()),
+        slices=D.recon_slices(),
+        metrics=D.recon_metrics(),
     params:
-        eb=EARLYBRAIN,
-        recon=json.dumps(config["recon"], sort_keys=True),
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "recon",
+            params=config["recon"],
+        ),
     log:
         f"{LOGS}/recon/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -29,11 +26,7 @@ rule recon:
     conda:
         ENV
     shell:
-        "{params.eb} step recon --stacks {input.stacks:q} --masks {input.masks:q}"
-        " --out-volume {output.volume:q} --out-mask {output.mask:q}"
-        " --out-slices {output.slices:q} --out-metrics {output.metrics:q}"
-        " --stack-qc {input.stack_qc:q} --params {params.recon:q} --device {params.device}"
-        " --device-fallback {params.fallback} --threads {threads} > {log:q} 2>&1"
+        step_shell("recon")
 
 
 rule recon_figures:
@@ -44,10 +37,10 @@ rule recon_figures:
         slices=rules.recon.output.slices,
         metrics=rules.recon.output.metrics,
     output:
-        views=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-svr_views.png",
-        motion=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-svr_motion.png",
+        views=D.figure(RECON, "views"),
+        motion=D.figure(RECON, "motion"),
     params:
-        eb=EARLYBRAIN,
+        **step_params("recon-figures"),
     log:
         f"{LOGS}/recon_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -59,6 +52,4 @@ rule recon_figures:
     conda:
         ENV
     shell:
-        "{params.eb} step recon-figures --volume {input.volume:q} --mask {input.mask:q}"
-        " --slices {input.slices:q} --metrics {input.metrics:q}"
-        " --out-views {output.views:q} --out-motion {output.motion:q} > {log:q} 2>&1"
+        step_shell("recon-figures")

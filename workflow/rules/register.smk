@@ -35,15 +35,17 @@ rule register_atlas:
         mask=rules.recon.output.mask,
         atlas=ATLAS_MANIFEST,
     output:
-        **atlas_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", ATLAS_SPACE),
+        **atlas_wf.rule_outputs(D, ATLAS_SPACE),
     params:
-        eb=EARLYBRAIN,
-        age=lambda wildcards: session_of(wildcards).age_weeks,
-        register=json.dumps(config["register"], sort_keys=True),
-        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
-        xfm=lambda wildcards: f"{DERIV}/{wildcards.sdir}/xfm",
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
-        contrast="T2w",
+        **step_params(
+            "register-atlas",
+            age=lambda wildcards: session_of(wildcards).age_weeks,
+            params=config["register"],
+            out_anat=folder("anat"),
+            out_xfm=folder("xfm"),
+            prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+            contrast="T2w",
+        ),
     log:
         f"{LOGS}/register_atlas/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -55,11 +57,7 @@ rule register_atlas:
     conda:
         ENV
     shell:
-        "{params.eb} step register-atlas --volume {input.volume:q} --mask {input.mask:q}"
-        " --age {params.age} --atlas {input.atlas:q} --out-anat {params.anat:q}"
-        " --out-xfm {params.xfm:q} --prefix {params.prefix:q}"
-        " --params {params.register:q} --contrast {params.contrast}"
-        " --threads {threads} > {log:q} 2>&1"
+        step_shell("register-atlas")
 
 
 rule register_figures:
@@ -69,9 +67,9 @@ rule register_figures:
         mask=rules.recon.output.mask,
         labels=rules.register_atlas.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-svr_desc-atlas_dseg.png",
+        out=D.figure(RECON, "desc-atlas", "dseg"),
     params:
-        eb=EARLYBRAIN,
+        **step_params("register-figures"),
     log:
         f"{LOGS}/register_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -83,5 +81,4 @@ rule register_figures:
     conda:
         ENV
     shell:
-        "{params.eb} step register-figures --volume {input.volume:q} --mask {input.mask:q}"
-        " --labels {input.labels:q} --out {output.png:q} > {log:q} 2>&1"
+        step_shell("register-figures")

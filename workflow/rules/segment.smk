@@ -14,14 +14,14 @@ rule segment:
         atlas_dseg=rules.register_atlas.output.dseg,
         atlas=ATLAS_MANIFEST,
     output:
-        **segment_wf.rule_outputs(DERIV, "{sdir}", "{prefix}", ATLAS_SPACE),
+        **segment_wf.rule_outputs(D, ATLAS_SPACE),
     params:
-        eb=EARLYBRAIN,
-        settings=json.dumps(SEGMENTATION_SETTINGS, sort_keys=True),
-        anat=lambda wildcards: f"{DERIV}/{wildcards.sdir}/anat",
-        prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
-        device=config["device"],
-        fallback=config["device_fallback"],
+        **step_params(
+            "segment",
+            params=SEGMENTATION_SETTINGS,
+            out_anat=folder("anat"),
+            prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+        ),
     log:
         f"{LOGS}/segment/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -33,13 +33,7 @@ rule segment:
     conda:
         ENV
     shell:
-        "{params.eb} step segment --volume {input.volume:q} --mask {input.mask:q}"
-        " --subject-volume {input.subject_volume:q} --affine {input.affine:q}"
-        " --inverse-warp {input.inverse_warp:q} --atlas {input.atlas:q}"
-        " --atlas-dseg {input.atlas_dseg:q} --out-anat {params.anat:q}"
-        " --prefix {params.prefix:q} --settings {params.settings:q}"
-        " --device {params.device} --device-fallback {params.fallback}"
-        " --threads {threads} > {log:q} 2>&1"
+        step_shell("segment")
 
 
 rule segment_figures:
@@ -49,9 +43,9 @@ rule segment_figures:
         mask=rules.recon.output.mask,
         labels=rules.segment.output.dseg,
     output:
-        png=f"{DERIV}/{{sdir}}/figures/{{prefix}}_rec-svr_desc-segmentation_dseg.png",
+        out=D.figure(RECON, "desc-segmentation", "dseg"),
     params:
-        eb=EARLYBRAIN,
+        **step_params("register-figures"),
     log:
         f"{LOGS}/segment_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
@@ -63,5 +57,4 @@ rule segment_figures:
     conda:
         ENV
     shell:
-        "{params.eb} step register-figures --volume {input.volume:q} --mask {input.mask:q}"
-        " --labels {input.labels:q} --out {output.png:q} > {log:q} 2>&1"
+        step_shell("register-figures")

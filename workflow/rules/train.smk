@@ -115,8 +115,8 @@ rule train_brainage:
     """Train the brain-age deep ensemble on simulated fetuses (and this run's sessions
     with their ages, use_cohort), validate it, write card.json."""
     input:
-        volumes=[recon_outputs(r)["volume"] for r in BRAINAGE_COHORT],
-        masks=[recon_outputs(r)["brainmask"] for r in BRAINAGE_COHORT],
+        volumes=[derivatives(r).volume() for r in BRAINAGE_COHORT],
+        masks=[derivatives(r).brain_mask() for r in BRAINAGE_COHORT],
         affines=[registration_outputs(r)["affine"] for r in BRAINAGE_COHORT],
     output:
         weights=f"{BRAINAGE_TRAIN_OUT}/ensemble_weights.pt",

@@ -1,0 +1,171 @@
+"""The workflow configuration: its schema and every default, each declared once.
+
+`workflow/schemas/config.schema.yaml` gives each key its type, range and meaning, and
+the default of a key that only the workflow reads. A key whose value a library
+dataclass takes (the validation limits, the N4 parameters, the stack-quality rules, the
+reconstruction's settings) has no default in the YAML: it gets the dataclass field's
+default here, so the science and the workflow cannot disagree. `config/config.yaml`
+holds only what a lab sets; `complete_config` fills in the rest, for Snakemake (the
+Snakefile) and for `earlybrain run` (which writes the resolved configuration).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match workflow/schemas/config.schema.yaml."""
+
+
+def dataclass_sections() -> dict[tuple[str, ...], type]:
+    """Config sections (as key paths) whose keys are fields of a library dataclass."""
+    from earlybrain.io.validate import ValidationSettings
+    from earlybrain.preprocess.n4 import ForegroundParams, N4Params, NormaliseParams
+    from earlybrain.preprocess.stack_quality import QualityRules
+    from earlybrain.recon.config import ReconConfig
+
+    return {
+        ("validation",): ValidationSettings,
+        ("preprocess", "foreground"): ForegroundParams,
+        ("preprocess", "n4"): N4Params,
+        ("preprocess", "normalise"): NormaliseParams,
+        ("stack_quality",): QualityRules,
+        ("recon",): ReconConfig,
+    }
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    value = field.default
+    if value is dataclasses.MISSING:
+        value = field.default_factory()  # type: ignore[misc]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _node(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    for key in path:
+        schema = schema["properties"][key]
+    return schema
+
+
+def dataclass_keys(schema: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, dataclass default) of every schema key a dataclass gives its default."""
+    for path, cls in dataclass_sections().items():
+        keys = _node(schema, path).get("properties", {})
+        for field in dataclasses.fields(cls):
+            if field.name in keys:
+                yield (*path, field.name), _field_default(field)
+
+
+def load_schema() -> dict[str, Any]:
+    """The schema with every default in place (the dataclasses' filled in)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for path, default in dataclass_keys(schema):
+        _node(schema, path)["default"] = default
+    return schema
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """A JSON-schema validator that also fills in the defaults, as Snakemake's does."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator: Any, props: dict, instance: Any, sub: dict) -> Iterator:
+        if isinstance(instance, dict):
+            for key, prop in props.items():
+                if "default" in prop:
+                    instance.setdefault(key, _copy(prop["default"]))
+        yield from check_properties(validator, props, instance, sub)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema)
+
+
+def _copy(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))  # defaults are plain YAML values
+
+
+def complete_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Fill in the defaults of `config` (in place) and check it; a ConfigError names each
+    key and its problem."""
+    errors = sorted(
+        _validator(load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        lines = [
+            f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
+            for e in errors
+        ]
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    return config
+
+
+# --- config/README.md: its default column is written from the above ------------------
+
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+REFERENCE = REPO_ROOT / "config" / "README.md"
+_ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
+
+
+def shipped_config() -> dict[str, Any]:
+    """config/config.yaml with every default filled in: what a run gets by default."""
+    return complete_config(yaml.safe_load(DEFAULT_CONFIG.read_text()), str(DEFAULT_CONFIG))
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
+    """A reference row's default: the key's value in the shipped configuration; for a
+    row `section.*`, the section's keys that have no row of their own."""
+    if not key.endswith(".*"):
+        return f"`{json.dumps(_lookup(config, key))}`"
+    section = key[:-2]
+    value = _lookup(config, section)
+    rest = {k: v for k, v in value.items() if f"{section}.{k}" not in listed}
+    return f"`{json.dumps(rest)}`" if rest or not value else ""
+
+
+def reference_text(text: str) -> str:
+    """config/README.md with every row's default written from the shipped configuration."""
+    config = shipped_config()
+    listed = {m["key"] for m in _ROW.finditer(text)}
+    return _ROW.sub(
+        lambda m: f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}",
+        text,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m earlybrain.config_schema [--check]`: rewrite (or check) the defaults in
+    config/README.md."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    text = REFERENCE.read_text()
+    new = reference_text(text)
+    if "--check" in args:
+        if new != text:
+            print(f"{REFERENCE}: defaults out of date; run python -m earlybrain.config_schema")
+            return 1
+        return 0
+    REFERENCE.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
