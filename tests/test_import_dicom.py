@@ -40,7 +40,8 @@ from earlybrain.io.deidentify import (
     phi_fields,
     scrub_sidecar,
 )
-from earlybrain.io.dicom_import import Image, classify, find_dcm2niix, main
+from earlybrain.io.dicom_import import find_dcm2niix, main
+from earlybrain.io.dicom_series import Image, classify
 from earlybrain.preprocess.n4 import ACQUISITION_FIELDS
 from earlybrain.simulate.cohort import CohortSpec, simulate_cohort
 

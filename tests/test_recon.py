@@ -290,7 +290,7 @@ def test_acquisition_parameters_from_the_sidecar_or_a_note(moderate: Case, tmp_p
     assert any("SliceTiming is empty" in line for line in res.log)
     notes = res.metrics["acquisition_notes"]
     assert sum(t.startswith("warning") for t in notes) == 3
-    from earlybrain.report.subject import Output, _recon_row
+    from earlybrain.report.stages import Output, _recon_row
 
     row = _recon_row(True, Output(Path("qc.json"), res.metrics))
     assert row["status"] == "flagged" and "SliceThickness '3 mm'" in row["detail"]

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 from earlybrain.brainage.norms import Norms
 from earlybrain.report.figures import _to_png
 from earlybrain.report.html import esc
@@ -35,8 +36,6 @@ CHECK_METHODS = (
     ("myelination", "myelination", "D"),
 )
 PRIMARY_LABELS = {"deep_ensemble": "deep ensemble", "combined": "combined"}
-# postnatal months of a term-born infant from post-menstrual weeks (as the infant step)
-TERM_WEEKS, WEEKS_PER_MONTH = 40.0, 4.345
 OUTER_BAND, INNER_BAND, MEDIAN = "#dbe7f3", "#a9c7e4", "#1f5f9f"
 POINT, FLAGGED = "#222222", "#d62728"
 

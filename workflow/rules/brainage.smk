@@ -15,6 +15,16 @@ rule brainage:
         models=brainage_wf.model_files(config["brainage"]),
     output:
         **brainage_wf.rule_outputs(D),
+    log:
+        f"{LOGS}/brainage/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/brainage/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=15,
     params:
         **step_params(
             "brainage",
@@ -23,16 +33,6 @@ rule brainage:
             out_anat=folder("anat"),
             prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
         ),
-    log:
-        f"{LOGS}/brainage/{{sdir}}/{{prefix}}.log",
-    benchmark:
-        f"{BENCH}/brainage/{{sdir}}/{{prefix}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        ENV
     shell:
         step_shell("brainage")
 
@@ -44,17 +44,17 @@ rule brainage_figures:
         zscores=rules.brainage.output.zscores,
     output:
         out=D.figure(RECON, "desc-brainage", "chart"),
-    params:
-        **step_params("brainage-figures"),
     log:
         f"{LOGS}/brainage_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
         f"{BENCH}/brainage_figures/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("brainage-figures"),
     shell:
         step_shell("brainage-figures")

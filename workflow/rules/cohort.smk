@@ -16,18 +16,18 @@ rule cohort:
     output:
         tsv=COHORT_TSV,
         html=COHORT_HTML,
-    params:
-        **step_params("cohort"),
     log:
         f"{LOGS}/cohort.log",
     benchmark:
         f"{BENCH}/cohort.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        ENV
+    params:
+        **step_params("cohort"),
     shell:
         step_shell("cohort")
 
@@ -36,17 +36,17 @@ rule dataset_description:
     """BIDS derivatives dataset_description.json with GeneratedBy."""
     output:
         out=DATASET_DESCRIPTION,
-    params:
-        **step_params("dataset-description", bids=BIDS),
     log:
         f"{LOGS}/dataset_description.log",
     benchmark:
         f"{BENCH}/dataset_description.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=200,
         runtime=2,
-    conda:
-        ENV
+    params:
+        **step_params("dataset-description", bids=BIDS),
     shell:
         step_shell("dataset-description")

@@ -170,7 +170,10 @@ def session_of(wildcards):
 def session_tables(wildcards):
     """participants.tsv / sessions.tsv: ages come from them, so they are inputs."""
     rec = session_of(wildcards)
-    tables = [Path(BIDS) / "participants.tsv", Path(BIDS) / f"sub-{rec.subject}" / f"sub-{rec.subject}_sessions.tsv"]
+    tables = [
+        Path(BIDS) / "participants.tsv",
+        Path(BIDS) / f"sub-{rec.subject}" / f"sub-{rec.subject}_sessions.tsv",
+    ]
     return [str(t) for t in tables if t.is_file()]
 
 
@@ -327,7 +330,6 @@ def cohort_age(volume):
     """Age (weeks) of the session a reconstruction belongs to."""
     prefix = Path(volume).name.split("_rec-svr")[0]
     return BY_PREFIX[prefix].age_weeks
-
 
 
 def infant_contrast(rec):

@@ -24,21 +24,21 @@ rule given_recon_mask:
         mask=D.brain_mask(GIVEN),
         mask_json=sidecar(D.brain_mask(GIVEN)),
         qc=D.masking_qc(GIVEN),
+    log:
+        f"{LOGS}/given_recon_mask/{{sdir}}/{{prefix}}_{{given}}.log",
+    benchmark:
+        f"{BENCH}/given_recon_mask/{{sdir}}/{{prefix}}_{{given}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=20,
     params:
         **step_params(
             "given-mask",
             weights=SEGMENTATION_SETTINGS["weights"],
         ),
-    log:
-        f"{LOGS}/given_recon_mask/{{sdir}}/{{prefix}}_{{given}}.log",
-    benchmark:
-        f"{BENCH}/given_recon_mask/{{sdir}}/{{prefix}}_{{given}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    conda:
-        ENV
     shell:
         step_shell("given-mask")
 
@@ -50,12 +50,14 @@ use rule register_atlas as register_given with:
         atlas=ATLAS_MANIFEST,
     output:
         **atlas_wf.rule_outputs(D, ATLAS_SPACE, GIVEN),
-    params:
-        **step_overrides("register-atlas", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/register_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
         f"{BENCH}/register_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
+    params:
+        **step_overrides(
+            "register-atlas", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
+        ),
 
 
 use rule register_figures as register_figures_given with:
@@ -82,12 +84,14 @@ use rule segment as segment_given with:
         atlas=ATLAS_MANIFEST,
     output:
         **segment_wf.rule_outputs(D, ATLAS_SPACE, GIVEN),
-    params:
-        **step_overrides("segment", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/segment_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
         f"{BENCH}/segment_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
+    params:
+        **step_overrides(
+            "segment", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
+        ),
 
 
 use rule segment_figures as segment_figures_given with:
@@ -113,12 +117,14 @@ use rule brainage as brainage_given with:
         models=brainage_wf.model_files(config["brainage"]),
     output:
         **brainage_wf.rule_outputs(D, GIVEN),
-    params:
-        **step_overrides("brainage", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"),
     log:
         f"{LOGS}/brainage_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
         f"{BENCH}/brainage_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
+    params:
+        **step_overrides(
+            "brainage", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
+        ),
 
 
 use rule brainage_figures as brainage_figures_given with:

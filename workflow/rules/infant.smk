@@ -19,6 +19,16 @@ rule infant_prep:
         mask=D.brain_mask(INFANT),
         mask_json=sidecar(D.brain_mask(INFANT)),
         qc=D.masking_qc(INFANT),
+    log:
+        f"{LOGS}/infant_prep/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/infant_prep/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=20,
     params:
         **step_params(
             "infant-prep",
@@ -27,16 +37,6 @@ rule infant_prep:
             weights=INFANT_SEGMENTATION_SETTINGS["weights"],
             tta=True,
         ),
-    log:
-        f"{LOGS}/infant_prep/{{sdir}}/{{prefix}}_{{suffix}}.log",
-    benchmark:
-        f"{BENCH}/infant_prep/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=20,
-    conda:
-        ENV
     shell:
         step_shell("infant-prep")
 
@@ -48,6 +48,10 @@ use rule register_atlas as register_infant with:
         atlas=INFANT_MANIFEST,
     output:
         **atlas_wf.rule_outputs(D, INFANT_SPACE, INFANT, "{suffix}"),
+    log:
+        f"{LOGS}/register_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/register_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
     params:
         **step_overrides(
             "register-atlas",
@@ -57,10 +61,6 @@ use rule register_atlas as register_infant with:
             params=config["register"]
             | {"max_age_distance_weeks": config["infant"]["max_template_distance_weeks"]},
         ),
-    log:
-        f"{LOGS}/register_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
-    benchmark:
-        f"{BENCH}/register_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
 
 
 use rule register_figures as register_figures_infant with:
@@ -87,16 +87,16 @@ use rule segment as segment_infant with:
         atlas=INFANT_MANIFEST,
     output:
         **segment_wf.rule_outputs(D, INFANT_SPACE, INFANT),
+    log:
+        f"{LOGS}/segment_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/segment_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
     params:
         **step_overrides(
             "segment",
             prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
             params=INFANT_SEGMENTATION_SETTINGS,
         ),
-    log:
-        f"{LOGS}/segment_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
-    benchmark:
-        f"{BENCH}/segment_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
 
 
 use rule segment_figures as segment_figures_infant with:
@@ -124,6 +124,16 @@ rule brainage_infant:
         norms=INFANT_NORMS,
     output:
         **brainage_wf.rule_outputs(D, INFANT),
+    log:
+        f"{LOGS}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=15,
     params:
         **step_params(
             "infant-brainage",
@@ -132,16 +142,6 @@ rule brainage_infant:
             out_anat=folder("anat"),
             prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
         ),
-    log:
-        f"{LOGS}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
-    benchmark:
-        f"{BENCH}/brainage_infant/{{sdir}}/{{prefix}}_{{suffix}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=15,
-    conda:
-        ENV
     shell:
         step_shell("infant-brainage")
 

@@ -9,6 +9,16 @@ checkpoint validate:
         tables=session_tables,
     output:
         out=D.validation(),
+    log:
+        f"{LOGS}/validate/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/validate/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         **step_params(
             "validate",
@@ -20,16 +30,6 @@ checkpoint validate:
             min_slices=config["validation"]["min_slices"],
             reconstructed=config["reconstructed"],
         ),
-    log:
-        f"{LOGS}/validate/{{sdir}}/{{prefix}}.log",
-    benchmark:
-        f"{BENCH}/validate/{{sdir}}/{{prefix}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        ENV
     shell:
         step_shell("validate")
 
@@ -48,18 +48,18 @@ rule n4:
         bias_json=sidecar(D.bias()),
         mask=D.foreground(),
         mask_json=sidecar(D.foreground()),
-    params:
-        **step_params("n4", params=config["preprocess"]),
     log:
         f"{LOGS}/n4/{{sdir}}/{{ents}}_{{suffix}}.log",
     benchmark:
         f"{BENCH}/n4/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        **step_params("n4", params=config["preprocess"]),
     shell:
         step_shell("n4")
 
@@ -75,18 +75,18 @@ rule n4_figures:
         brain=image_brain_mask,
     output:
         out=D.n4_figure(),
-    params:
-        **step_params("n4-figure"),
     log:
         f"{LOGS}/n4_figures/{{sdir}}/{{ents}}_{{suffix}}.log",
     benchmark:
         f"{BENCH}/n4_figures/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("n4-figure"),
     shell:
         step_shell("n4-figure")
 
@@ -99,6 +99,16 @@ rule brain_mask:
     output:
         out=D.stack_mask(),
         out_json=sidecar(D.stack_mask()),
+    log:
+        f"{LOGS}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.log",
+    benchmark:
+        f"{BENCH}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
     params:
         **step_params(
             "brain-mask",
@@ -107,16 +117,6 @@ rule brain_mask:
             min_volume_ml=config["masking"]["min_volume_ml"],
             masks_dir_miss=masks_dir_miss,
         ),
-    log:
-        f"{LOGS}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.log",
-    benchmark:
-        f"{BENCH}/brain_mask/{{sdir}}/{{ents}}_{{suffix}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    conda:
-        ENV
     shell:
         step_shell("brain-mask")
 
@@ -128,17 +128,17 @@ rule stack_qc:
     output:
         out_tsv=D.stack_quality(),
         out_json=sidecar(D.stack_quality()),
-    params:
-        **step_params("stack-qc", params=config["stack_quality"]),
     log:
         f"{LOGS}/stack_qc/{{sdir}}/{{prefix}}.log",
     benchmark:
         f"{BENCH}/stack_qc/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("stack-qc", params=config["stack_quality"]),
     shell:
         step_shell("stack-qc")

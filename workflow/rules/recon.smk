@@ -10,21 +10,21 @@ rule recon:
         mask_json=sidecar(D.brain_mask()),
         slices=D.recon_slices(),
         metrics=D.recon_metrics(),
+    log:
+        f"{LOGS}/recon/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/recon/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         **step_params(
             "recon",
             params=config["recon"],
         ),
-    log:
-        f"{LOGS}/recon/{{sdir}}/{{prefix}}.log",
-    benchmark:
-        f"{BENCH}/recon/{{sdir}}/{{prefix}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    conda:
-        ENV
     shell:
         step_shell("recon")
 
@@ -39,17 +39,17 @@ rule recon_figures:
     output:
         views=D.figure(RECON, "views"),
         motion=D.figure(RECON, "motion"),
-    params:
-        **step_params("recon-figures"),
     log:
         f"{LOGS}/recon_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
         f"{BENCH}/recon_figures/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("recon-figures"),
     shell:
         step_shell("recon-figures")

@@ -3,6 +3,7 @@
 # (ATLAS_MANIFEST, ATLAS_SPACE) is resolved in common.smk; helpers that turn the config
 # into paths and arguments live in earlybrain.atlas.workflow (unit-tested there).
 
+
 rule build_atlas:
     """A spatiotemporal atlas (one template per week) from a cohort, by age-kernel-weighted
     groupwise registration (ANTsPy). Target it by name: `snakemake build_atlas`."""
@@ -10,19 +11,19 @@ rule build_atlas:
         unpack(atlas_build_inputs),
     output:
         directory(ATLAS_BUILD.get("out") or f"{OUTDIR}/atlas"),
-    params:
-        eb=EARLYBRAIN,
-        args=atlas_build_args,
     log:
         f"{LOGS}/build_atlas.log",
     benchmark:
         f"{BENCH}/build_atlas.tsv"
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=8000,
         runtime=600,
-    conda:
-        ENV
+    params:
+        eb=EARLYBRAIN,
+        args=atlas_build_args,
     shell:
         "{params.eb} build-atlas {params.args} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
@@ -36,6 +37,16 @@ rule register_atlas:
         atlas=ATLAS_MANIFEST,
     output:
         **atlas_wf.rule_outputs(D, ATLAS_SPACE),
+    log:
+        f"{LOGS}/register_atlas/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/register_atlas/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         **step_params(
             "register-atlas",
@@ -46,16 +57,6 @@ rule register_atlas:
             prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
             contrast="T2w",
         ),
-    log:
-        f"{LOGS}/register_atlas/{{sdir}}/{{prefix}}.log",
-    benchmark:
-        f"{BENCH}/register_atlas/{{sdir}}/{{prefix}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        ENV
     shell:
         step_shell("register-atlas")
 
@@ -68,17 +69,17 @@ rule register_figures:
         labels=rules.register_atlas.output.dseg,
     output:
         out=D.figure(RECON, "desc-atlas", "dseg"),
-    params:
-        **step_params("register-figures"),
     log:
         f"{LOGS}/register_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
         f"{BENCH}/register_figures/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("register-figures"),
     shell:
         step_shell("register-figures")

@@ -8,17 +8,17 @@ rule report:
     output:
         html=D.report(),
         stages=D.stages(),
-    params:
-        **step_params("report"),
     log:
         f"{LOGS}/report/{{prefix}}.log",
     benchmark:
         f"{BENCH}/report/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("report"),
     shell:
         step_shell("report")

@@ -15,6 +15,16 @@ rule segment:
         atlas=ATLAS_MANIFEST,
     output:
         **segment_wf.rule_outputs(D, ATLAS_SPACE),
+    log:
+        f"{LOGS}/segment/{{sdir}}/{{prefix}}.log",
+    benchmark:
+        f"{BENCH}/segment/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=30,
     params:
         **step_params(
             "segment",
@@ -22,16 +32,6 @@ rule segment:
             out_anat=folder("anat"),
             prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
         ),
-    log:
-        f"{LOGS}/segment/{{sdir}}/{{prefix}}.log",
-    benchmark:
-        f"{BENCH}/segment/{{sdir}}/{{prefix}}.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=30,
-    conda:
-        ENV
     shell:
         step_shell("segment")
 
@@ -44,17 +44,17 @@ rule segment_figures:
         labels=rules.segment.output.dseg,
     output:
         out=D.figure(RECON, "desc-segmentation", "dseg"),
-    params:
-        **step_params("register-figures"),
     log:
         f"{LOGS}/segment_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
         f"{BENCH}/segment_figures/{{sdir}}/{{prefix}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1500,
         runtime=10,
-    conda:
-        ENV
+    params:
+        **step_params("register-figures"),
     shell:
         step_shell("register-figures")

@@ -19,6 +19,16 @@ rule train_masking:
     output:
         weights=f"{MASKING_TRAIN_OUT}/unet2d_weights.pt",
         card=f"{MASKING_TRAIN_OUT}/card.json",
+    log:
+        f"{LOGS}/train_masking.log",
+    benchmark:
+        f"{BENCH}/train_masking.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
     params:
         eb=EARLYBRAIN,
         out=lambda wildcards, output: str(Path(output.weights).parent),
@@ -29,16 +39,6 @@ rule train_masking:
         val_subjects=MASKING_TRAIN["val_subjects"],
         batch_size=MASKING_TRAIN["batch_size"],
         device=config["device"],
-    log:
-        f"{LOGS}/train_masking.log",
-    benchmark:
-        f"{BENCH}/train_masking.tsv"
-    threads: 2
-    resources:
-        mem_mb=6000,
-        runtime=240,
-    conda:
-        ENV
     shell:
         "{params.eb} train-masking --out {params.out:q}"
         " --seed {params.seed} --subjects {params.subjects} --val-subjects {params.val_subjects}"
@@ -61,6 +61,16 @@ rule train_segmentation:
     output:
         weights=f"{SEGMENTATION_TRAIN_OUT}/unet3d_weights.pt",
         card=f"{SEGMENTATION_TRAIN_OUT}/card.json",
+    log:
+        f"{LOGS}/train_segmentation.log",
+    benchmark:
+        f"{BENCH}/train_segmentation.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
     params:
         eb=EARLYBRAIN,
         out=lambda wildcards, output: str(Path(output.weights).parent),
@@ -80,16 +90,6 @@ rule train_segmentation:
             else ""
         ),
         device=config["device"],
-    log:
-        f"{LOGS}/train_segmentation.log",
-    benchmark:
-        f"{BENCH}/train_segmentation.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        ENV
     shell:
         "{params.eb} train-segmentation --out {params.out:q} --seed {params.seed}"
         " --epochs {params.epochs} --steps-per-epoch {params.steps}"
@@ -121,6 +121,16 @@ rule train_brainage:
     output:
         weights=f"{BRAINAGE_TRAIN_OUT}/ensemble_weights.pt",
         card=f"{BRAINAGE_TRAIN_OUT}/card.json",
+    log:
+        f"{LOGS}/train_brainage.log",
+    benchmark:
+        f"{BENCH}/train_brainage.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
     params:
         eb=EARLYBRAIN,
         out=lambda wildcards, output: str(Path(output.weights).parent),
@@ -135,16 +145,6 @@ rule train_brainage:
         ),
         simulated="" if BRAINAGE_TRAIN["simulated"] else "--no-simulated",
         device=config["device"],
-    log:
-        f"{LOGS}/train_brainage.log",
-    benchmark:
-        f"{BENCH}/train_brainage.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        ENV
     shell:
         "{params.eb} train-brainage --out {params.out:q} --seed {params.seed}"
         " --members {params.members} --steps {params.steps} --subjects {params.subjects}"
@@ -164,18 +164,18 @@ rule fit_norms:
         volumes=[segmentation_outputs(r)["volumes"] for r in NORMS_COHORT],
     output:
         norms=NORMS_FIT.get("out") or f"{OUTDIR}/models/brainage/norms.json",
-    params:
-        eb=EARLYBRAIN,
-        ages=" ".join(f"{r.age_weeks:g}" for r in NORMS_COHORT),
-        source=f"refitted on {len(NORMS_COHORT)} sessions of {BIDS}",
     log:
         f"{LOGS}/fit_norms.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        eb=EARLYBRAIN,
+        ages=" ".join(f"{r.age_weeks:g}" for r in NORMS_COHORT),
+        source=f"refitted on {len(NORMS_COHORT)} sessions of {BIDS}",
     shell:
         "{params.eb} fit-norms --volumes {input.volumes:q} --ages {params.ages}"
         " --source {params.source:q} --out {output.norms:q} > {log:q} 2>&1"
