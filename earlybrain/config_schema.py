@@ -11,6 +11,7 @@ Snakefile) and for `earlybrain run` (which writes the resolved configuration).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -22,6 +23,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 
 class ConfigError(ValueError):
@@ -86,14 +88,10 @@ def _validator(schema: dict[str, Any]) -> Any:
         if isinstance(instance, dict):
             for key, prop in props.items():
                 if "default" in prop:
-                    instance.setdefault(key, _copy(prop["default"]))
+                    instance.setdefault(key, copy.deepcopy(prop["default"]))
         yield from check_properties(validator, props, instance, sub)
 
     return jsonschema.validators.extend(base, {"properties": properties})(schema)
-
-
-def _copy(value: Any) -> Any:
-    return yaml.safe_load(yaml.safe_dump(value))  # defaults are plain YAML values
 
 
 def complete_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -113,7 +111,6 @@ def complete_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
 # --- config/README.md: its default column is written from the above ------------------
 
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 REFERENCE = REPO_ROOT / "config" / "README.md"
 _ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
 

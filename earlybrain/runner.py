@@ -19,11 +19,9 @@ from typing import Any
 
 import yaml
 
-from earlybrain.config_schema import ConfigError, complete_config
+from earlybrain.config_schema import DEFAULT_CONFIG, REPO_ROOT, ConfigError, complete_config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO_ROOT / "Snakefile"
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 RESOLVED_CONFIG_NAME = "earlybrain_config.yaml"
 
 

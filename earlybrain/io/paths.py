@@ -93,6 +93,21 @@ class Derivatives:
     def recon_metrics(self) -> str:
         return self._file("qc", self.prefix, RECON, "metrics", ext=".json")
 
-    def figure(self, entity: str, *name: str) -> str:
-        """A stage's PNG figure, e.g. figure("rec-svr", "desc-atlas", "dseg")."""
+    def _figure(self, entity: str, *name: str) -> str:
         return self._file("figures", self.prefix, entity, *name, ext=".png")
+
+    def recon_views(self) -> str:
+        return self._figure(RECON, "views")
+
+    def recon_motion(self) -> str:
+        return self._figure(RECON, "motion")
+
+    def atlas_figure(self, entity: str = RECON) -> str:
+        """The volume with the atlas labels warped onto it (the registration check)."""
+        return self._figure(entity, "desc-atlas", "dseg")
+
+    def segmentation_figure(self, entity: str = RECON) -> str:
+        return self._figure(entity, "desc-segmentation", "dseg")
+
+    def brainage_chart(self, entity: str = RECON) -> str:
+        return self._figure(entity, "desc-brainage", "chart")

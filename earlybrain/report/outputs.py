@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,10 +47,10 @@ class SessionOutputs:
         for f in fields(cls):
             given = files.get(f.name) or []
             given = [given] if isinstance(given, (str, os.PathLike)) else list(given)
-            if f.default is None:
-                values[f.name] = Path(given[0]) if given else None
-            elif f.name == "validation":
+            if f.default is MISSING:  # the one required file
                 values[f.name] = Path(given[0])
+            elif f.default is None:
+                values[f.name] = Path(given[0]) if given else None
             else:
                 values[f.name] = [Path(p) for p in given]
         return cls(**values)

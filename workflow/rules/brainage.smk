@@ -43,7 +43,7 @@ rule brainage_figures:
         brainage=rules.brainage.output.brainage,
         zscores=rules.brainage.output.zscores,
     output:
-        out=D.figure(RECON, "desc-brainage", "chart"),
+        out=D.brainage_chart(),
     log:
         f"{LOGS}/brainage_figures/{{sdir}}/{{prefix}}.log",
     benchmark:

@@ -283,13 +283,8 @@ def brainage_outputs(rec):
     return brainage_wf.rule_outputs(derivatives(rec), stage_entity(rec))
 
 
-def stage_figure(rec, *name):
-    """A figure of the session's registered volume (register/segment/brainage figures)."""
-    return derivatives(rec).figure(stage_entity(rec), *name)
-
-
 def recon_figures(rec):
-    return [derivatives(rec).figure(RECON, name) for name in ("views", "motion")]
+    return [derivatives(rec).recon_views(), derivatives(rec).recon_motion()]
 
 
 # atlas building (build_atlas in register.smk)
@@ -396,6 +391,8 @@ def session_report_inputs(rec, validation):
         if json.load(fh)["status"] != "pass":
             return {"validation": validation}
     fetal = rec.kind == "fetal" and not rec.reconstruction
+    d, entity = derivatives(rec), stage_entity(rec)
+    segmentation, brainage = segmentation_outputs(rec), brainage_outputs(rec)
     return {
         "validation": validation,
         "n4": preprocessed(rec, "n4"),
@@ -404,16 +401,16 @@ def session_report_inputs(rec, validation):
         "n4_figures": preprocessed(rec, "n4_figure"),
         "brain_masks": brain_masks(rec) if fetal else [volume_mask(rec)],
         "stack_qc": stack_qc_tsv(rec) if fetal else [],
-        "recon_metrics": derivatives(rec).recon_metrics() if fetal else [],
+        "recon_metrics": d.recon_metrics() if fetal else [],
         "recon_figures": recon_figures(rec) if fetal else [],
         "registration_qc": registration_outputs(rec)["qc"],
-        "registration_figure": stage_figure(rec, "desc-atlas", "dseg"),
-        "segmentation_qc": segmentation_outputs(rec)["qc"],
-        "volumes": segmentation_outputs(rec)["volumes"],
-        "segmentation_figure": stage_figure(rec, "desc-segmentation", "dseg"),
-        "brainage": brainage_outputs(rec)["brainage"],
-        "zscores": brainage_outputs(rec)["zscores"],
-        "brainage_figure": stage_figure(rec, "desc-brainage", "chart"),
+        "registration_figure": d.atlas_figure(entity),
+        "segmentation_qc": segmentation["qc"],
+        "volumes": segmentation["volumes"],
+        "segmentation_figure": d.segmentation_figure(entity),
+        "brainage": brainage["brainage"],
+        "zscores": brainage["zscores"],
+        "brainage_figure": d.brainage_chart(entity),
     }
 
 

@@ -66,7 +66,7 @@ use rule register_figures as register_figures_given with:
         mask=rules.given_recon_mask.output.mask,
         labels=rules.register_given.output.dseg,
     output:
-        out=D.figure(GIVEN, "desc-atlas", "dseg"),
+        out=D.atlas_figure(GIVEN),
     log:
         f"{LOGS}/register_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -100,7 +100,7 @@ use rule segment_figures as segment_figures_given with:
         mask=rules.given_recon_mask.output.mask,
         labels=rules.segment_given.output.dseg,
     output:
-        out=D.figure(GIVEN, "desc-segmentation", "dseg"),
+        out=D.segmentation_figure(GIVEN),
     log:
         f"{LOGS}/segment_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:
@@ -132,7 +132,7 @@ use rule brainage_figures as brainage_figures_given with:
         brainage=rules.brainage_given.output.brainage,
         zscores=rules.brainage_given.output.zscores,
     output:
-        out=D.figure(GIVEN, "desc-brainage", "chart"),
+        out=D.brainage_chart(GIVEN),
     log:
         f"{LOGS}/brainage_figures_given/{{sdir}}/{{prefix}}_{{given}}.log",
     benchmark:

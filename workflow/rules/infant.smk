@@ -69,7 +69,7 @@ use rule register_figures as register_figures_infant with:
         mask=rules.infant_prep.output.mask,
         labels=rules.register_infant.output.dseg,
     output:
-        out=D.figure(INFANT, "desc-atlas", "dseg"),
+        out=D.atlas_figure(INFANT),
     log:
         f"{LOGS}/register_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -105,7 +105,7 @@ use rule segment_figures as segment_figures_infant with:
         mask=rules.infant_prep.output.mask,
         labels=rules.segment_infant.output.dseg,
     output:
-        out=D.figure(INFANT, "desc-segmentation", "dseg"),
+        out=D.segmentation_figure(INFANT),
     log:
         f"{LOGS}/segment_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:
@@ -151,7 +151,7 @@ use rule brainage_figures as brainage_figures_infant with:
         brainage=rules.brainage_infant.output.brainage,
         zscores=rules.brainage_infant.output.zscores,
     output:
-        out=D.figure(INFANT, "desc-brainage", "chart"),
+        out=D.brainage_chart(INFANT),
     log:
         f"{LOGS}/brainage_figures_infant/{{sdir}}/{{prefix}}_{{suffix}}.log",
     benchmark:

@@ -37,8 +37,8 @@ rule recon_figures:
         slices=rules.recon.output.slices,
         metrics=rules.recon.output.metrics,
     output:
-        views=D.figure(RECON, "views"),
-        motion=D.figure(RECON, "motion"),
+        views=D.recon_views(),
+        motion=D.recon_motion(),
     log:
         f"{LOGS}/recon_figures/{{sdir}}/{{prefix}}.log",
     benchmark:

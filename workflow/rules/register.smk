@@ -68,7 +68,7 @@ rule register_figures:
         mask=rules.recon.output.mask,
         labels=rules.register_atlas.output.dseg,
     output:
-        out=D.figure(RECON, "desc-atlas", "dseg"),
+        out=D.atlas_figure(),
     log:
         f"{LOGS}/register_figures/{{sdir}}/{{prefix}}.log",
     benchmark:

@@ -43,7 +43,7 @@ rule segment_figures:
         mask=rules.recon.output.mask,
         labels=rules.segment.output.dseg,
     output:
-        out=D.figure(RECON, "desc-segmentation", "dseg"),
+        out=D.segmentation_figure(),
     log:
         f"{LOGS}/segment_figures/{{sdir}}/{{prefix}}.log",
     benchmark:
