@@ -15,7 +15,6 @@ describes as GA or PMA in weeks, days or months; the column used is recorded.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,7 @@ from earlybrain.io.ages import (
     measure_of,
     other_kind_age_column,
 )
+from earlybrain.io.tables import TableError, read_table
 
 LABEL = r"[A-Za-z0-9]+"
 _NAME_RE = re.compile(
@@ -141,17 +141,6 @@ def parse_image_name(path: Path) -> ImageEntry:
     return ImageEntry(path=path, suffix=m["suffix"], entities=tuple(entities))
 
 
-def _read_tsv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BIDSError(f"{path}: cannot read TSV ({exc})") from exc
-    if rows and None in rows[0]:
-        raise BIDSError(f"{path}: rows have more fields than the header (not tab-separated?)")
-    return rows
-
-
 def _norm_sub(label: str) -> str:
     label = label.strip()
     return label[4:] if label.startswith("sub-") else label
@@ -173,7 +162,11 @@ def _index_rows(
     """
     rows: dict[str, dict[str, str]] = {}
     seen: dict[str, list[tuple[int, str]]] = {}
-    for line, row in enumerate(_read_tsv(path), start=2):  # line 1 is the header
+    try:
+        _, table = read_table(path)
+    except TableError as exc:
+        raise BIDSError(str(exc)) from exc
+    for line, row in enumerate(table, start=2):  # line 1 is the header
         raw = (row.get(column) or "").strip()
         if raw:
             rows[norm(raw)] = row

@@ -24,8 +24,6 @@ attempt moved or failed. The skipped ones are listed with that reason.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import re
@@ -41,7 +39,7 @@ from nibabel import Nifti1Header
 
 from earlybrain import __version__
 from earlybrain.io.ages import GA_COLUMNS, PMA_COLUMNS
-from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic
 from earlybrain.io.bids import LABEL
 from earlybrain.io.deidentify import (
     PhiMatcher,
@@ -51,6 +49,7 @@ from earlybrain.io.deidentify import (
 )
 from earlybrain.io.dicom_series import Decision, Image, Kind, plan, series_name
 from earlybrain.io.nifti import gzip_bytes
+from earlybrain.io.tables import TableError, update_table
 
 #: dcm2niix options, in order: its defaults file ignored (a user's ~/.dcm2nii.ini must not
 #: change the result); BIDS sidecar with its anonymisation; no compression (the import
@@ -212,84 +211,6 @@ def run_dcm2niix(dicom_dir: Path, out: Path, exe: str) -> tuple[list[Image], lis
         why = f": {problems[-1]}" if problems else ""
         warnings.append(f"dcm2niix exit {proc.returncode}, some files not converted{why}")
     return images, warnings
-
-
-# ---------------------------------------------------------------- BIDS tables
-
-
-def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        return [], []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter="\t")
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DicomImportError(f"{path}: cannot read ({exc})") from exc
-    if any(None in row for row in rows):
-        raise DicomImportError(f"{path}: rows have more fields than the header")
-    return header, rows
-
-
-def _write_table(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, header, delimiter="\t", lineterminator="\n", restval="n/a")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def update_table(
-    path: Path,
-    id_column: str,
-    label: str,
-    age_aliases: Sequence[str],
-    age_column: str,
-    age: float | None,
-) -> tuple[str, str]:
-    """Add or update the row of `label` (e.g. ``sub-01``), keeping other rows and columns.
-
-    The age goes into the table's existing age column when it has one of `age_aliases`
-    (the discovery code reads those), else into a new `age_column`. Without an age an
-    existing value is kept, a new row gets n/a. Returns (column, value now stored).
-    """
-    header, rows = _read_table(path)
-    if header and id_column not in header:
-        raise DicomImportError(f"{path}: no {id_column!r} column")
-    if not header:
-        header = [id_column]
-    column = next((c for c in header if c.strip().lower() in age_aliases), None) or age_column
-    if column not in header:
-        header.append(column)
-    prefix = id_column.split("_")[0][:3] + "-"  # "sub-" / "ses-"
-    bare = label.removeprefix(prefix)
-    match = [r for r in rows if (r.get(id_column) or "").strip().removeprefix(prefix) == bare]
-    near = [
-        r
-        for r in rows
-        if (r.get(id_column) or "").strip().removeprefix(prefix).lower() == bare.lower()
-    ]
-    if not match and near:
-        raise DicomImportError(
-            f"{path}: has {near[0][id_column]!r}, which differs from {label!r} only in letter "
-            "case; use the same spelling"
-        )
-    if match:
-        row = match[0]
-    else:
-        row = {c: "n/a" for c in header} | {id_column: label}
-        rows.append(row)
-    if age is not None:
-        row[column] = f"{age:g}"
-    elif not (row.get(column) or "").strip():
-        row[column] = "n/a"
-    for r in rows:
-        for c in header:
-            if not (r.get(c) or "").strip():
-                r[c] = "n/a"
-    _write_table(path, header, rows)
-    return column, row[column]
 
 
 # ---------------------------------------------------------------- the import
@@ -517,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.pma_weeks,
             a.overwrite,
         )
-    except (DicomImportError, OSError) as exc:
+    except (DicomImportError, TableError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     skipped = [d for d in result.decisions if d.target is None]
