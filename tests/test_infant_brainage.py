@@ -32,7 +32,7 @@ from earlybrain.io.nifti import save_nifti
 from earlybrain.register import antsio
 from earlybrain.report.brainage import brainage_html, stage_values, summary_line
 from earlybrain.report.growth import normative_chart
-from earlybrain.report.methods import read_tsv
+from earlybrain.report.readers import read_tsv
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
 from earlybrain.simulate.contrast import intensity_image
 from earlybrain.simulate.phantom import make_phantom

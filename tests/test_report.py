@@ -20,8 +20,8 @@ from earlybrain.recon.config import ReconConfig
 from earlybrain.report.cohort import write_cohort
 from earlybrain.report.figures import input_figure
 from earlybrain.report.html import cohort_page, esc
-from earlybrain.report.methods import REFERENCES
 from earlybrain.report.outputs import SessionOutputs
+from earlybrain.report.references import REFERENCES
 from earlybrain.report.salvage import salvage_reports, salvaged_stages
 from earlybrain.report.segmentation import FIGURE_CAPTION
 from earlybrain.report.subject import build_subject_report

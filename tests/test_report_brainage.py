@@ -42,8 +42,8 @@ from earlybrain.preprocess.n4 import PreprocessParams, run_n4
 from earlybrain.report.brainage import CHART_CAPTION, INFANT_CHART_CAPTION, brainage_figure_file
 from earlybrain.report.cohort import COLUMNS, write_cohort
 from earlybrain.report.html import esc
-from earlybrain.report.methods import REFERENCES
 from earlybrain.report.outputs import SessionOutputs
+from earlybrain.report.references import REFERENCES
 from earlybrain.report.salvage import salvaged_stages
 from earlybrain.report.subject import build_subject_report
 

@@ -18,7 +18,7 @@ from earlybrain.brainage.norms import Norms
 from earlybrain.io.atomic import write_bytes_atomic
 from earlybrain.report.growth import fmt, is_flagged, normative_chart, number
 from earlybrain.report.html import esc, table, td
-from earlybrain.report.methods import read_json
+from earlybrain.report.readers import read_json
 from earlybrain.report.segmentation import CARD_NAME, STRUCTURE_NAMES
 
 PathLike = str | os.PathLike[str]

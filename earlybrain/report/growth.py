@@ -22,7 +22,7 @@ from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 from earlybrain.brainage.norms import Norms
 from earlybrain.report.figures import _to_png
 from earlybrain.report.html import esc
-from earlybrain.report.methods import read_json, read_tsv
+from earlybrain.report.readers import read_json, read_tsv
 from earlybrain.report.segmentation import STRUCTURE_NAMES
 
 PathLike = str | os.PathLike[str]

@@ -15,8 +15,9 @@ from typing import Any, Generic, TypeVar
 
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.report.brainage import brainage_row, ensemble_card
-from earlybrain.report.methods import is_precomputed_mask, read_json, read_tsv, recon_sidecar_for
 from earlybrain.report.outputs import SessionOutputs
+from earlybrain.report.preprocessing_methods import is_precomputed_mask
+from earlybrain.report.readers import read_json, read_tsv, recon_sidecar_for
 from earlybrain.report.segmentation import card_path, segmentation_row
 
 NOT_YET = "not yet available in this version"

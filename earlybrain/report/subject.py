@@ -22,8 +22,9 @@ from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
 from earlybrain.report.brainage import brainage_html, chart_caption, stage_values, summary_line
 from earlybrain.report.html import Section, status_cell, subject_page, table, td
-from earlybrain.report.methods import build_methods, methods_html, read_json
+from earlybrain.report.methods import build_methods, methods_html
 from earlybrain.report.outputs import SessionOutputs
+from earlybrain.report.readers import read_json
 from earlybrain.report.segmentation import FIGURE_CAPTION, segmentation_html
 from earlybrain.report.stages import Output, PathLike, StageOutputs, read_stage_outputs, stage_table
 
