@@ -12,12 +12,13 @@ The scene is a set of analytic shapes in scanner millimetres (mother supine: x l
 right, y posterior to anterior, z inferior to superior), bent by a smooth random warp
 and evaluated at any points, so stacks of any orientation and resolution sample one
 scene. The fetus (head, body, limbs, cord) moves rigidly about the head's centre from
-slice to slice; the mother only breathes. Intensities are drawn per scene for each
-class around a single-shot fast spin echo (HASTE/SSFSE) or a balanced SSFP (TRUFI/
-FIESTA) appearance, or entirely at random; SynthStrip-style backgrounds (random label
-maps of random shapes with random intensities) replace the maternal organs, or
-everything but the fetal head, in some scenes, so a network learns the brain rather
-than our background.
+slice to slice; the mother only breathes. This module draws the anatomy, a class
+per point; the intensities of the classes are drawn per scene (`scene_intensities`)
+around a single-shot fast spin echo (HASTE/SSFSE) or a balanced SSFP (TRUFI/FIESTA)
+appearance, or entirely at random, and the fetal heads are sampled from their own
+images (`placed_head`). SynthStrip-style backgrounds (random label maps of random
+shapes with random intensities) replace the maternal organs, or everything but the
+fetal head, in some scenes, so a network learns the brain rather than our background.
 
 Points are handled as (3, n) arrays (one row per coordinate): elementwise arithmetic on
 contiguous rows is several times faster than reductions over (n, 3).
@@ -28,59 +29,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from earlybrain.simulate.fetal_head import (
-    EYE,
-    FACE,
-    INTRACRANIAL,
-    OUTSIDE,
-    SCALP_LAYER,
-    SKULL_LAYER,
-    FetalHead,
-)
+from earlybrain.simulate.fetal_head import FetalHead
 from earlybrain.simulate.fields import SmoothField
-
-# scene classes: (HASTE range, bSSFP range, texture amplitude); amniotic fluid ~ 1
-CLASSES: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
-    "air": ((0.0, 0.015), (0.0, 0.015), 0.0),
-    "fat": ((0.45, 0.85), (0.7, 1.0), 0.08),
-    "muscle": ((0.08, 0.28), (0.15, 0.35), 0.1),
-    "liver": ((0.12, 0.3), (0.25, 0.45), 0.06),
-    "kidney": ((0.3, 0.55), (0.35, 0.6), 0.1),
-    "bowel_wall": ((0.15, 0.35), (0.2, 0.45), 0.1),
-    "bowel_fluid": ((0.55, 1.0), (0.6, 1.0), 0.1),
-    "bowel_solid": ((0.2, 0.55), (0.25, 0.55), 0.25),
-    "gas": ((0.0, 0.06), (0.0, 0.06), 0.2),
-    "mesentery": ((0.35, 0.8), (0.55, 0.95), 0.15),
-    "bladder": ((0.85, 1.05), (0.8, 1.0), 0.02),
-    "vessel": ((0.0, 0.12), (0.75, 1.0), 0.1),
-    "bone": ((0.15, 0.4), (0.2, 0.45), 0.15),
-    "disc": ((0.45, 0.75), (0.4, 0.7), 0.05),
-    "csf": ((0.85, 1.05), (0.85, 1.05), 0.02),
-    "myometrium": ((0.28, 0.55), (0.3, 0.55), 0.12),
-    "placenta": ((0.35, 0.65), (0.4, 0.7), 0.14),
-    "amniotic": ((0.9, 1.1), (0.9, 1.1), 0.01),
-    "f_skin": ((0.35, 0.6), (0.4, 0.65), 0.06),
-    "f_tissue": ((0.25, 0.5), (0.25, 0.5), 0.08),
-    "f_lung": ((0.5, 0.85), (0.45, 0.75), 0.05),
-    "f_heart": ((0.05, 0.3), (0.7, 1.0), 0.1),
-    "f_liver": ((0.15, 0.35), (0.3, 0.5), 0.05),
-    "f_fluid": ((0.85, 1.05), (0.85, 1.05), 0.02),
-    "f_bone": ((0.06, 0.25), (0.15, 0.3), 0.1),
-    "cord": ((0.3, 0.65), (0.5, 0.85), 0.1),
-    "skull": ((0.04, 0.25), (0.1, 0.3), 0.1),
-    "scalp": ((0.3, 0.6), (0.4, 0.7), 0.06),
-    "face": ((0.3, 0.55), (0.35, 0.6), 0.08),
-    "eye": ((0.75, 1.05), (0.8, 1.05), 0.02),
-}
-CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
-RANDOM_BASE = 64  # random-partition labels: RANDOM_BASE + cell % RANDOM_CELLS
-RANDOM_CELLS = 190
-N_LABELS = RANDOM_BASE + RANDOM_CELLS
-_HEAD_CLASS = {SKULL_LAYER: "skull", SCALP_LAYER: "scalp", FACE: "face", EYE: "eye"}
+from earlybrain.simulate.placed_head import PlacedHead, paint_head, place_head
+from earlybrain.simulate.scene_intensities import (
+    CLASS_ID,
+    RANDOM_BASE,
+    RANDOM_CELLS,
+    draw_intensities,
+)
+from earlybrain.simulate.shapes import (
+    bezier,
+    in_box,
+    in_cavity,
+    in_ellipsoid,
+    norm2,
+    ray_depth,
+    rel,
+    rotation_taking,
+    segment_distance,
+    unit,
+)
 
 
 @dataclass(frozen=True)
@@ -101,119 +73,6 @@ class SceneConfig:
 REALISTIC = SceneConfig(
     p_random_contrast=0.0, p_random_brain=0.0, p_synth_maternal=0.0, p_synth_all=0.0
 )
-
-
-# ------------------------------------------------------------- point geometry --
-def _rel(P: np.ndarray, centre: np.ndarray, rot: np.ndarray | None = None) -> np.ndarray:
-    """Points (3, n) relative to a centre, in a rotated frame (columns of rot = axes)."""
-    D = P - np.asarray(centre, np.float32)[:, None]
-    return D if rot is None else rot.T.astype(np.float32) @ D
-
-
-def _norm2(D: np.ndarray, semi: np.ndarray | None = None) -> np.ndarray:
-    if semi is None:
-        return D[0] * D[0] + D[1] * D[1] + D[2] * D[2]
-    a, b, c = (float(s) for s in semi)
-    return (D[0] / a) ** 2 + (D[1] / b) ** 2 + (D[2] / c) ** 2
-
-
-def _ray_depth(D: np.ndarray, semi: np.ndarray) -> np.ndarray:
-    """Depth below an ellipsoid's (or ellipse's) surface along the ray from its centre,
-    mm (negative outside), for points D relative to its centre (rows = axes)."""
-    r2 = sum((D[i] / float(semi[i])) ** 2 for i in range(len(semi)))
-    dist = np.sqrt(sum(D[i] * D[i] for i in range(len(semi))))
-    return dist * (1.0 / np.sqrt(np.maximum(r2, 1e-12)) - 1.0)
-
-
-def _in_ellipsoid(P: np.ndarray, centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
-    return _norm2(_rel(P, centre), semi) <= 1.0
-
-
-def _in_box(P: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return (
-        (P[0] >= lo[0]) & (P[0] <= hi[0]) & (P[1] >= lo[1]) & (P[1] <= hi[1])
-        & (P[2] >= lo[2]) & (P[2] <= hi[2])
-    )  # fmt: skip
-
-
-def _segment_distance(P: np.ndarray, poly: np.ndarray, reach: float) -> tuple[np.ndarray, ...]:
-    """Distance to a polyline (inf beyond `reach`) and the arc-length fraction of the
-    nearest point on it; only points in each segment's box are measured."""
-    seg = np.diff(poly, axis=0)
-    lengths = np.sqrt((seg**2).sum(-1))
-    cum = np.concatenate([[0.0], np.cumsum(lengths)])
-    best = np.full(P.shape[1], np.inf, np.float32)
-    frac = np.zeros(P.shape[1], np.float32)
-    for i in range(seg.shape[0]):
-        lo = np.minimum(poly[i], poly[i + 1]) - reach
-        hi = np.maximum(poly[i], poly[i + 1]) + reach
-        idx = np.flatnonzero(_in_box(P, lo, hi))
-        if idx.size == 0:
-            continue
-        D = _rel(P[:, idx], poly[i])
-        g = seg[i].astype(np.float32)
-        t = np.clip((g[0] * D[0] + g[1] * D[1] + g[2] * D[2]) / max(lengths[i] ** 2, 1e-9), 0, 1)
-        d = np.sqrt(_norm2(D - g[:, None] * t))
-        closer = (d < best[idx]) & (d <= reach)
-        best[idx[closer]] = d[closer]
-        frac[idx[closer]] = (cum[i] + t[closer] * lengths[i]) / cum[-1]
-    return best, frac
-
-
-def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 8) -> np.ndarray:
-    t = np.linspace(0, 1, n + 1)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-9)
-
-
-def _rotation_taking(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The smallest rotation that takes direction a onto direction b."""
-    a, b = _unit(a), _unit(b)
-    axis = np.cross(a, b)
-    s, c = float(np.linalg.norm(axis)), float(np.dot(a, b))
-    if s < 1e-9:  # parallel or opposite
-        perp = _unit(np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0]))
-        return np.eye(3) if c > 0 else Rotation.from_rotvec(np.pi * perp).as_matrix()
-    return Rotation.from_rotvec(axis / s * np.arctan2(s, c)).as_matrix()
-
-
-def _in_cavity(rng: np.random.Generator, semi: np.ndarray, margin: float) -> np.ndarray:
-    """A uniform random point of an ellipsoid shrunk by `margin` (its own frame)."""
-    u = _unit(rng.normal(0, 1, 3)) * rng.uniform(0, 1) ** (1 / 3)
-    return u * np.maximum(semi - margin, 5.0)
-
-
-@dataclass
-class PlacedHead:
-    """A fetal head in the scene at its reference pose."""
-
-    head: FetalHead
-    to_scene: np.ndarray  # head frame -> scene (4x4)
-    voxel_from_scene: np.ndarray  # scene -> head voxel (4x4)
-    intracranial: np.ndarray  # float32 0/1 grid, for partial-volume truth
-    radius: float  # of a sphere about its centre that holds its grid
-
-    @property
-    def centre(self) -> np.ndarray:
-        return self.to_scene[:3, 3]
-
-
-def place_head(head: FetalHead, centre: np.ndarray, rot: np.ndarray) -> PlacedHead:
-    to_scene = np.eye(4)
-    to_scene[:3, :3] = rot
-    to_scene[:3, 3] = centre
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in head.layers.shape], indexing="ij"))
-    corners = corners.reshape(3, -1).T @ head.affine[:3, :3].T + head.affine[:3, 3]
-    return PlacedHead(
-        head,
-        to_scene,
-        np.linalg.inv(to_scene @ head.affine),
-        (head.layers == INTRACRANIAL).astype(np.float32),
-        float(np.max(np.linalg.norm(corners, axis=1))),
-    )
 
 
 class UterusScene:
@@ -240,7 +99,9 @@ class UterusScene:
         self.placed = [place_head(heads[0], self.head_centre, self.head_rot)]
         for extra in heads[1:]:
             self.placed.append(self._place_twin(extra))
-        self._draw_intensities(heads)
+        self.lut, self.amp, self.fluid, self.brain_maps = draw_intensities(
+            rng, self.contrast, heads, cfg.p_random_contrast, cfg.p_random_brain
+        )
         ext = 1.6 * float(max(self.uterus_semi)) + 150.0
         self.warp = SmoothField(rng, self.uterus_centre, ext, 45.0, 3)
         self.warp_mm = rng.uniform(*cfg.warp_mm)
@@ -318,7 +179,7 @@ class UterusScene:
         )
         self.bladder_semi = np.array([45, 30, 28]) * fill
         # placenta: a cap of the cavity wall
-        self.placenta_dir = _unit(rng.normal(0, 1, 3))
+        self.placenta_dir = unit(rng.normal(0, 1, 3))
         self.placenta_cos = np.cos(np.radians(rng.uniform(35, 65)))
         self.placenta_mm = rng.uniform(12, 20) + 0.35 * hb
         self.breath_mm = rng.uniform(0.0, 3.0)
@@ -344,26 +205,26 @@ class UterusScene:
         with organs, four limbs and usually the cord."""
         rng = self.rng
         a, b, c = head.half_axes_mm
-        room = _in_cavity(rng, self.uterus_semi, head.radius_mm * rng.uniform(0.6, 1.0))
+        room = in_cavity(rng, self.uterus_semi, head.radius_mm * rng.uniform(0.6, 1.0))
         self.head_centre = self.uterus_centre + self.uterus_rot @ room
         to_centre = self.uterus_centre - self.head_centre
         if np.linalg.norm(to_centre) > 1:
-            trunk_dir = _unit(_unit(to_centre) + rng.normal(0, 0.6, 3))
+            trunk_dir = unit(unit(to_centre) + rng.normal(0, 0.6, 3))
         else:
-            trunk_dir = _unit(rng.normal(0, 1, 3))
-        neck = _unit(np.array([0.0, -0.3, -1.0]))
+            trunk_dir = unit(rng.normal(0, 1, 3))
+        neck = unit(np.array([0.0, -0.3, -1.0]))
         twist = Rotation.from_rotvec(trunk_dir * rng.uniform(0, 2 * np.pi)).as_matrix()
-        self.head_rot = R = twist @ _rotation_taking(neck, trunk_dir)
+        self.head_rot = R = twist @ rotation_taking(neck, trunk_dir)
         self.trunk_len = L = rng.uniform(2.8, 3.8) * b
         self.trunk_r = rt = rng.uniform(0.85, 1.1) * a
         p0 = self.head_centre + R @ np.array([0.0, -0.35 * b, -1.25 * c])
-        side = _unit(np.cross(trunk_dir, rng.normal(0, 1, 3)))
+        side = unit(np.cross(trunk_dir, rng.normal(0, 1, 3)))
         p2 = p0 + trunk_dir * L
         p1 = (p0 + p2) / 2 + side * rng.uniform(0, 0.3) * L
-        self.trunk_axis = _bezier(p0, p1, p2)
+        self.trunk_axis = bezier(p0, p1, p2)
         self.neck_axis = np.stack([self.head_centre + R @ np.array([0, -0.2 * b, -0.6 * c]), p0])
         dorsal = R @ np.array([0.0, -1.0, 0.0])
-        self.dorsal = _unit(dorsal - np.dot(dorsal, trunk_dir) * trunk_dir)
+        self.dorsal = unit(dorsal - np.dot(dorsal, trunk_dir) * trunk_dir)
         self.lateral = np.cross(trunk_dir, self.dorsal)
         self.trunk_dir = trunk_dir
         # organs in the trunk's frame: centre (along, dorsal, lateral) as fractions of the
@@ -387,13 +248,13 @@ class UterusScene:
             (0.95, 0.6, 0.34),
         ):
             root = p0 + trunk_dir * s * L + self.lateral * lat * rt
-            d1 = _unit(
+            d1 = unit(
                 trunk_dir * rng.uniform(-0.2, 1.0)
                 + self.lateral * lat * rng.uniform(0.2, 1.0)
                 - self.dorsal * rng.uniform(0, 1.0)
             )
             joint = root + d1 * rng.uniform(0.35, 0.55) * L
-            end = joint + _unit(d1 + rng.normal(0, 0.8, 3)) * rng.uniform(0.35, 0.55) * L
+            end = joint + unit(d1 + rng.normal(0, 0.8, 3)) * rng.uniform(0.35, 0.55) * L
             self.limbs.append((np.stack([root, joint, end]), scale * rt))
         self.cord = None
         if rng.random() < 0.7:
@@ -402,7 +263,7 @@ class UterusScene:
                 self.placenta_dir * self.uterus_semi * 0.9
             )
             mid = (start + end) / 2 + rng.normal(0, 0.4, 3) * np.linalg.norm(end - start) / 2
-            self.cord = (_bezier(start, mid, end, 10), rng.uniform(4.0, 8.0))
+            self.cord = (bezier(start, mid, end, 10), rng.uniform(4.0, 8.0))
         polys = [self.trunk_axis, self.neck_axis] + [p for p, _ in self.limbs]
         polys += [self.cord[0]] if self.cord is not None else []
         allp = np.concatenate(polys)
@@ -414,50 +275,19 @@ class UterusScene:
         rng = self.rng
         first = self.placed[0]
         for _ in range(50):
-            c = self.uterus_centre + self.uterus_rot @ _in_cavity(
+            c = self.uterus_centre + self.uterus_rot @ in_cavity(
                 rng, self.uterus_semi, head.radius_mm
             )
             if np.linalg.norm(c - first.centre) > first.head.radius_mm + head.radius_mm + 5:
                 break
         return place_head(head, c, Rotation.random(random_state=rng).as_matrix())
 
-    # ------------------------------------------------------------- intensities --
-    def _draw_intensities(self, heads: list[FetalHead]) -> None:
-        rng = self.rng
-        col = 1 if self.contrast == "bssfp" else 0
-        lut = np.zeros(N_LABELS, np.float32)
-        amp = np.zeros(N_LABELS, np.float32)
-        random_all = rng.random() < self.cfg.p_random_contrast
-        for name, (haste, bssfp, tex) in CLASSES.items():
-            lo, hi = (haste, bssfp)[col]
-            lut[CLASS_ID[name]] = rng.uniform(0.0, 1.0) if random_all else rng.uniform(lo, hi)
-            amp[CLASS_ID[name]] = tex * rng.uniform(0.5, 2.0)
-        lut[CLASS_ID["air"]] = rng.uniform(0.0, 0.015)
-        amp[CLASS_ID["air"]] = 0.0
-        lut[RANDOM_BASE:] = rng.uniform(0.0, 1.0, RANDOM_CELLS)
-        amp[RANDOM_BASE:] = rng.uniform(0.0, 0.25, RANDOM_CELLS)
-        self.lut, self.amp = lut, amp
-        self.fluid = float(lut[CLASS_ID["amniotic"]])
-        # per head: its brain tissues at random (SynthSeg-style), or its own image
-        # through a random gamma, floor (bSSFP flattens brain contrast) and gain
-        self.brain_maps: list[tuple[str, object]] = []
-        for head in heads:
-            if rng.random() < self.cfg.p_random_brain or random_all:
-                table = rng.uniform(0.02, 1.05, head.n_tissues + 1).astype(np.float32)
-                self.brain_maps.append(("labels", table))
-            else:
-                gamma = rng.uniform(0.75, 1.3)
-                bssfp = self.contrast == "bssfp"
-                floor = rng.uniform(0.3, 0.55) if bssfp else rng.uniform(0.0, 0.1)
-                gain = self.fluid * rng.uniform(0.85, 1.08)
-                self.brain_maps.append(("image", (gamma, floor, gain)))
-
     # ---------------------------------------------------------------- sampling --
     def body_depth(self, P: np.ndarray) -> np.ndarray:
         """Depth (mm) below the maternal skin (negative outside) at points (3, n): the
         union of an elliptic cylinder along z and the uterus under wall, muscle, fat."""
-        d_trunk = _ray_depth(P[:2], self.body_semi)
-        d_abd = _ray_depth(_rel(P, self.uterus_centre, self.uterus_rot), self.abdomen_semi)
+        d_trunk = ray_depth(P[:2], self.body_semi)
+        d_abd = ray_depth(rel(P, self.uterus_centre, self.uterus_rot), self.abdomen_semi)
         return np.maximum(d_trunk, d_abd)
 
     def _maternal(self, P: np.ndarray) -> np.ndarray:
@@ -496,11 +326,11 @@ class UterusScene:
         lab[(d > radius) & (d <= radius + self.bowel_wall)] = CLASS_ID["bowel_wall"]
         for sx in (-1.0, 1.0):
             kidney = np.array([sx * 72, self.vb_y + 5, self.kidney_z])
-            lab[_in_ellipsoid(Q, kidney, np.array([26.0, 20, 52]))] = CLASS_ID["kidney"]
+            lab[in_ellipsoid(Q, kidney, np.array([26.0, 20, 52]))] = CLASS_ID["kidney"]
             psoas = ((x - sx * 38) / 16) ** 2 + ((y - (self.vb_y + 8)) / 18) ** 2 <= 1
             lab[psoas & (z < self.kidney_z)] = CLASS_ID["muscle"]
-        lab[_in_ellipsoid(Q, self.liver_c, self.liver_semi)] = CLASS_ID["liver"]
-        lab[_in_ellipsoid(Q, self.bladder_c, self.bladder_semi)] = CLASS_ID["bladder"]
+        lab[in_ellipsoid(Q, self.liver_c, self.liver_semi)] = CLASS_ID["liver"]
+        lab[in_ellipsoid(Q, self.bladder_c, self.bladder_semi)] = CLASS_ID["bladder"]
         front = self.vb_y + self.vb_radius + 12
         fx = self.x_flip
         aorta = (x + 14 * fx) ** 2 + (y - front) ** 2 <= 10**2
@@ -520,13 +350,13 @@ class UterusScene:
 
     def _uterus(self, Q: np.ndarray, lab: np.ndarray) -> None:
         """Uterine wall, placenta (a cap of the wall, thickest at its centre), fluid."""
-        D = _rel(Q, self.uterus_centre, self.uterus_rot)
-        depth = _ray_depth(D, self.uterus_semi)  # < 0 outside the cavity
+        D = rel(Q, self.uterus_centre, self.uterus_rot)
+        depth = ray_depth(D, self.uterus_semi)  # < 0 outside the cavity
         lab[(depth < 0) & (depth >= -self.wall_mm)] = CLASS_ID["myometrium"]
         cav = depth >= 0
         lab[cav] = CLASS_ID["amniotic"]
         n = self.placenta_dir
-        cosang = (n[0] * D[0] + n[1] * D[1] + n[2] * D[2]) / np.sqrt(np.maximum(_norm2(D), 1e-6))
+        cosang = (n[0] * D[0] + n[1] * D[1] + n[2] * D[2]) / np.sqrt(np.maximum(norm2(D), 1e-6))
         taper = np.clip((cosang - self.placenta_cos) / (1 - self.placenta_cos) * 3, 0, 1)
         lab[cav & (depth < self.placenta_mm * taper)] = CLASS_ID["placenta"]
 
@@ -537,25 +367,25 @@ class UterusScene:
     def _fetal_body(self, Q: np.ndarray, lab: np.ndarray) -> None:
         """Paint the fetal body (trunk, organs, limbs, cord) at fetal-frame points Q."""
         rt, L = self.trunk_r, self.trunk_len
-        near = np.flatnonzero(_in_box(Q, *self.body_box))
+        near = np.flatnonzero(in_box(Q, *self.body_box))
         if near.size == 0:
             return
         P = Q[:, near]
         sub = lab[near]
-        D = _rel(P, self.uterus_centre, self.uterus_rot)
-        in_uterus = _norm2(D, self.uterus_semi + self.wall_mm) <= 1.0
+        D = rel(P, self.uterus_centre, self.uterus_rot)
+        in_uterus = norm2(D, self.uterus_semi + self.wall_mm) <= 1.0
         if self.cord is not None:
-            dc, _ = _segment_distance(P, self.cord[0], self.cord[1])
+            dc, _ = segment_distance(P, self.cord[0], self.cord[1])
             sub[np.isfinite(dc) & in_uterus] = CLASS_ID["cord"]
         for poly, radius in self.limbs:
-            dl, _ = _segment_distance(P, poly, radius)
+            dl, _ = segment_distance(P, poly, radius)
             limb = np.isfinite(dl) & in_uterus
             sub[limb] = CLASS_ID["f_skin"]
             sub[limb & (dl <= radius - 1.5)] = CLASS_ID["f_tissue"]
             sub[limb & (dl <= 0.35 * radius)] = CLASS_ID["f_bone"]
-        dn, _ = _segment_distance(P, self.neck_axis, 0.8 * rt)
+        dn, _ = segment_distance(P, self.neck_axis, 0.8 * rt)
         sub[np.isfinite(dn) & in_uterus] = CLASS_ID["f_tissue"]
-        dt, s = _segment_distance(P, self.trunk_axis, rt)
+        dt, s = segment_distance(P, self.trunk_axis, rt)
         trunk = np.isfinite(dt) & in_uterus
         sub[trunk] = CLASS_ID["f_skin"]
         core = trunk & (dt <= rt - 2.0)
@@ -564,9 +394,9 @@ class UterusScene:
             _, i = self.body_tree.query(P[:, core].T, k=1, workers=1)
             sub[core] = self.body_cells[i]
         frame = np.stack([self.trunk_dir, self.dorsal, self.lateral], axis=1)
-        local = _rel(P, self.trunk_axis[0], frame)  # rows: along, dorsal, lateral (mm)
+        local = rel(P, self.trunk_axis[0], frame)  # rows: along, dorsal, lateral (mm)
         for name, (s0, dd, ll), semi in self.organs:
-            inside = _norm2(local - np.array([[s0 * L], [dd * rt], [ll * rt]], np.float32), semi)
+            inside = norm2(local - np.array([[s0 * L], [dd * rt], [ll * rt]], np.float32), semi)
             sub[core & (inside <= 1)] = CLASS_ID[name]
         # fetal spine: vertebrae along the dorsal side, a bright canal inside
         spine_d = np.sqrt((local[1] - 0.62 * rt) ** 2 + local[2] ** 2)
@@ -596,42 +426,5 @@ class UterusScene:
         values = self.lut[lab] * (1.0 + self.amp[lab] * tex)
         frac = np.zeros(P.shape[1], np.float32)
         for placed, brain_map in zip(self.placed, self.brain_maps, strict=True):
-            self._head(Q, placed, brain_map, values, tex, frac)
+            paint_head(Q, placed, brain_map, self.lut, self.amp, values, tex, frac)
         return np.clip(values, 0.0, None).reshape(k, m), frac.reshape(k, m)
-
-    def _head(
-        self,
-        Q: np.ndarray,
-        placed: PlacedHead,
-        brain_map: tuple,
-        values: np.ndarray,
-        tex: np.ndarray,
-        frac: np.ndarray,
-    ) -> None:
-        """Skull, scalp, face, eyes and the brain of one head, at fetal-frame points."""
-        near = np.flatnonzero(_norm2(_rel(Q, placed.centre)) <= placed.radius**2)
-        if near.size == 0:
-            return
-        head = placed.head
-        V = placed.voxel_from_scene.astype(np.float32)
-        vox = V[:3, :3] @ Q[:, near] + V[:3, 3:4]
-        layer = ndimage.map_coordinates(head.layers, vox, order=0, mode="constant", cval=OUTSIDE)
-        inside = ndimage.map_coordinates(placed.intracranial, vox, order=1, mode="constant")
-        frac[near] = np.maximum(frac[near], inside)
-        vals = values[near]
-        t = tex[near]
-        for lay, name in _HEAD_CLASS.items():
-            sel = layer == lay
-            cid = CLASS_ID[name]
-            vals[sel] = self.lut[cid] * (1.0 + self.amp[cid] * t[sel])
-        brain = layer == INTRACRANIAL
-        if brain.any():
-            kind, params = brain_map
-            if kind == "labels":
-                lab = ndimage.map_coordinates(head.tissue, vox[:, brain], order=0, mode="constant")
-                vals[brain] = params[lab] * (1.0 + 0.05 * t[brain])
-            else:
-                gamma, floor, gain = params
-                img = ndimage.map_coordinates(head.image, vox[:, brain], order=1, mode="constant")
-                vals[brain] = gain * (floor + (1 - floor) * np.clip(img, 0, 1.5) ** gamma)
-        values[near] = vals
