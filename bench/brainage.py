@@ -45,7 +45,8 @@ def main() -> int:
     from earlybrain.brainage.atlas_age import similarity_age, template_inputs
     from earlybrain.brainage.ensemble import load_ensemble, predict, predictive_sd
     from earlybrain.brainage.evaluate import fidon_ensemble_ages, posed_subject
-    from earlybrain.brainage.norms import Norms, shipped_norms_path, volume_age
+    from earlybrain.brainage.norms import Norms, shipped_norms_path
+    from earlybrain.brainage.volume_age import volume_age
     from earlybrain.segment.volumes import volume_rows
 
     torch.set_num_threads(a.threads)

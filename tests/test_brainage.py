@@ -299,7 +299,7 @@ def test_fit_norms_command_refits_a_cohort(tmp_path) -> None:
 def test_a_structure_segmented_as_nothing_is_left_out() -> None:
     """A tissue the segmentation found none of (volume 0, seen on coarse test
     reconstructions) does not stop the volume-based age; its z-score is flagged."""
-    from earlybrain.brainage.norms import volume_age
+    from earlybrain.brainage.volume_age import volume_age
 
     norms = Norms.from_json(shipped_norms_path())
     vols = {s: float(norms.expected_ml(s, 30.0)) for s in norms.structures}

@@ -12,8 +12,6 @@ import pytest
 from earlybrain.anatomy import biometry
 from earlybrain.brainage.infant import (
     INFANT_GRID,
-    contrast_indexes,
-    index_names,
     infant_brain_age_to_files,
     shipped_calibration,
     weeks_to_months,
@@ -27,6 +25,7 @@ from earlybrain.brainage.infant_reference import (
     infant_subjects,
     phantom_volumes,
 )
+from earlybrain.brainage.myelination import contrast_indexes, index_names
 from earlybrain.brainage.norms import Norms, shipped_infant_norms_path, subject_zscores
 from earlybrain.io.nifti import save_nifti
 from earlybrain.register import antsio

@@ -13,15 +13,14 @@ from earlybrain.brainage.norms import (
     STRUCTURES,
     Norms,
     NormsError,
-    fit_norms,
-    fit_norms_files,
     read_volumes_tsv,
     shipped_norms_path,
     subject_zscores,
-    volume_age,
     zscores_tsv,
 )
+from earlybrain.brainage.norms_fit import fit_norms, fit_norms_files
 from earlybrain.brainage.reference import REFERENCE_SPLIT_CODE, reference_cohort
+from earlybrain.brainage.volume_age import volume_age
 from earlybrain.segment.volumes import COLUMNS, volume_rows, volumes_tsv
 from earlybrain.simulate.phantom import make_phantom
 from earlybrain.training import derived_seeds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from earlybrain.brainage.norms import fit_norms_files
+from earlybrain.brainage.norms_fit import fit_norms_files
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,23 +9,13 @@ classical estimates, each with a calibrated SD:
   for a two-year-old head (`INFANT_GRID`). Its SD depends on the age: templates differ
   a lot in size and contrast over the first year and hardly at all in the second;
 - volumes: the age that makes the tissue volumes most likely under the infant norms
-  (`norms.volume_age`, norms fitted on the simulated infant reference cohort);
-- myelination: white matter myelinates over the first two years, from the centre to
-  the periphery and from the back to the front (T1w first, T2w later; Barkovich et al.
-  1988, Dubois et al. 2014), so the contrast of each white-matter zone (deep, middle,
-  superficial x posterior, anterior; `wm_zone_masks`), of the cerebellum and of the
-  brainstem against deep grey matter changes with age, zone after zone. Each contrast
-  index is log(median region intensity / median deep grey matter intensity) inside the
-  session's segmentation; its mean is a logistic function of age and the indexes are
-  jointly normal around it (covariance from the calibration cohort), so the estimate is
-  the posterior mean over ages with a flat prior, and its SD is the posterior SD. The
-  zones share a subject's own white-matter intensity, so their differences carry the
-  age; once the last zone is myelinated (T1w after ~12 months, T2w after ~2 years) the
-  likelihood flattens and the estimate gets little weight. Needs `dseg`. With the
-  session's other contrast on the same grid (`other_contrasts`), the indexes of both
-  contrasts are modelled jointly (in the simulator a subject's tissue-intensity factors
-  are the same in both contrasts, so the joint estimate is more precise on simulated
-  infants than it can be on real ones).
+  (`volume_age.volume_age`, norms fitted on the simulated infant reference cohort);
+- myelination: the contrast of white-matter zones, cerebellum and brainstem against
+  deep grey matter, which changes zone after zone as the white matter myelinates
+  (`myelination`). Needs `dseg`. With the session's other contrast on the same grid
+  (`other_contrasts`), the indexes of both contrasts are modelled jointly (in the
+  simulator a subject's tissue-intensity factors are the same in both contrasts, so
+  the joint estimate is more precise on simulated infants than it can be on real ones).
 
 The primary estimate is their precision-weighted mean (weights 1 / SD^2). The estimates
 are not independent (atlas similarity and volumes both see brain size), so the naive SD
@@ -59,12 +49,10 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, optimize, special
 
 from earlybrain import __version__
 from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
@@ -72,9 +60,23 @@ from earlybrain.atlas.manifest import load_manifest
 from earlybrain.brainage import norms as norms_mod
 from earlybrain.brainage.atlas_age import TemplateInputs, similarity_age, template_inputs
 from earlybrain.brainage.ensemble import BrainAgeError
-from earlybrain.brainage.frame import Grid, network_input, rotation_of
-from earlybrain.brainage.pipeline import Z_LIMIT, brainage_paths, gap_scores
-from earlybrain.io.atomic import write_json_atomic, write_text_atomic
+from earlybrain.brainage.frame import Grid, network_input
+from earlybrain.brainage.myelination import (
+    AGE_MARGIN_WEEKS,
+    AGE_STEP_WEEKS,
+    MyelinationModel,
+    myelination_key,
+    subject_indexes,
+)
+from earlybrain.brainage.pipeline import (
+    Z_LIMIT,
+    brainage_paths,
+    gap_scores,
+    volume_flags,
+    write_zscores,
+)
+from earlybrain.brainage.volume_age import volume_age
+from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.nifti import load_nifti
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
@@ -87,26 +89,6 @@ CONTRASTS = ("T1w", "T2w")
 INFANT_GRID = Grid(shape=(78, 96, 72), voxel_mm=2.0)
 # estimates further apart than this many SDs of their difference are flagged
 SPREAD_Z = 2.0
-AGE_STEP_WEEKS = 0.1
-AGE_MARGIN_WEEKS = 2.0
-# contrast indexes: a region (detailed labels) against deep grey matter, the largest
-# compact grey matter: its core is free of partial volume even at 1.5 mm, which the
-# cortical ribbon (2-3 mm thick) is not
-INDEX_TISSUES: dict[str, tuple[int, ...]] = {"cerebellum": (8, 9), "brainstem": (12,)}
-REFERENCE_LABELS = (10, 11)
-WM_LABELS = (4, 5)
-CEREBRUM_LABELS = (2, 3, 4, 5, 6, 7, 10, 11)
-# cerebral white matter zones: bins of depth (0 at the ventricles' level .. 1 at the
-# cortex) and of position from back (0) to front (1); myelination sweeps through them
-# (4 x 3 zones did worse on 40 simulated infants: T2w leave-one-out MAE 3.8 against 3.3
-# weeks; smaller zones are noisier and their covariance less well determined)
-WM_DEPTH_BINS: dict[str, tuple[float, float]] = {
-    "deep": (0.0, 0.4),
-    "middle": (0.4, 0.7),
-    "superficial": (0.7, 1.01),
-}
-WM_AP_BINS: dict[str, tuple[float, float]] = {"posterior": (0.0, 0.5), "anterior": (0.5, 1.01)}
-MIN_INDEX_VOXELS = 50
 METHOD_ORDER = ("atlas_similarity", "volumes", "myelination")
 
 CALIBRATION_FILE = "calibration_infant.json"  # beside the norms in models/brainage/
@@ -128,219 +110,12 @@ def _r(v: float | None, digits: int = 2) -> float | None:
     return None if v is None or not np.isfinite(v) else round(float(v), digits)
 
 
-# --- myelination ---------------------------------------------------------------------
-
-
-def _region_median(image: np.ndarray, region: np.ndarray, erode: bool) -> float:
-    """Median intensity of a region; eroded by one voxel against partial volume when
-    enough is left. NaN when the region is (nearly) empty."""
-    if region.sum() < MIN_INDEX_VOXELS:
-        return float("nan")
-    box = ndimage.find_objects(region.astype(np.uint8))[0]
-    sub, img = region[box], image[box]
-    if erode:
-        core = ndimage.binary_erosion(sub)
-        if core.sum() >= MIN_INDEX_VOXELS:
-            sub = core
-    return float(np.median(img[sub]))
-
-
-def index_names() -> tuple[str, ...]:
-    """Names of a contrast's indexes, in model order: white-matter zones, then tissues."""
-    zones = tuple(f"WM_{d}_{p}" for d in WM_DEPTH_BINS for p in WM_AP_BINS)
-    return zones + tuple(INDEX_TISSUES)
-
-
-def wm_zone_masks(
-    dseg: np.ndarray, affine: np.ndarray, atlas_to_subject: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Masks of the cerebral white-matter zones (cores: eroded by one voxel).
-
-    Positions come from the subject's own cerebrum in atlas orientation: coordinates
-    about its centroid, rotated by the registration's rotation, scaled by the semi-axes
-    of the ellipsoid with the same second moments (a^2 = 5 x variance). Depth is the
-    ellipsoidal radius from 0.3 (the ventricles' level) to 0.9 (the cortex) mapped to
-    0..1; the front-back position is the anterior coordinate mapped to 0..1. Size-free
-    and orientation-free, so the zones of any subject cover the same anatomy.
-    """
-    cerebrum = np.isin(dseg, CEREBRUM_LABELS)
-    wm = ndimage.binary_erosion(np.isin(dseg, WM_LABELS))
-    if cerebrum.sum() < MIN_INDEX_VOXELS or wm.sum() < MIN_INDEX_VOXELS:
-        return {}
-    lin, off = np.asarray(affine, dtype=float)[:3, :3], np.asarray(affine, dtype=float)[:3, 3]
-    rot = rotation_of(atlas_to_subject)
-    pts = np.argwhere(cerebrum) @ lin.T + off
-    centre = pts.mean(axis=0)
-    semi = np.sqrt(5.0 * (((pts - centre) @ rot) ** 2).mean(axis=0))
-    idx = np.argwhere(wm)
-    rel = ((idx @ lin.T + off - centre) @ rot) / semi
-    depth = np.clip((np.linalg.norm(rel, axis=1) - 0.3) / 0.6, 0.0, 1.0)
-    front = np.clip((rel[:, 1] + 1.0) / 2.0, 0.0, 1.0)
-    out = {}
-    for dname, (d0, d1) in WM_DEPTH_BINS.items():
-        for pname, (p0, p1) in WM_AP_BINS.items():
-            sel = (depth >= d0) & (depth < d1) & (front >= p0) & (front < p1)
-            mask = np.zeros(dseg.shape, dtype=bool)
-            mask[tuple(idx[sel].T)] = True
-            out[f"WM_{dname}_{pname}"] = mask
-    return out
-
-
-def contrast_indexes(
-    image: np.ndarray, dseg: np.ndarray, affine: np.ndarray, atlas_to_subject: np.ndarray
-) -> dict[str, float]:
-    """log(median intensity / median deep GM intensity) of each `index_names()`.
-
-    `dseg` holds earlybrain's 12 labels on the image's grid (`affine`), `atlas_to_subject`
-    the registration's map (only its rotation is used: `wm_zone_masks`). Every region
-    is eroded by one voxel (its core, away from partial volume). NaN for a region the
-    segmentation has (almost) none of, or a non-positive median. Within a subject the
-    zones share its white-matter intensity, so their differences follow myelination
-    alone: the sweep from deep to superficial and from back to front keeps the indexes
-    changing into the second year on T2w.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    dseg = np.asarray(dseg)
-    ref = _region_median(image, np.isin(dseg, REFERENCE_LABELS), erode=True)
-    regions = wm_zone_masks(dseg, affine, atlas_to_subject)
-    values = {name: _region_median(image, m, erode=False) for name, m in regions.items()}
-    for name, labels in INDEX_TISSUES.items():
-        values[name] = _region_median(image, np.isin(dseg, labels), erode=True)
-    out = {}
-    for name in index_names():
-        v = values.get(name, float("nan"))
-        ok = np.isfinite(v) and np.isfinite(ref) and v > 0 and ref > 0
-        out[name] = float(np.log(v / ref)) if ok else float("nan")
-    return out
-
-
-def logistic(ages: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """p0 + p1 * sigmoid((age - p2) / p3): the mean contrast index at each age."""
-    return p[0] + p[1] * special.expit((np.asarray(ages, dtype=float) - p[2]) / p[3])
-
-
-def fit_logistic(ages: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares logistic curve of an index against age: from several starts (or
-    the one given), with centre and width bounded so that a flat index stays a
-    well-defined, flat curve."""
-    ages, y = np.asarray(ages, dtype=float), np.asarray(y, dtype=float)
-    lo, hi = float(ages.min()), float(ages.max())
-    bounds = (
-        np.array([-np.inf, -np.inf, lo - 60.0, 2.0]),
-        np.array([np.inf, np.inf, hi + 60.0, 60.0]),
-    )
-    if start is not None:
-        starts = [np.asarray(start, dtype=float)]
-    else:
-        order = np.argsort(ages)
-        k = max(3, len(ages) // 6)
-        y0, y1 = float(np.mean(y[order[:k]])), float(np.mean(y[order[-k:]]))
-        starts = [
-            np.array([y0, (y1 - y0) or 1e-3, centre, width])
-            for centre in np.linspace(lo - 20.0, hi, 6)
-            for width in (5.0, 20.0)
-        ]
-    best = None
-    for x0 in starts:
-        x0 = np.clip(x0, bounds[0] + 1e-6, bounds[1] - 1e-6)
-        res = optimize.least_squares(lambda p: logistic(ages, p) - y, x0, bounds=bounds)
-        if best is None or res.cost < best.cost:
-            best = res
-    return best.x
-
-
-@dataclass(frozen=True)
-class MyelinationModel:
-    """Contrast indexes ~ Normal(logistic curves of age, covariance), one contrast."""
-
-    contrast: str
-    names: tuple[str, ...]
-    params: np.ndarray  # (n_indexes, 4) logistic parameters, ages in PMA weeks
-    cov: np.ndarray  # (n_indexes, n_indexes) residual covariance
-    age_range: tuple[float, float]
-
-    @classmethod
-    def from_dict(cls, contrast: str, d: Mapping[str, Any]) -> MyelinationModel:
-        return cls(
-            contrast,
-            tuple(d["names"]),
-            np.asarray(d["params"], dtype=float),
-            np.asarray(d["cov"], dtype=float),
-            tuple(float(a) for a in d["age_range"]),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "names": list(self.names),
-            "params": [[float(v) for v in p] for p in self.params],
-            "cov": [[float(v) for v in row] for row in self.cov],
-            "age_range": list(self.age_range),
-        }
-
-    @classmethod
-    def fit(
-        cls,
-        contrast: str,
-        ages: np.ndarray,
-        indexes: np.ndarray,
-        names: tuple[str, ...],
-        start: MyelinationModel | None = None,
-    ) -> MyelinationModel:
-        """Fit on (ages, indexes) of healthy subjects (rows with a NaN index are skipped);
-        `start`: a model fitted on similar data whose curves start the fit (one start)."""
-        ages, indexes = np.asarray(ages, dtype=float), np.asarray(indexes, dtype=float)
-        ok = np.all(np.isfinite(indexes), axis=1)
-        ages, indexes = ages[ok], indexes[ok]
-        params = np.stack(
-            [
-                fit_logistic(ages, indexes[:, j], None if start is None else start.params[j])
-                for j in range(len(names))
-            ]
-        )
-        resid = indexes - np.stack([logistic(ages, p) for p in params], axis=1)
-        n, p = len(ages), 4
-        cov = resid.T @ resid / max(n - p, 1)
-        return cls(contrast, names, params, cov, (float(ages.min()), float(ages.max())))
-
-    def grid(self) -> np.ndarray:
-        lo, hi = self.age_range[0] - AGE_MARGIN_WEEKS, self.age_range[1] + AGE_MARGIN_WEEKS
-        return np.arange(lo, hi + AGE_STEP_WEEKS / 2, AGE_STEP_WEEKS)
-
-    def estimate(self, indexes: Mapping[str, float]) -> dict[str, Any]:
-        """Posterior mean and SD of age (flat prior over the calibrated ages) given the
-        indexes (the calibrated SD is a table by age: `estimates`)."""
-        use = [j for j, s in enumerate(self.names) if np.isfinite(indexes.get(s, np.nan))]
-        if not use:
-            raise BrainAgeError("no contrast index could be measured (no tissue in the dseg)")
-        grid = self.grid()
-        x = np.array([indexes[self.names[j]] for j in use])
-        mu = np.stack([logistic(grid, self.params[j]) for j in use], axis=1)
-        prec = np.linalg.inv(self.cov[np.ix_(use, use)])
-        r = x[None, :] - mu
-        ll = -0.5 * np.einsum("gi,ij,gj->g", r, prec, r)
-        w = np.exp(ll - ll.max())
-        w /= w.sum()
-        mean = float(np.sum(w * grid))
-        sd = float(np.sqrt(np.sum(w * (grid - mean) ** 2)))
-        return {
-            "age_weeks": mean,
-            "sd_posterior_weeks": sd,
-            "indexes": {self.names[j]: float(x[k]) for k, j in enumerate(use)},
-            "structures": [self.names[j] for j in use],
-        }
-
-
 # --- calibrated SDs and the combination ----------------------------------------------
 
 
 def _table(table: Mapping[str, Any], age: float) -> float:
     """Piecewise-linear value of a {ages_weeks, values} table, flat beyond its ends."""
     return float(np.interp(age, table["ages_weeks"], table["values"]))
-
-
-def myelination_key(contrasts: Iterable[str]) -> str:
-    """Calibration key of a set of contrasts, e.g. "T1w+T2w"."""
-    return "+".join(sorted(set(contrasts)))
 
 
 def configuration_key(contrast: str, myelination: Iterable[str]) -> str:
@@ -379,25 +154,11 @@ def infant_templates(manifest: PathLike, contrast: str) -> TemplateInputs:
     return _templates(str(path), contrast, path.stat().st_mtime)
 
 
-def subject_indexes(
-    images: Mapping[str, np.ndarray],
-    dseg: np.ndarray,
-    affine: np.ndarray,
-    atlas_to_subject: np.ndarray,
-) -> dict[str, float]:
-    """Contrast indexes of every contrast, named "<contrast>:<region>"."""
-    return {
-        f"{c}:{t}": v
-        for c, image in images.items()
-        for t, v in contrast_indexes(image, dseg, affine, atlas_to_subject).items()
-    }
-
-
 def volume_posterior(norms: norms_mod.Norms, volumes: Mapping[str, float]) -> dict[str, Any]:
     """Posterior mean and SD of age given the tissue volumes, flat prior over the norms'
     ages (+- `AGE_MARGIN_WEEKS`).
 
-    `norms.volume_age` gives the most likely age and an SD scaled by the norms'
+    `volume_age.volume_age` gives the most likely age and an SD scaled by the norms'
     leave-one-out factor (the structures all scale with head size, so treating them as
     independent makes the likelihood too sharp). Near the ends of the infant range,
     where a large one-year-old's volumes are most likely at or beyond 24 months, that
@@ -406,7 +167,7 @@ def volume_posterior(norms: norms_mod.Norms, volumes: Mapping[str, float]) -> di
     log divided by the factor squared, as if every SD were that much larger), and the
     estimate is the posterior mean, whose SD stays honest at the edges.
     """
-    ml = norms_mod.volume_age(norms, volumes)
+    ml = volume_age(norms, volumes)
     used = list(ml["structures"])
     cal = norms.volume_age_calibration
     scale = float(cal["sd_scale"]) if ml["calibrated"] and cal else 1.0
@@ -580,9 +341,7 @@ def infant_brain_age_to_files(
     cal_lo, cal_hi = calibration["age_range_weeks"]
     outside = not (cal_lo - AGE_MARGIN_WEEKS <= chrono <= cal_hi + AGE_MARGIN_WEEKS)
     rows = norms_mod.subject_zscores(norms, chrono, vols, Z_LIMIT)
-    flags = [
-        f"{r['structure']} volume z = {r['z']:+.2f} (|z| > {Z_LIMIT:g})" for r in rows if r["flag"]
-    ]
+    flags = volume_flags(rows)
     if abs(gap_z) > Z_LIMIT:
         flags.append(
             f"brain-age gap {gap:+.1f} weeks, z = {gap_z:+.2f} (|z| > {Z_LIMIT:g}; healthy "
@@ -606,14 +365,12 @@ def infant_brain_age_to_files(
             f"atlas {templates.atlas} is not the one the SDs were calibrated with "
             f"({calibration['atlas']}): the atlas-similarity SD may be off"
         )
-    rows.append(
-        {"structure": "brain_age_gap_weeks", "volume_ml": None, "expected_ml": None,
-         "z": gap_z, "centile": gap_centile, "flag": abs(gap_z) > Z_LIMIT,
-         "note": f"gap {gap:+.2f} weeks (brain age {age:.2f}, chronological {chrono:g} PMA); "
-                 f"healthy gaps at this age ~ N({gap_bias:+.2f}, {gap_sd:.2f})"}
-    )  # fmt: skip
     paths = brainage_paths(out_anat, prefix)
-    write_text_atomic(paths["zscores"], norms_mod.zscores_tsv(rows))
+    write_zscores(
+        paths["zscores"], rows, gap_z, gap_centile,
+        f"gap {gap:+.2f} weeks (brain age {age:.2f}, chronological {chrono:g} PMA); "
+        f"healthy gaps at this age ~ N({gap_bias:+.2f}, {gap_sd:.2f})",
+    )  # fmt: skip
 
     def months(v: float) -> float | None:
         return _r(weeks_to_months(v))

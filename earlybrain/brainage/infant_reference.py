@@ -52,7 +52,8 @@ import os
 import numpy as np
 
 from earlybrain.anatomy.biometry import months_to_pma_weeks
-from earlybrain.brainage.norms import Norms, fit_norms
+from earlybrain.brainage.norms import Norms
+from earlybrain.brainage.norms_fit import fit_norms
 from earlybrain.segment.volumes import volume_rows
 from earlybrain.simulate.phantom import Phantom, make_phantom
 from earlybrain.training import derived_seeds
@@ -181,7 +182,8 @@ def measure_subject(
     contrast the atlas-similarity age and the contrast indexes."""
     from earlybrain.brainage.atlas_age import similarity_age
     from earlybrain.brainage.frame import network_input
-    from earlybrain.brainage.infant import INFANT_GRID, contrast_indexes, infant_templates
+    from earlybrain.brainage.infant import INFANT_GRID, infant_templates
+    from earlybrain.brainage.myelination import contrast_indexes
     from earlybrain.simulate.contrast import intensity_image
 
     labels = brain_labels(phantom)
@@ -259,14 +261,8 @@ def fit_calibration(
       healthy brain-age gap's mean and SD by chronological age (kernel-smoothed), from
       the leave-one-out myelination estimates.
     """
-    from earlybrain.brainage.infant import (
-        CONTRASTS,
-        MyelinationModel,
-        combine,
-        configuration_key,
-        index_names,
-        myelination_key,
-    )
+    from earlybrain.brainage.infant import CONTRASTS, combine, configuration_key
+    from earlybrain.brainage.myelination import MyelinationModel, index_names, myelination_key
 
     ages = np.array([r["pma_weeks"] for r in rows], dtype=float)
     nodes = np.array([months_to_pma_weeks(m) for m in CALIBRATION_NODES_MONTHS])

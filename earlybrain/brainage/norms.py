@@ -1,4 +1,4 @@
-"""Normative growth models of brain volumes: centile curves, z-scores, volume-based age.
+"""Normative growth models of brain volumes: centile curves and z-scores.
 
 Per structure, log(volume) is normal at each age with
 - mean: a cubic polynomial in age (centred and scaled to [-1, 1] over the fitted range).
@@ -7,14 +7,14 @@ Per structure, log(volume) is normal at each age with
   from 30 subjects without the smoothing parameter a penalised spline would need;
 - SD: exp(linear in age), so the spread may widen or narrow with age but stays positive.
 Log scale makes the spread proportional to size (a 10 % larger brain is as unusual at
-22 weeks as at 38) and keeps the centile curves positive. Both are fitted by Gaussian
-maximum likelihood (alternating weighted least squares for the mean and Newton steps
-for the SD, each of which lowers the same likelihood), with the SD scaled by
-sqrt(n / (n - 4)) so that small cohorts do not give overconfident z-scores. The curves
-are only trusted over the age range they were fitted on: scores outside it carry a note.
+22 weeks as at 38) and keeps the centile curves positive. The curves are only trusted
+over the age range they were fitted on: scores outside it carry a note.
 
-The pipeline ships curves fitted on its simulated reference cohort (`reference`); a lab
-refits them on its own healthy controls with `fit_norms_files`.
+This module is what every user of the norms needs: read them, evaluate them, score a
+subject's volumes (and read the pipeline's volumes TSV that they score). Fitting them
+on a cohort is `norms_fit`; the age the volumes point to is `volume_age`. The pipeline
+ships curves fitted on its simulated reference cohort (`reference`); a lab refits them
+on its own healthy controls with `norms_fit.fit_norms_files`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy
 from scipy import special
 
-from earlybrain import __version__
 from earlybrain.anatomy.labels import TISSUES
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.segment.volumes import tsv_cell
@@ -38,15 +36,8 @@ from earlybrain.segment.volumes import tsv_cell
 FORMAT = "earlybrain-norms-1"
 # the rows of the pipeline's volumes TSV (`segment.volumes.volume_rows`)
 STRUCTURES = (*TISSUES.values(), "total_brain", "intracranial")
-# total_brain and intracranial are sums of these, so they would count twice
-VOLUME_AGE_STRUCTURES = tuple(TISSUES.values())
 AGE_KINDS = ("GA", "PMA")
 MEAN_DEGREE = 3
-MIN_SUBJECTS = 12  # twice the six parameters of a structure's model
-MIN_AGE_SPAN_WEEKS = 3.0
-# volume_age searches this far beyond the fitted ages: a little extrapolation is safe
-AGE_GRID_MARGIN_WEEKS = 2.0
-AGE_GRID_STEP_WEEKS = 0.02
 ZSCORE_COLUMNS = ("structure", "volume_ml", "expected_ml", "z", "centile", "flag", "note")
 
 
@@ -239,129 +230,10 @@ class Norms:
         return norms
 
 
-# --- fitting -------------------------------------------------------------------------
-
-
 def _pipeline_order(names: Iterable[str]) -> list[str]:
     """The volumes TSV's order, then any other structures alphabetically."""
     names = set(names)
     return [s for s in STRUCTURES if s in names] + sorted(names - set(STRUCTURES))
-
-
-def _negloglik(r2: np.ndarray, log_sd: np.ndarray) -> float:
-    """-log likelihood (up to a constant) of squared residuals `r2` with log SDs `log_sd`."""
-    return float(np.sum(log_sd + 0.5 * r2 * np.exp(-2.0 * log_sd)))
-
-
-def _fit_structure(ages: np.ndarray, log_v: np.ndarray) -> StructureNorm:
-    """Gaussian maximum likelihood of the mean polynomial and the log-linear SD."""
-    lo, hi = float(ages.min()), float(ages.max())
-    centre, scale = (lo + hi) / 2.0, (hi - lo) / 2.0
-    t = (ages - centre) / scale
-    X = np.polynomial.polynomial.polyvander(t, MEAN_DEGREE)
-    Z = np.stack([np.ones_like(t), t], axis=1)
-    beta = np.linalg.lstsq(X, log_v, rcond=None)[0]
-    r = log_v - X @ beta
-    # a floor keeps the SD finite when volumes sit exactly on a curve (e.g. no variation)
-    r2_floor = 1e-12 * max(1.0, float(np.mean(log_v**2)))
-    gamma = np.array([0.5 * np.log(max(float(np.mean(r**2)), r2_floor)), 0.0])
-    previous = np.inf
-    for _ in range(200):
-        sw = np.exp(-Z @ gamma)  # square root of the weights 1 / sd**2
-        beta = np.linalg.lstsq(X * sw[:, None], log_v * sw, rcond=None)[0]
-        r2 = np.maximum((log_v - X @ beta) ** 2, r2_floor)
-        for _ in range(20):  # Newton on the SD parameters (convex for fixed residuals)
-            e = r2 * np.exp(-2.0 * Z @ gamma)
-            grad = Z.T @ (1.0 - e)
-            step = np.linalg.solve(Z.T @ (Z * (2.0 * e)[:, None]), grad)
-            f0 = _negloglik(r2, Z @ gamma)
-            shrink = 1.0
-            while _negloglik(r2, Z @ (gamma - shrink * step)) > f0 and shrink > 1e-4:
-                shrink /= 2.0
-            gamma = gamma - shrink * step
-            if np.max(np.abs(shrink * step)) < 1e-10:
-                break
-        current = _negloglik(r2, Z @ gamma)
-        if previous - current < 1e-10 * max(1.0, abs(current)):
-            break
-        previous = current
-    n, p = len(ages), MEAN_DEGREE + 1
-    gamma[0] += 0.5 * np.log(n / (n - p))  # ML underestimates the SD by sqrt((n - p) / n)
-    return StructureNorm(
-        n,
-        (lo, hi),
-        centre,
-        scale,
-        tuple(float(b) for b in beta),
-        (float(gamma[0]), float(gamma[1])),
-    )
-
-
-def _volumes(rows: Sequence[Mapping[str, float | None]], structure: str) -> np.ndarray:
-    """Volumes of `structure` across subjects, NaN where missing."""
-    return np.array([np.nan if r.get(structure) is None else float(r[structure]) for r in rows])
-
-
-def _structure_data(
-    ages: np.ndarray, rows: Sequence[Mapping[str, float]], structure: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ages and log volumes of the subjects that have a finite volume of `structure`."""
-    v = _volumes(rows, structure)
-    ok = np.isfinite(v)
-    bad = np.flatnonzero(ok & (v <= 0))
-    if len(bad):
-        raise NormsError(f"{structure}: volume {v[bad[0]]} of subject {bad[0]} is not positive")
-    return ages[ok], np.log(v[ok])
-
-
-def _check_cohort(structure: str, ages: np.ndarray) -> None:
-    if len(ages) < MIN_SUBJECTS:
-        raise NormsError(
-            f"{structure}: {len(ages)} subjects with a volume, need at least {MIN_SUBJECTS}"
-        )
-    if np.ptp(ages) < MIN_AGE_SPAN_WEEKS:
-        raise NormsError(
-            f"{structure}: ages span {np.ptp(ages):.1f} weeks, need at least "
-            f"{MIN_AGE_SPAN_WEEKS:g} to fit growth"
-        )
-
-
-def fit_norms(
-    rows: Sequence[tuple[float, Mapping[str, float]]],
-    source: str,
-    age_kind: str = "GA",
-    metadata: Mapping[str, object] | None = None,
-) -> Norms:
-    """Fit every structure found in `rows` = [(age_weeks, {structure: total_ml})].
-
-    Missing or NaN volumes are skipped per structure; a structure with fewer than
-    `MIN_SUBJECTS` volumes or ages spanning less than `MIN_AGE_SPAN_WEEKS` is an error.
-    """
-    if age_kind not in AGE_KINDS:
-        raise NormsError(f"age_kind must be one of {AGE_KINDS}, got {age_kind!r}")
-    ages = np.array([float(a) for a, _ in rows])
-    if not len(ages) or not np.all(np.isfinite(ages)):
-        raise NormsError("every subject needs a finite age (and there must be subjects)")
-    vols = [v for _, v in rows]
-    structures = {}
-    for s in _pipeline_order({s for v in vols for s in v}):
-        a, log_v = _structure_data(ages, vols, s)
-        _check_cohort(s, a)
-        structures[s] = _fit_structure(a, log_v)
-    return Norms(
-        structures=structures,
-        source=source,
-        n_subjects=len(rows),
-        age_range=(float(ages.min()), float(ages.max())),
-        age_kind=age_kind,
-        fitted_with={
-            "earlybrain": __version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
-        volume_age_calibration=_calibrate_volume_age(ages, vols),
-        metadata=dict(metadata or {}),
-    )
 
 
 # --- per subject ---------------------------------------------------------------------
@@ -417,106 +289,6 @@ def zscores_tsv(rows: Iterable[Mapping[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- age from volumes ----------------------------------------------------------------
-
-
-def _default_grid(age_range: tuple[float, float]) -> np.ndarray:
-    lo, hi = age_range[0] - AGE_GRID_MARGIN_WEEKS, age_range[1] + AGE_GRID_MARGIN_WEEKS
-    return np.arange(lo, hi + AGE_GRID_STEP_WEEKS / 2, AGE_GRID_STEP_WEEKS)
-
-
-def _ml_age(
-    models: Sequence[StructureNorm], log_v: np.ndarray, grid: np.ndarray
-) -> tuple[float, float, bool]:
-    """Maximum-likelihood age, the SD of the (flat-prior) posterior over the grid, and
-    whether the maximum sits on the grid's edge (the age is then outside the grid)."""
-    ll = np.zeros_like(grid)
-    for m, lv in zip(models, log_v, strict=True):
-        sd = m.sd_log(grid)
-        ll -= np.log(sd) + 0.5 * ((lv - m.mean_log(grid)) / sd) ** 2
-    best = int(np.argmax(ll))
-    p = np.exp(ll - ll[best])
-    p /= p.sum()
-    mean = float(np.sum(p * grid))
-    sd = float(np.sqrt(np.sum(p * (grid - mean) ** 2)))
-    return float(grid[best]), sd, best in (0, len(grid) - 1)
-
-
-def volume_age(
-    norms: Norms,
-    volumes: Mapping[str, float | None],
-    structures: Sequence[str] = VOLUME_AGE_STRUCTURES,
-    age_grid: Sequence[float] | np.ndarray | None = None,
-) -> dict[str, object]:
-    """Age (weeks) that makes the subject's volumes most likely under the norms.
-
-    The naive SD treats the structures as independent, but they all scale with head
-    size, so it is too small: when the structures are those the norms' leave-one-out
-    calibration used, the SD is multiplied by its `sd_scale` (`calibrated` says so).
-    """
-    known = [s for s in structures if volumes.get(s) is not None and np.isfinite(volumes[s])]
-    # a structure the segmentation found nothing of says nothing about age: left out
-    missing = [s for s in known if volumes[s] <= 0]
-    used = [s for s in known if volumes[s] > 0]
-    if not used:
-        raise NormsError(f"none of {', '.join(structures)} has a positive volume")
-    grid = _default_grid(norms.age_range) if age_grid is None else np.asarray(age_grid, float)
-    log_v = np.log([float(volumes[s]) for s in used])
-    age, sd_naive, at_edge = _ml_age([norms.model(s) for s in used], log_v, grid)
-    cal = norms.volume_age_calibration
-    calibrated = cal is not None and sorted(cal["structures"]) == sorted(used)
-    scale = float(cal["sd_scale"]) if calibrated else 1.0
-    return {
-        "age_weeks": age,
-        "sd_weeks": sd_naive * scale,
-        "sd_naive_weeks": sd_naive,
-        "calibrated": calibrated,
-        "structures": used,
-        "note": "; ".join(
-            [f"on the edge of the searched ages {grid[0]:g}-{grid[-1]:g}"] * at_edge
-            + [f"left out (volume 0): {', '.join(missing)}"] * bool(missing)
-        )
-        or None,
-    }
-
-
-def _calibrate_volume_age(
-    ages: np.ndarray, vols: Sequence[Mapping[str, float]]
-) -> dict[str, object] | None:
-    """Leave-one-out on the fitting cohort: each subject's volume age under norms fitted
-    without it. `sd_scale` = RMS of (error / naive SD), so that calibrated SDs match the
-    errors on average; the RMS error itself is the SD of the brain-age gap."""
-    names = list(VOLUME_AGE_STRUCTURES)
-    log_v = np.full((len(ages), len(names)), np.nan)
-    for j, s in enumerate(names):
-        v = _volumes(vols, s)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_v[:, j] = np.where(v > 0, np.log(v), np.nan)
-    complete = np.all(np.isfinite(log_v), axis=1)
-    ages, log_v = ages[complete], log_v[complete]
-    if len(ages) <= MIN_SUBJECTS or np.ptp(ages) < MIN_AGE_SPAN_WEEKS:
-        return None
-    grid = _default_grid((float(ages.min()), float(ages.max())))
-    errors, z = [], []
-    for i in range(len(ages)):
-        keep = np.arange(len(ages)) != i
-        models = [_fit_structure(ages[keep], log_v[keep, j]) for j in range(len(names))]
-        est, sd, _ = _ml_age(models, log_v[i], grid)
-        errors.append(est - ages[i])
-        z.append((est - ages[i]) / sd)
-    errors, z = np.array(errors), np.array(z)
-    scale = float(np.sqrt(np.mean(z**2)))
-    return {
-        "method": "leave-one-out on the fitting cohort; sd_weeks = naive SD * sd_scale",
-        "structures": names,
-        "n": len(ages),
-        "sd_scale": scale,
-        "loo_rmse_weeks": float(np.sqrt(np.mean(errors**2))),
-        "loo_bias_weeks": float(np.mean(errors)),
-        "loo_coverage_95": float(np.mean(np.abs(z) <= 1.96 * scale)),
-    }
-
-
 # --- files ---------------------------------------------------------------------------
 
 
@@ -547,38 +319,3 @@ def read_volumes_tsv(path: str | os.PathLike[str]) -> dict[str, float]:
                 f"{path}: line {k}: total_ml {text!r} of {structure!r} is not a number"
             ) from None
     return volumes
-
-
-def norms_from_files(
-    volume_tsvs: Sequence[str | os.PathLike[str]],
-    ages: Sequence[float],
-    source: str,
-    age_kind: str = "GA",
-) -> Norms:
-    """Norms fitted on a cohort's volumes TSVs (e.g. a lab's healthy controls)."""
-    if len(volume_tsvs) != len(ages):
-        raise NormsError(f"{len(volume_tsvs)} volumes files but {len(ages)} ages")
-    rows = []
-    for path, age in zip(volume_tsvs, ages, strict=True):
-        # a structure the segmentation found nothing of: missing for this subject
-        vols = {s: (v if v > 0 else None) for s, v in read_volumes_tsv(path).items()}
-        if not np.isfinite(age):
-            raise NormsError(f"{path}: age {age} is not a number")
-        rows.append((float(age), vols))
-    return fit_norms(
-        rows, source, age_kind, metadata={"volume_tsvs": [str(p) for p in volume_tsvs]}
-    )
-
-
-def fit_norms_files(
-    volume_tsvs: Sequence[str | os.PathLike[str]],
-    ages: Sequence[float],
-    out_json: str | os.PathLike[str],
-    source: str,
-    age_kind: str = "GA",
-) -> Norms:
-    """The refit rule: fit norms on the given volumes and write them atomically."""
-    norms = norms_from_files(volume_tsvs, ages, source, age_kind)
-    norms.to_json(out_json)
-    norms.origin = str(out_json)
-    return norms

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from earlybrain.brainage.ensemble import (
     predictive_sd,
 )
 from earlybrain.brainage.frame import GRID, Grid, network_input
+from earlybrain.brainage.volume_age import volume_age
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import load_nifti
 from earlybrain.io.sidecar import write_sidecar
@@ -73,6 +75,28 @@ def gap_scores(gap: float, gap_sd: float) -> tuple[float, float]:
     return float(z), float(100.0 * normal.cdf(z))
 
 
+def volume_flags(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A flag for every volume `norms.subject_zscores` flagged (|z| > `Z_LIMIT`)."""
+    return [
+        f"{r['structure']} volume z = {r['z']:+.2f} (|z| > {Z_LIMIT:g})" for r in rows if r["flag"]
+    ]
+
+
+def write_zscores(
+    path: PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    gap_z: float,
+    gap_centile: float,
+    gap_note: str,
+) -> None:
+    """The z-scores TSV: the volumes' rows (`norms.subject_zscores`), then the brain-age
+    gap's, scored and flagged like a volume."""
+    gap_row = {"structure": "brain_age_gap_weeks", "volume_ml": None, "expected_ml": None,
+               "z": gap_z, "centile": gap_centile, "flag": abs(gap_z) > Z_LIMIT,
+               "note": gap_note}  # fmt: skip
+    write_text_atomic(path, norms_mod.zscores_tsv([*rows, gap_row]))
+
+
 def _r(v: float, digits: int = 2) -> float:
     return round(float(v), digits)
 
@@ -110,7 +134,7 @@ def brain_age_to_files(
     t_net = time.perf_counter() - t0
     atlas = similarity_age(x, template_inputs(manifest, grid=model.grid))
     vols = norms_mod.read_volumes_tsv(volumes_tsv)
-    by_volume = norms_mod.volume_age(norms, vols)
+    by_volume = volume_age(norms, vols)
     estimates = {
         "deep_ensemble": age,
         "atlas_similarity": float(atlas["age_weeks"]),
@@ -125,9 +149,7 @@ def brain_age_to_files(
     lo, hi = model.train_range
     outside = extrapolation > 0 or not lo - 0.5 <= age <= hi + 0.5
     rows = norms_mod.subject_zscores(norms, float(age_weeks), vols, Z_LIMIT)
-    flags = [
-        f"{r['structure']} volume z = {r['z']:+.2f} (|z| > {Z_LIMIT:g})" for r in rows if r["flag"]
-    ]
+    flags = volume_flags(rows)
     if abs(gap_z) > Z_LIMIT:
         flags.append(f"brain-age gap {gap:+.1f} weeks, z = {gap_z:+.2f} (|z| > {Z_LIMIT:g})")
     if spread > SPREAD_LIMIT_WEEKS:
@@ -140,14 +162,12 @@ def brain_age_to_files(
             f"age {age_weeks:g} weeks (brain age {age:.1f}) is outside the network's training "
             f"range {lo:g}-{hi:g} weeks: an extrapolation, its uncertainty includes the distance"
         )
-    rows.append(
-        {"structure": "brain_age_gap_weeks", "volume_ml": None, "expected_ml": None,
-         "z": gap_z, "centile": gap_centile, "flag": abs(gap_z) > Z_LIMIT,
-         "note": f"gap {gap:+.2f} weeks (brain age {age:.2f}, chronological {age_weeks:g}); "
-                 f"healthy gaps ~ N(0, {gap_sd:.2f})"}
-    )  # fmt: skip
     paths = brainage_paths(out_anat, prefix)
-    write_text_atomic(paths["zscores"], norms_mod.zscores_tsv(rows))
+    write_zscores(
+        paths["zscores"], rows, gap_z, gap_centile,
+        f"gap {gap:+.2f} weeks (brain age {age:.2f}, chronological {age_weeks:g}); "
+        f"healthy gaps ~ N(0, {gap_sd:.2f})",
+    )  # fmt: skip
     result = {
         "chronological_age_weeks": float(age_weeks),
         "age_kind": "GA",

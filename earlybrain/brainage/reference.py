@@ -14,7 +14,8 @@ import os
 
 import numpy as np
 
-from earlybrain.brainage.norms import Norms, fit_norms
+from earlybrain.brainage.norms import Norms
+from earlybrain.brainage.norms_fit import fit_norms
 from earlybrain.segment.volumes import volume_rows
 from earlybrain.simulate.phantom import make_phantom
 from earlybrain.training import derived_seeds
