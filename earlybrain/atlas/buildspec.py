@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from earlybrain.config_values import coerce_fields
+
 
 @dataclass(frozen=True)
 class BuildParams:
@@ -38,8 +40,6 @@ class BuildParams:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> BuildParams:
-        from earlybrain.register.register import coerce_fields
-
         return cls(**coerce_fields(cls, dict(values or {}), "atlas build"))
 
 

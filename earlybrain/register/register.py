@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from earlybrain.atlas.manifest import load_manifest, select_template
 from earlybrain.atlas.templates import TemplateImages, load_template
+from earlybrain.config_values import coerce_fields
 from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic
 from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
@@ -33,36 +34,6 @@ from earlybrain.register.metrics import dice, ncc
 
 log = logging.getLogger("earlybrain.register")
 PathLike = str | os.PathLike[str]
-
-
-def coerce_fields(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
-    """Config values -> the types of the dataclass's defaults (lists become tuples).
-
-    Values given on a command line (`snakemake --config`) may arrive as strings.
-    """
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {what} parameter(s): {', '.join(unknown)}")
-    defaults = cls()
-    out = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        try:
-            if isinstance(default, tuple):
-                kind = type(default[0]) if default else float
-                out[key] = tuple(kind(v) for v in value)
-            elif isinstance(default, bool):
-                out[key] = value if isinstance(value, bool) else str(value).lower() == "true"
-            elif isinstance(default, int | float):
-                out[key] = type(default)(value)
-            elif default is None and value is not None:
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} parameter {key}: cannot use {value!r}") from None
-    return out
 
 
 @dataclass(frozen=True)
