@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from earlybrain.atlas.build import (
-    AtlasSubject,
     BuildParams,
     build_atlas,
     build_templates,
@@ -25,6 +24,7 @@ from earlybrain.atlas.manifest import (
     read_label_table,
     select_template,
 )
+from earlybrain.atlas.standardise import AtlasSubject
 from earlybrain.atlas.templates import load_template
 from earlybrain.atlas.write import week_tag, write_atlas
 from earlybrain.geometry import voxel_grid_world

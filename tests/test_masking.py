@@ -39,6 +39,7 @@ from earlybrain.preprocess.masking.slices import (
     uncrop,
     with_context,
 )
+from earlybrain.preprocess.masking.training_batches import localiser_sample, segmenter_sample
 from earlybrain.preprocess.masking.training_data import (
     SubjectMix,
     real_anatomies,
@@ -48,8 +49,6 @@ from earlybrain.preprocess.train_masking import (
     THRESHOLDS,
     TrainConfig,
     dice,
-    localiser_sample,
-    segmenter_sample,
     subject_seeds,
     train_masking,
 )

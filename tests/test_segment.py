@@ -33,7 +33,8 @@ from earlybrain.segment.network import DEFAULT_ARCH, N_CLASSES, build_network
 from earlybrain.segment.pipeline import segment_array
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.synth import SynthConfig, deform_labels, synthesize
-from earlybrain.segment.train import PatchSampler, subject_seeds, train_segmentation
+from earlybrain.segment.train import train_segmentation
+from earlybrain.segment.train_data import PatchSampler, subject_seeds
 from earlybrain.segment.volumes import asymmetry_index, volume_rows, volumes_tsv
 from earlybrain.simulate.phantom import make_phantom
 

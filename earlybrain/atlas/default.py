@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from earlybrain.atlas.build import AtlasSubject, build_templates
+from earlybrain.atlas.build import build_templates
 from earlybrain.atlas.buildspec import BuildParams
+from earlybrain.atlas.standardise import AtlasSubject
 from earlybrain.atlas.write import write_atlas
 from earlybrain.simulate.acquisition import random_head_pose
 from earlybrain.simulate.cohort import PRESETS, subject_seed
