@@ -35,3 +35,18 @@ def test_snakefmt_clean() -> None:
         text=True,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+MAX_MODULE_LINES = 520
+
+
+def test_no_module_grows_past_one_job() -> None:
+    """A module over about 500 lines has so far always been doing several jobs (the
+    report's methods, the infant brain age, the uterus scene were each split in two or
+    more); a module that reaches the limit is split along its jobs, not the limit raised."""
+    sizes = {
+        str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines())
+        for p in (REPO / "earlybrain").rglob("*.py")
+    }
+    too_long = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not too_long, too_long
