@@ -209,7 +209,7 @@ class Norms:
             raise NormsError(f"{path}: malformed structure entry ({exc!r})") from None
         if not structures:
             raise NormsError(f"{path}: no structures")
-        structures = {s: structures[s] for s in _pipeline_order(structures)}  # JSON sorts keys
+        structures = {s: structures[s] for s in pipeline_order(structures)}  # JSON sorts keys
         try:
             lo, hi = (float(a) for a in d["age_range"])
             norms = cls(
@@ -230,7 +230,7 @@ class Norms:
         return norms
 
 
-def _pipeline_order(names: Iterable[str]) -> list[str]:
+def pipeline_order(names: Iterable[str]) -> list[str]:
     """The volumes TSV's order, then any other structures alphabetically."""
     names = set(names)
     return [s for s in STRUCTURES if s in names] + sorted(names - set(STRUCTURES))

@@ -23,10 +23,10 @@ from earlybrain.brainage.norms import (
     Norms,
     NormsError,
     StructureNorm,
-    _pipeline_order,
+    pipeline_order,
     read_volumes_tsv,
 )
-from earlybrain.brainage.volume_age import VOLUME_AGE_STRUCTURES, _default_grid, _ml_age
+from earlybrain.brainage.volume_age import VOLUME_AGE_STRUCTURES, default_age_grid, ml_age
 
 MIN_SUBJECTS = 12  # twice the six parameters of a structure's model
 MIN_AGE_SPAN_WEEKS = 3.0
@@ -128,7 +128,7 @@ def fit_norms(
         raise NormsError("every subject needs a finite age (and there must be subjects)")
     vols = [v for _, v in rows]
     structures = {}
-    for s in _pipeline_order({s for v in vols for s in v}):
+    for s in pipeline_order({s for v in vols for s in v}):
         a, log_v = _structure_data(ages, vols, s)
         _check_cohort(s, a)
         structures[s] = _fit_structure(a, log_v)
@@ -164,12 +164,12 @@ def _calibrate_volume_age(
     ages, log_v = ages[complete], log_v[complete]
     if len(ages) <= MIN_SUBJECTS or np.ptp(ages) < MIN_AGE_SPAN_WEEKS:
         return None
-    grid = _default_grid((float(ages.min()), float(ages.max())))
+    grid = default_age_grid((float(ages.min()), float(ages.max())))
     errors, z = [], []
     for i in range(len(ages)):
         keep = np.arange(len(ages)) != i
         models = [_fit_structure(ages[keep], log_v[keep, j]) for j in range(len(names))]
-        est, sd, _ = _ml_age(models, log_v[i], grid)
+        est, sd, _ = ml_age(models, log_v[i], grid)
         errors.append(est - ages[i])
         z.append((est - ages[i]) / sd)
     errors, z = np.array(errors), np.array(z)

@@ -22,12 +22,12 @@ AGE_GRID_MARGIN_WEEKS = 2.0
 AGE_GRID_STEP_WEEKS = 0.02
 
 
-def _default_grid(age_range: tuple[float, float]) -> np.ndarray:
+def default_age_grid(age_range: tuple[float, float]) -> np.ndarray:
     lo, hi = age_range[0] - AGE_GRID_MARGIN_WEEKS, age_range[1] + AGE_GRID_MARGIN_WEEKS
     return np.arange(lo, hi + AGE_GRID_STEP_WEEKS / 2, AGE_GRID_STEP_WEEKS)
 
 
-def _ml_age(
+def ml_age(
     models: Sequence[StructureNorm], log_v: np.ndarray, grid: np.ndarray
 ) -> tuple[float, float, bool]:
     """Maximum-likelihood age, the SD of the (flat-prior) posterior over the grid, and
@@ -62,9 +62,9 @@ def volume_age(
     used = [s for s in known if volumes[s] > 0]
     if not used:
         raise NormsError(f"none of {', '.join(structures)} has a positive volume")
-    grid = _default_grid(norms.age_range) if age_grid is None else np.asarray(age_grid, float)
+    grid = default_age_grid(norms.age_range) if age_grid is None else np.asarray(age_grid, float)
     log_v = np.log([float(volumes[s]) for s in used])
-    age, sd_naive, at_edge = _ml_age([norms.model(s) for s in used], log_v, grid)
+    age, sd_naive, at_edge = ml_age([norms.model(s) for s in used], log_v, grid)
     cal = norms.volume_age_calibration
     calibrated = cal is not None and sorted(cal["structures"]) == sorted(used)
     scale = float(cal["sd_scale"]) if calibrated else 1.0

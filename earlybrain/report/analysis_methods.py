@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from earlybrain.report.preprocessing_methods import _device, _num
+from earlybrain.report.preprocessing_methods import device_phrase, num
 from earlybrain.report.references import Methods
 from earlybrain.report.segmentation import mean_agreement, segmentation_warnings
 
@@ -70,14 +70,14 @@ def segmentation_paragraph(qc: dict[str, Any], card: dict[str, Any], m: Methods)
         f"weights used ({Path(str(par.get('weights', '?'))).name}, SHA-256 "
         f"{str(par.get('weights_sha256', '?'))[:12]}) {_training(card)} The registered "
         "reconstruction, in atlas space, was resampled to the network's "
-        f"{_num(par.get('working_grid_mm', '?'))} mm working grid and segmented by "
+        f"{num(par.get('working_grid_mm', '?'))} mm working grid and segmented by "
         f"sliding-window inference (overlapping windows, Gaussian blending){tta} in "
-        f"{_num(times.get('network_s', '?'))} s on {_device(par.get('device'))}. Labels "
-        f"more than {_num(par.get('mask_margin_mm', '?'))} mm outside the registered brain "
+        f"{num(times.get('network_s', '?'))} s on {device_phrase(par.get('device'))}. Labels "
+        f"more than {num(par.get('mask_margin_mm', '?'))} mm outside the registered brain "
         "mask were removed; the tissues were split into left and right at the atlas "
-        f"midsagittal plane (x = {_num(par.get('midsagittal_plane_x_mm', '?'))} mm); of "
+        f"midsagittal plane (x = {num(par.get('midsagittal_plane_x_mm', '?'))} mm); of "
         "each label the largest connected component was kept, with any other component at "
-        f"least {_num(par.get('keep_fraction', '?'))} times its size, and holes were filled. "
+        f"least {num(par.get('keep_fraction', '?'))} times its size, and holes were filled. "
         "The labels were brought back to the reconstruction's grid through the inverse of "
         "the registration and the volumes measured there, in subject space; asymmetry index "
         "(L - R) / ((L + R) / 2)."
@@ -100,8 +100,8 @@ def _ensemble_training(card: dict[str, Any], deep: dict[str, Any]) -> str:
         lo, hi = [*(deep.get("training_range_weeks") or []), "?", "?"][:2]
         return (
             "have no model card beside them, so their training is not reported here (the "
-            f"brain-age step recorded ages {_num(lo)}-{_num(hi)} weeks in training and a "
-            f"validation mean absolute error of {_num(deep.get('validation_mae_weeks', '?'))} "
+            f"brain-age step recorded ages {num(lo)}-{num(hi)} weeks in training and a "
+            f"validation mean absolute error of {num(deep.get('validation_mae_weeks', '?'))} "
             "weeks)."
         )
     data, val = card.get("training_data", {}), card.get("validation", {})
@@ -112,7 +112,7 @@ def _ensemble_training(card: dict[str, Any], deep: dict[str, Any]) -> str:
         f"{card.get('config', {}).get('seed', '?')} on "
         f"{data.get('simulated', {}).get('n', '?')} simulated volumes"
         + (f" and {cohort} volumes of a cohort" if cohort else "")
-        + f" aged {_num(lo)}-{_num(hi)} weeks"
+        + f" aged {num(lo)}-{num(hi)} weeks"
     )
     if isinstance(val.get("mae_weeks"), int | float):
         text += (
@@ -138,20 +138,20 @@ def brainage_paragraph(
         "networks, each predicting a mean age and a variance; the estimate is the mixture of "
         "the members' Gaussians, whose variance adds the members' mean variance (aleatoric) "
         "and the variance of their means (epistemic): here SD "
-        f"{_num(deep.get('sd_weeks', '?'))} weeks (aleatoric "
-        f"{_num(deep.get('aleatoric_sd_weeks', '?'))}, epistemic "
-        f"{_num(deep.get('epistemic_sd_weeks', '?'))}), on "
-        f"{_device(result.get('device'))}. The weights "
+        f"{num(deep.get('sd_weeks', '?'))} weeks (aleatoric "
+        f"{num(deep.get('aleatoric_sd_weeks', '?'))}, epistemic "
+        f"{num(deep.get('epistemic_sd_weeks', '?'))}), on "
+        f"{device_phrase(result.get('device'))}. The weights "
         f"({Path(str(deep.get('weights', '?'))).name}, SHA-256 "
         f"{str(deep.get('weights_sha256', '?'))[:12]}) {_ensemble_training(card, deep)} "
         "Two classical estimates were made as checks: the age of the weekly template of "
         f"atlas {atlas.get('atlas', '?')} most similar to the subject (normalised "
         "cross-correlation), and the age that makes the tissue volumes most likely under "
         "the normative growth curves; estimates more than "
-        f"{_num(par.get('spread_limit_weeks', '?'))} weeks apart were flagged (here "
-        f"{_num(result.get('method_spread_weeks', '?'))} weeks). The brain-age gap "
+        f"{num(par.get('spread_limit_weeks', '?'))} weeks apart were flagged (here "
+        f"{num(result.get('method_spread_weeks', '?'))} weeks). The brain-age gap "
         "(estimate minus chronological age) was scored against the SD of the gap in healthy "
-        f"validation subjects ({_num(result.get('gap_sd_weeks', '?'))} weeks)."
+        f"validation subjects ({num(result.get('gap_sd_weeks', '?'))} weeks)."
     )
     return text + norms_sentences(result, norms)
 
@@ -166,13 +166,13 @@ def norms_sentences(result: dict[str, Any], norms: dict[str, Any]) -> str:
         text = (
             " Each volume was scored (z-score of its logarithm, centile) against normative "
             f"growth curves fitted on {norms.get('n_subjects', '?')} subjects aged "
-            f"{_num(lo)}-{_num(hi)} weeks {norms.get('age_kind', '')} ({source}): at each "
+            f"{num(lo)}-{num(hi)} weeks {norms.get('age_kind', '')} ({source}): at each "
             f"age, log volume is normal with a mean polynomial of degree {degrees.pop()} in "
             "age and an SD log-linear in age, fitted by maximum likelihood."
         )
     else:
         text = f" Each volume was scored (z-score, centile) against normative curves: {source}."
-    return text + f" Values with |z| > {_num(par.get('z_limit', '?'))} were flagged."
+    return text + f" Values with |z| > {num(par.get('z_limit', '?'))} were flagged."
 
 
 def infant_brainage_paragraph(result: dict[str, Any], norms: dict[str, Any], m: Methods) -> str:
@@ -209,22 +209,22 @@ def infant_brainage_paragraph(result: dict[str, Any], norms: dict[str, Any], m: 
     if weights:
         text += (
             " Weights: "
-            + ", ".join(f"{k.replace('_', ' ')} {_num(w)}" for k, w in weights.items())
+            + ", ".join(f"{k.replace('_', ' ')} {num(w)}" for k, w in weights.items())
             + "."
         )
     text += (
         " The estimates are not independent (atlas similarity and the volumes both see "
         "brain size), so the SD of the combination was scaled by "
-        f"{_num(comb.get('sd_scale', '?'))} to match its errors on the calibration cohort: "
-        f"here {_num(result.get('predicted_age_weeks', '?'))} ± "
-        f"{_num(result.get('uncertainty_sd_weeks', '?'))} weeks post-menstrual age "
-        f"({_num(result.get('predicted_age_months', '?'))} months after term, "
+        f"{num(comb.get('sd_scale', '?'))} to match its errors on the calibration cohort: "
+        f"here {num(result.get('predicted_age_weeks', '?'))} ± "
+        f"{num(result.get('uncertainty_sd_weeks', '?'))} weeks post-menstrual age "
+        f"({num(result.get('predicted_age_months', '?'))} months after term, "
         "(PMA - 40 weeks) / 4.345). Estimates further apart than "
-        f"{_num(par.get('spread_limit_weeks', '?'))} weeks (2 SD of their difference) were "
-        f"flagged (here {_num(result.get('method_spread_weeks', '?'))} weeks). The "
+        f"{num(par.get('spread_limit_weeks', '?'))} weeks (2 SD of their difference) were "
+        f"flagged (here {num(result.get('method_spread_weeks', '?'))} weeks). The "
         "brain-age gap (estimate minus chronological age) was scored against the gaps of "
         "the healthy calibration infants at this age (mean "
-        f"{_num(result.get('gap_bias_weeks', '?'))}, SD "
-        f"{_num(result.get('gap_sd_weeks', '?'))} weeks)."
+        f"{num(result.get('gap_bias_weeks', '?'))}, SD "
+        f"{num(result.get('gap_sd_weeks', '?'))} weeks)."
     )
     return text + norms_sentences(result, norms)

@@ -36,7 +36,7 @@ def pick_slices(data: np.ndarray, axis: int, n: int = 6) -> list[int]:
     return sorted({round(v) for v in np.linspace(lo, hi, count + 2)[1:-1]} or {lo})
 
 
-def _window(data: np.ndarray, lo: float = 1.0, hi: float = 99.5) -> tuple[float, float]:
+def intensity_window(data: np.ndarray, lo: float = 1.0, hi: float = 99.5) -> tuple[float, float]:
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return 0.0, 1.0
@@ -44,7 +44,7 @@ def _window(data: np.ndarray, lo: float = 1.0, hi: float = 99.5) -> tuple[float,
     return float(vmin), float(vmax if vmax > vmin else vmin + 1.0)
 
 
-def _to_png(fig: Figure, dpi: int = 80) -> bytes:
+def to_png(fig: Figure, dpi: int = 80) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata=PNG_METADATA, facecolor="white")
@@ -74,7 +74,7 @@ def mosaic(
     for r, (label, vol, opts) in enumerate(rows):
         kw = {"cmap": "gray", "interpolation": "nearest", "origin": "lower"}
         if "vmin" not in opts:
-            kw["vmin"], kw["vmax"] = _window(vol)
+            kw["vmin"], kw["vmax"] = intensity_window(vol)
         kw.update(opts)
         for c, k in enumerate(slices):
             ax = axes[r][c]
@@ -95,7 +95,7 @@ def mosaic(
             pos = axes[r][-1].get_position()
             cb = fig.colorbar(im, cax=fig.add_axes((0.915, pos.y0, 0.012, pos.height)))
             cb.ax.tick_params(labelsize=6)
-    return _to_png(fig)
+    return to_png(fig)
 
 
 def n4_figure(

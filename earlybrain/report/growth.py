@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 from earlybrain.brainage.norms import Norms
-from earlybrain.report.figures import _to_png
+from earlybrain.report.figures import to_png
 from earlybrain.report.html import esc
 from earlybrain.report.readers import read_json, read_tsv
 from earlybrain.report.segmentation import STRUCTURE_NAMES
@@ -194,7 +194,7 @@ def normative_chart(brainage_json: PathLike, zscores_tsv: PathLike, norms: Norms
     if rows:
         axes[0].legend(fontsize=6, loc="upper left", frameon=False)
     fig.tight_layout()
-    return _to_png(fig, dpi=80)
+    return to_png(fig, dpi=80)
 
 
 # --- the cohort, inline SVG --------------------------------------------------------------

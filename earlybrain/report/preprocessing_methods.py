@@ -17,7 +17,7 @@ from typing import Any
 from earlybrain.report.references import Methods
 
 
-def _num(value: Any) -> str:
+def num(value: Any) -> str:
     """Compact number formatting (100.0 -> 100, 1e-06 -> 1e-06)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -26,7 +26,7 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def _device(name: Any) -> str:
+def device_phrase(name: Any) -> str:
     """ "cuda:0" -> "a GPU (cuda:0)", "cpu" -> "the CPU"."""
     if not name:
         return "an unrecorded device"
@@ -40,14 +40,14 @@ def _values(items: Iterable[Any]) -> str:
     """Distinct values, in first-seen order: "4" or "2, 4"."""
     seen: list[str] = []
     for v in items:
-        s = _num(v)
+        s = num(v)
         if s not in seen:
             seen.append(s)
     return ", ".join(seen) if seen else "?"
 
 
 def _ordinal(value: Any) -> str:
-    s = _num(value)
+    s = num(value)
     if not s.isdigit():
         return f"{s}th"
     n = int(s)
@@ -66,20 +66,20 @@ def n4_paragraph(sidecars: Sequence[dict[str, Any]], m: Methods) -> str | None:
     shrink = _values(s.get("N4", {}).get("shrink_factor_used", "?") for s in used)
     spline = _values(s.get("N4", {}).get("spline_distance_mm_used", "?") for s in used)
     varied = len({json.dumps(s["Parameters"], sort_keys=True) for s in used}) > 1
-    capped = shrink != _num(n4.get("shrink_factor", "?"))
+    capped = shrink != num(n4.get("shrink_factor", "?"))
     text = (
         f"The intensity non-uniformity of each of the {len(used)} input image(s) was corrected "
         f"with N4 {m.cite('n4')}, run in-process through ANTsPy. The bias field was fitted "
         "inside a rough foreground mask (Otsu threshold of the image smoothed with a Gaussian "
-        f"of {_num(fg.get('smoothing_sigma_mm', '?'))} mm, components smaller than "
-        f"{_num(fg.get('min_component_fraction', '?'))} times the largest discarded, holes "
+        f"of {num(fg.get('smoothing_sigma_mm', '?'))} mm, components smaller than "
+        f"{num(fg.get('min_component_fraction', '?'))} times the largest discarded, holes "
         "filled; not a brain mask), as a B-spline with an "
         f"initial knot spacing of {spline} mm over {len(iters)} resolution level(s) of "
-        f"{_values(iters) if len(set(iters)) == 1 else ', '.join(_num(i) for i in iters)} "
-        f"iterations (convergence threshold {_num(n4.get('convergence_tol', '?'))}) at a "
+        f"{_values(iters) if len(set(iters)) == 1 else ', '.join(num(i) for i in iters)} "
+        f"iterations (convergence threshold {num(n4.get('convergence_tol', '?'))}) at a "
         f"shrink factor of {shrink}"
         + (
-            f" (requested {_num(n4.get('shrink_factor'))}, reduced for small images)"
+            f" (requested {num(n4.get('shrink_factor'))}, reduced for small images)"
             if capped
             else ""
         )
@@ -101,10 +101,10 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
     n_stacks = metrics.get("n_stacks", len(metrics.get("per_stack", [])) or "?")
     parts = [
         f"The {n_stacks} bias-corrected stacks were combined into one volume with isotropic "
-        f"{_num(p.get('resolution_mm', '?'))} mm voxels by alternating slice-to-volume "
+        f"{num(p.get('resolution_mm', '?'))} mm voxels by alternating slice-to-volume "
         "registration (SVR) and super-resolution reconstruction (SRR) "
         f"{m.cite('svr_em', 'svr_gpu')}, implemented in PyTorch and run on "
-        f"{_device(sidecar.get('Device') or metrics.get('device'))}."
+        f"{device_phrase(sidecar.get('Device') or metrics.get('device'))}."
     ]
     ref = metrics.get("reference_stack")
     if ref is not None:
@@ -113,8 +113,8 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
         parts.append(
             "The stack with the least inter-slice inconsistency, "
             f"stack {ref}{name}, defined the output grid, which covers the brain masks dilated "
-            f"by {_num(p.get('mask_dilation_mm', '?'))} mm plus a "
-            f"{_num(p.get('margin_mm', '?'))} mm margin."
+            f"by {num(p.get('mask_dilation_mm', '?'))} mm plus a "
+            f"{num(p.get('margin_mm', '?'))} mm margin."
         )
     if p.get("motion_correction", True):
         chunks = p.get("chunk_slices", 1)
@@ -125,14 +125,14 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
         )
         parts.append(
             "Rigid motion was estimated by Gauss-Newton registration from coarse to fine "
-            f"({_num(p.get('svr_steps', '?'))} steps per smoothing level): every other stack "
+            f"({num(p.get('svr_steps', '?'))} steps per smoothing level): every other stack "
             "as a whole against a reconstruction from the reference stack (smoothing "
             f"{_values(p.get('stack_sigmas_mm', []))} mm); then, in the first of "
-            f"{_num(p.get('outer_iterations', '?'))} outer iteration(s), packets of "
-            f"interleaved slices ({_num(p.get('interleave', '?'))} per stack where the slice "
+            f"{num(p.get('outer_iterations', '?'))} outer iteration(s), packets of "
+            f"interleaved slices ({num(p.get('interleave', '?'))} per stack where the slice "
             "timing is not recorded)"
             + (
-                f" and runs of {_num(chunks)} consecutively acquired slices"
+                f" and runs of {num(chunks)} consecutively acquired slices"
                 if isinstance(chunks, int) and chunks > 1
                 else ""
             )
@@ -143,23 +143,23 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
         parts.append("Slice motion was not corrected: the stacks were combined as acquired.")
     parts.append(
         "The forward model uses a Gaussian point-spread function with an in-plane FWHM of "
-        f"{_num(p.get('psf_inplane_fwhm_factor', '?'))} times the pixel spacing and a "
+        f"{num(p.get('psf_inplane_fwhm_factor', '?'))} times the pixel spacing and a "
         "through-plane FWHM equal to the slice thickness (the sidecar's SliceThickness "
         "where recorded and plausible, so gaps between slices are modelled; else the "
         "slice spacing), sampled every "
-        f"{_num(p.get('psf_step_factor', '?'))} voxel widths. SRR minimised a weighted "
+        f"{num(p.get('psf_step_factor', '?'))} voxel widths. SRR minimised a weighted "
         "least-squares data term plus an edge-preserving smoothness penalty (weight "
-        f"{_num(p.get('regularisation', '?'))} relative to the data term, edge threshold "
-        f"{_num(p.get('edge_delta', '?'))} of the median brain intensity) by conjugate "
-        f"gradients ({_num(p.get('cg_steps', '?'))} steps per solve, "
-        f"{_num(p.get('inner_iterations', '?'))} solves per outer iteration, "
-        f"{_num(p.get('final_cg_steps', '?'))} final steps)."
+        f"{num(p.get('regularisation', '?'))} relative to the data term, edge threshold "
+        f"{num(p.get('edge_delta', '?'))} of the median brain intensity) by conjugate "
+        f"gradients ({num(p.get('cg_steps', '?'))} steps per solve, "
+        f"{num(p.get('inner_iterations', '?'))} solves per outer iteration, "
+        f"{num(p.get('final_cg_steps', '?'))} final steps)."
     )
     lo, hi = [*p.get("slice_scale_range", []), "?", "?"][:2]
     intensity = (
         f"Each stack had a smooth multiplicative bias field (polynomial of order "
-        f"{_num(p.get('bias_order', '?'))}) and each slice an intensity scale limited to "
-        f"{_num(lo)}-{_num(hi)}."
+        f"{num(p.get('bias_order', '?'))}) and each slice an intensity scale limited to "
+        f"{num(lo)}-{num(hi)}."
     )
     if p.get("robust", False):
         rejected = metrics.get("rejected_slices")
@@ -173,7 +173,7 @@ def recon_paragraph(sidecar: dict[str, Any], metrics: dict[str, Any], m: Methods
             intensity + " Outliers were down-weighted by an expectation-maximisation "
             "mixture model at the voxel and the slice level "
             f"{m.cite('svr_em')}; slices with a weight below "
-            f"{_num(p.get('reject_weight', '?'))} are reported as rejected{count}."
+            f"{num(p.get('reject_weight', '?'))} are reported as rejected{count}."
         )
     else:
         parts.append(intensity + " No robust outlier weighting was used.")
@@ -210,7 +210,7 @@ def given_recon_paragraph(sidecar: dict[str, Any]) -> str:
         "reconstruction were therefore not run. After N4, its brain mask was taken as "
         f"{par.get('method', '?')}"
         + (f" (weights {Path(str(weights)).name})" if weights else "")
-        + f"; {_num(sidecar.get('BrainVolume_ml'))} mL."
+        + f"; {num(sidecar.get('BrainVolume_ml'))} mL."
     )
 
 

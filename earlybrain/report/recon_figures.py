@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from earlybrain.io.nifti import load_nifti
-from earlybrain.report.figures import _to_png, _window
+from earlybrain.report.figures import intensity_window, to_png
 
 ROT = ("rot_x_deg", "rot_y_deg", "rot_z_deg")
 TRANS = ("trans_x_mm", "trans_y_mm", "trans_z_mm")
@@ -48,7 +48,7 @@ def orthogonal_views(
         if mask.any()
         else np.array(vol.shape) // 2
     )
-    vmin, vmax = _window(vol[mask] if mask.any() else vol)
+    vmin, vmax = intensity_window(vol[mask] if mask.any() else vol)
     aspects = (vox[2] / vox[1], vox[2] / vox[0], vox[1] / vox[0])
     names = ("sagittal", "coronal", "axial")
     fig = Figure(figsize=(9.0, 3.3))
@@ -72,7 +72,7 @@ def orthogonal_views(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.01, wspace=0.03)
-    return _to_png(fig, dpi=90)
+    return to_png(fig, dpi=90)
 
 
 def read_slice_table(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -125,4 +125,4 @@ def motion_figure(slices_tsv: str | os.PathLike[str], reject_weight: float) -> b
     for ax in axes[-1]:
         ax.set_xlabel("slice, in acquisition order (packet by packet)", fontsize=7)
     fig.subplots_adjust(left=0.06, right=0.99, top=0.95, bottom=0.08, hspace=0.6, wspace=0.25)
-    return _to_png(fig, dpi=80)
+    return to_png(fig, dpi=80)
