@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from earlybrain.device import DEVICES, FALLBACKS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -70,10 +72,13 @@ def dataclass_keys(schema: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], An
 
 
 def load_schema() -> dict[str, Any]:
-    """The schema with every default in place (the dataclasses' filled in)."""
+    """The schema with every default in place (the dataclasses' filled in) and the
+    device choices that earlybrain.device declares."""
     schema = yaml.safe_load(SCHEMA.read_text())
     for path, default in dataclass_keys(schema):
         _node(schema, path)["default"] = default
+    schema["properties"]["device"]["enum"] = list(DEVICES)
+    schema["properties"]["device_fallback"]["enum"] = list(FALLBACKS)
     return schema
 
 

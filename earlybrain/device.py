@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads only when a device is chosen, not for the choices
+    import torch
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # config `device`, every torch step and trainer
+FALLBACKS = ("cpu", "none")  # config `device_fallback`: with no GPU, run on the CPU or fail
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -24,6 +27,8 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def _why_no_cuda() -> str:
+    import torch
+
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
     why = f"no CUDA GPU visible to this job (CUDA_VISIBLE_DEVICES={visible})"
     if torch.version.cuda is None:
@@ -38,6 +43,8 @@ def resolve_device(requested: str, allow_cpu_fallback: bool) -> torch.device:
     ``cuda`` without a GPU is CPU with a logged warning when ``allow_cpu_fallback``,
     else a DeviceUnavailableError.
     """
+    import torch
+
     if requested not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {requested!r}")
     has_cuda = torch.cuda.is_available()

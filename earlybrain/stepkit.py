@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from earlybrain.device import DEVICES, FALLBACKS
+
 Role = Literal["input", "output", "param"]
 
 
@@ -64,9 +66,9 @@ class Compute:
     """Where a step's torch work runs. The workflow gives every step that has these the
     config's device and device_fallback (earlybrain.workflow_steps), and its threads."""
 
-    device: Annotated[str, Param("torch device", ("auto", "cpu", "cuda"))] = "auto"
+    device: Annotated[str, Param("torch device", DEVICES)] = "auto"
     device_fallback: Annotated[
-        str, Param("with no GPU: run on the CPU, or none to fail", ("cpu", "none"))
+        str, Param("with no GPU: run on the CPU, or none to fail", FALLBACKS)
     ] = "cpu"
     threads: Annotated[int, Param("CPU threads")] = 1
 

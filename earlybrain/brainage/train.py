@@ -35,7 +35,7 @@ from earlybrain.brainage.ensemble import (
 )
 from earlybrain.brainage.frame import GRID
 from earlybrain.brainage.network import DEFAULT_ARCH, build_regressor, member_loss
-from earlybrain.device import resolve_device
+from earlybrain.device import DEVICES, resolve_device
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.training import derived_seeds, software_versions
 from earlybrain.weights import CARD_NAME, save_payload
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cohort-masks", nargs="*", default=[], help="their brain masks")
     ap.add_argument("--cohort-affines", nargs="*", default=[], help="their atlas affines (.mat)")
     ap.add_argument("--cohort-ages", nargs="*", type=float, default=[], help="their ages, weeks")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--workers", type=int, default=None, help="processes simulating volumes")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from earlybrain.device import resolve_device
+from earlybrain.device import DEVICES, resolve_device
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.preprocess.masking.inference import (
     MASK_DEFINITION,
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--p-brain-only", type=float, default=d.p_brain_only,
         help="share of localiser slices shown brain-extracted (zero outside the brain)",
     )  # fmt: skip
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument(
         "--workers", type=int, default=2, help="processes simulating subjects and batches"
     )

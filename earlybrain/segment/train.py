@@ -34,7 +34,7 @@ from monai.losses import DiceCELoss
 
 from earlybrain import shared_data
 from earlybrain.anatomy.labels import TISSUES
-from earlybrain.device import resolve_device
+from earlybrain.device import DEVICES, resolve_device
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.segment.evaluate import RealVolume, fidon_volumes, tissue_dice
 from earlybrain.segment.inference import (
@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="share of samples with a jittered fetal-T2-like contrast (default 0.7; the rest "
         "random): lower it to stress contrast independence, e.g. when fine-tuning",
     )  # fmt: skip
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--workers", type=int, default=2, help="processes simulating label maps")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--cache", default=None, help="cache folder for simulated label maps")
