@@ -323,7 +323,7 @@ def atlas_build_args(wildcards, input):
 
 def cohort_age(volume):
     """Age (weeks) of the session a reconstruction belongs to."""
-    prefix = Path(volume).name.split("_rec-svr")[0]
+    prefix = Path(volume).name.split(f"_{RECON}")[0]
     return BY_PREFIX[prefix].age_weeks
 
 
@@ -356,7 +356,7 @@ def stage_entity(rec):
     reconstruction made elsewhere) or mod-<contrast> (infant)."""
     if rec.reconstruction:
         return f"rec-{rec.reconstruction}"
-    return "rec-svr" if rec.kind == "fetal" else infant_entity(rec)
+    return RECON if rec.kind == "fetal" else infant_entity(rec)
 
 
 def given_raw(wildcards):

@@ -30,7 +30,7 @@ rule segment:
             "segment",
             params=SEGMENTATION_SETTINGS,
             out_anat=folder("anat"),
-            prefix=lambda wildcards: f"{wildcards.prefix}_rec-svr",
+            prefix=lambda wildcards: f"{wildcards.prefix}_{RECON}",
         ),
     shell:
         step_shell("segment")
