@@ -31,7 +31,7 @@ rule brainage:
             age=lambda wildcards: session_of(wildcards).age_weeks,
             params=BRAINAGE_SETTINGS,
             out_anat=folder("anat"),
-            prefix=lambda wildcards: f"{wildcards.prefix}_{RECON}",
+            prefix=stage_stem(RECON),
         ),
     shell:
         step_shell("brainage")

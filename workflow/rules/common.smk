@@ -201,6 +201,12 @@ def folder(datatype):
     return lambda wildcards: Derivatives(DERIV, wildcards.sdir).folder(datatype)
 
 
+def stage_stem(entity):
+    """Param function: a job's file stem for a volume's stage entity (RECON, or a
+    pattern such as "mod-{suffix}"): sub-01_rec-svr, sub-01_mod-T2w."""
+    return lambda wildcards: f"{wildcards.prefix}_{entity.format_map(dict(wildcards.items()))}"
+
+
 def validation_json(rec):
     return derivatives(rec).validation()
 

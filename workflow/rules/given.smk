@@ -55,9 +55,7 @@ use rule register_atlas as register_given with:
     benchmark:
         f"{BENCH}/register_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
     params:
-        **step_overrides(
-            "register-atlas", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
-        ),
+        **step_overrides("register-atlas", prefix=stage_stem(GIVEN)),
 
 
 use rule register_figures as register_figures_given with:
@@ -89,9 +87,7 @@ use rule segment as segment_given with:
     benchmark:
         f"{BENCH}/segment_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
     params:
-        **step_overrides(
-            "segment", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
-        ),
+        **step_overrides("segment", prefix=stage_stem(GIVEN)),
 
 
 use rule segment_figures as segment_figures_given with:
@@ -122,9 +118,7 @@ use rule brainage as brainage_given with:
     benchmark:
         f"{BENCH}/brainage_given/{{sdir}}/{{prefix}}_{{given}}.tsv"
     params:
-        **step_overrides(
-            "brainage", prefix=lambda wildcards: f"{wildcards.prefix}_rec-{wildcards.given}"
-        ),
+        **step_overrides("brainage", prefix=stage_stem(GIVEN)),
 
 
 use rule brainage_figures as brainage_figures_given with:

@@ -55,7 +55,7 @@ use rule register_atlas as register_infant with:
     params:
         **step_overrides(
             "register-atlas",
-            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+            prefix=stage_stem(INFANT),
             contrast=lambda wildcards: wildcards.suffix,
             # infant templates are months apart: allow the nearest one further away
             params=config["register"]
@@ -94,7 +94,7 @@ use rule segment as segment_infant with:
     params:
         **step_overrides(
             "segment",
-            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+            prefix=stage_stem(INFANT),
             params=INFANT_SEGMENTATION_SETTINGS,
         ),
 
@@ -140,7 +140,7 @@ rule brainage_infant:
             contrast=lambda wildcards: wildcards.suffix,
             age=lambda wildcards: session_of(wildcards).age_weeks,
             out_anat=folder("anat"),
-            prefix=lambda wildcards: f"{wildcards.prefix}_mod-{wildcards.suffix}",
+            prefix=stage_stem(INFANT),
         ),
     shell:
         step_shell("infant-brainage")

@@ -54,7 +54,7 @@ rule register_atlas:
             params=config["register"],
             out_anat=folder("anat"),
             out_xfm=folder("xfm"),
-            prefix=lambda wildcards: f"{wildcards.prefix}_{RECON}",
+            prefix=stage_stem(RECON),
             contrast="T2w",
         ),
     shell:

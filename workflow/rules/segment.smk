@@ -30,7 +30,7 @@ rule segment:
             "segment",
             params=SEGMENTATION_SETTINGS,
             out_anat=folder("anat"),
-            prefix=lambda wildcards: f"{wildcards.prefix}_{RECON}",
+            prefix=stage_stem(RECON),
         ),
     shell:
         step_shell("segment")
