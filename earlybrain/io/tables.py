@@ -12,7 +12,8 @@ from earlybrain.io.atomic import write_text_atomic
 
 
 class TableError(ValueError):
-    """A BIDS table that cannot be read as tab-separated values with a header."""
+    """A BIDS table that cannot be read as tab-separated values with a header, or that
+    cannot take a row without becoming ambiguous (no id column, a label in other case)."""
 
 
 def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -35,7 +36,7 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def write_table(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
-    """Write atomically; an empty cell is written as BIDS's ``n/a``."""
+    """Write atomically; a column a row lacks is written as BIDS's ``n/a``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, header, delimiter="\t", lineterminator="\n", restval="n/a")
     writer.writeheader()
