@@ -44,7 +44,7 @@ from scipy import ndimage
 from earlybrain.io.atomic import write_text_atomic
 from earlybrain.io.nifti import load_nifti, voxel_sizes
 from earlybrain.io.sidecar import sidecar_path, write_sidecar
-from earlybrain.recon.robust import dark_slices
+from earlybrain.recon.stacks import dark_slices
 
 log = logging.getLogger(__name__)
 

@@ -322,3 +322,27 @@ def choose_reference(stacks: list[Stack]) -> tuple[int, list[float], str]:
         f"motion): {listing}"
     )
     return ref, scores, why
+
+
+def dark_slices(data: np.ndarray, mask: np.ndarray, ratio: float = 0.7) -> np.ndarray:
+    """Slices much darker than their neighbours (signal drop-out), before any reconstruction.
+
+    A slice's median brain intensity is compared with the mean of its neighbours'
+    (k +- 1, k +- 2 where present); anatomy changes little over a few millimetres,
+    a drop-out slice loses half or more of its signal. Returns a bool per slice.
+    """
+    nz = data.shape[2]
+    med = np.full(nz, np.nan)
+    for k in range(nz):
+        m = mask[..., k]
+        if m.sum() >= 20:
+            med[k] = float(np.median(data[..., k][m]))
+    out = np.zeros(nz, dtype=bool)
+    for k in range(nz):
+        if not np.isfinite(med[k]):
+            continue
+        nb = [med[j] for j in (k - 2, k - 1, k + 1, k + 2) if 0 <= j < nz and np.isfinite(med[j])]
+        if len(nb) >= 2:
+            ref = float(np.median(nb))
+            out[k] = ref > 0 and med[k] < ratio * ref
+    return out

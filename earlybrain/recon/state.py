@@ -24,7 +24,7 @@ import torch
 from earlybrain.recon import robust, srr, svr
 from earlybrain.recon.config import ReconConfig
 from earlybrain.recon.forward import ForwardModel, build_observations, smoothed_observations
-from earlybrain.recon.stacks import ReconInputError, Stack
+from earlybrain.recon.stacks import ReconInputError, Stack, dark_slices
 from earlybrain.recon.transforms import from_matrices, interpolate_in_time, make_grid, to_matrices
 
 
@@ -102,7 +102,7 @@ class ReconState:
             self.factor[a:b] = med[s] / med[ref]
         self.scale = torch.ones(self.K, device=dev)
         self.weights = robust.initial_weights(self.y, self.brain, self.K)
-        dark = np.concatenate([robust.dark_slices(st.data, st.mask) for st in stacks])
+        dark = np.concatenate([dark_slices(st.data, st.mask) for st in stacks])
         self.weights.slices = torch.as_tensor(~dark, dtype=torch.float32, device=dev)
         self.pix_w = self.weights.pixel(obs.slice_of)
         if dark.any():
