@@ -3,9 +3,11 @@
 `workflow/schemas/config.schema.yaml` gives each key its type, range and meaning, and
 the default of a key that only the workflow reads. A key whose value a library
 dataclass takes (the validation limits, the N4 parameters, the stack-quality rules, the
-reconstruction's settings) has no default in the YAML: it gets the dataclass field's
-default here, so the science and the workflow cannot disagree. `config/config.yaml`
-holds only what a lab sets; `complete_config` fills in the rest, for Snakemake (the
+reconstruction's settings, the networks' training recipes) or a library constant gives
+(the shipped atlases, the masking's smallest brain, the segmentation's smallest kept
+component) has no default in the YAML: it gets the library's default here, so the
+science and the workflow cannot disagree. `config/config.yaml` holds only what a lab
+sets; `complete_config` fills in the rest, for Snakemake (the
 Snakefile) and for `earlybrain run` (which writes the resolved configuration).
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from earlybrain.device import DEVICES, FALLBACKS
+from earlybrain.training import CONFIG_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -33,11 +36,13 @@ class ConfigError(ValueError):
 
 
 def dataclass_sections() -> dict[tuple[str, ...], type]:
-    """Config sections (as key paths) whose keys are fields of a library dataclass."""
+    """Config sections (as key paths) whose keys are fields of a library dataclass (a
+    field's `config_key` metadata names a key that differs from the field)."""
     from earlybrain.io.validate import ValidationSettings
     from earlybrain.preprocess.n4 import ForegroundParams, N4Params, NormaliseParams
     from earlybrain.preprocess.stack_quality import QualityRules
     from earlybrain.recon.config import ReconConfig
+    from earlybrain.training import BrainAgeRecipe, MaskingRecipe, SegmentationRecipe
 
     return {
         ("validation",): ValidationSettings,
@@ -46,6 +51,26 @@ def dataclass_sections() -> dict[tuple[str, ...], type]:
         ("preprocess", "normalise"): NormaliseParams,
         ("stack_quality",): QualityRules,
         ("recon",): ReconConfig,
+        ("masking", "train"): MaskingRecipe,
+        ("segmentation", "train"): SegmentationRecipe,
+        ("brainage", "train"): BrainAgeRecipe,
+    }
+
+
+def library_constants() -> dict[tuple[str, ...], Any]:
+    """Config keys whose default is a library constant (the shipped atlases, a library
+    function's keyword default)."""
+    from earlybrain.atlas.workflow import DEFAULT_INFANT_MANIFEST, DEFAULT_MANIFEST
+    from earlybrain.preprocess.masking.localise import MIN_BRAIN_ML
+    from earlybrain.segment.labelmaps import DEFAULT_SCHEME
+    from earlybrain.segment.postprocess import KEEP_FRACTION
+
+    return {
+        ("atlas", "manifest"): DEFAULT_MANIFEST,
+        ("atlas", "infant_manifest"): DEFAULT_INFANT_MANIFEST,
+        ("masking", "min_volume_ml"): MIN_BRAIN_ML,
+        ("segmentation", "keep_fraction"): KEEP_FRACTION,
+        ("segmentation", "train", "label_scheme"): DEFAULT_SCHEME,
     }
 
 
@@ -62,23 +87,28 @@ def _node(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     return schema
 
 
-def dataclass_keys(schema: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """(key path, dataclass default) of every schema key a dataclass gives its default."""
+def library_defaults(schema: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, default) of every schema key whose default the library declares."""
     for path, cls in dataclass_sections().items():
         keys = _node(schema, path).get("properties", {})
         for field in dataclasses.fields(cls):
-            if field.name in keys:
-                yield (*path, field.name), _field_default(field)
+            key = field.metadata.get(CONFIG_KEY, field.name)
+            if key in keys:
+                yield (*path, key), _field_default(field)
+    yield from library_constants().items()
 
 
 def load_schema() -> dict[str, Any]:
-    """The schema with every default in place (the dataclasses' filled in) and the
-    device choices that earlybrain.device declares."""
+    """The schema with every default in place (the library's filled in) and the choices
+    that the library declares (devices, label schemes)."""
+    from earlybrain.segment.labelmaps import SCHEMES
+
     schema = yaml.safe_load(SCHEMA.read_text())
-    for path, default in dataclass_keys(schema):
+    for path, default in library_defaults(schema):
         _node(schema, path)["default"] = default
     schema["properties"]["device"]["enum"] = list(DEVICES)
     schema["properties"]["device_fallback"]["enum"] = list(FALLBACKS)
+    _node(schema, ("segmentation", "train", "label_scheme"))["enum"] = list(SCHEMES)
     return schema
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 
 import pytest
@@ -13,7 +15,7 @@ from earlybrain.config_schema import (
     SCHEMA,
     ConfigError,
     complete_config,
-    dataclass_keys,
+    library_defaults,
     main,
     shipped_config,
 )
@@ -34,7 +36,7 @@ def test_a_default_is_written_in_one_place() -> None:
     leaves the dataclasses' keys to them."""
     raw_schema = yaml.safe_load(SCHEMA.read_text())
     assert set(yaml.safe_load(DEFAULT_CONFIG.read_text())) == set(raw_schema["required"])
-    keys = list(dataclass_keys(raw_schema))
+    keys = list(library_defaults(raw_schema))
     assert len(keys) >= 20
     for path, _ in keys:
         node = raw_schema
@@ -66,3 +68,44 @@ def test_the_reference_lists_every_key_with_its_current_default() -> None:
     for key in _leaves(shipped_config()):
         parents = [key.rsplit(".", n)[0] + ".*" for n in range(1, key.count(".") + 1)]
         assert {key, f"{key}.*", *parents} & rows, key
+
+
+def test_the_workflow_trains_and_infers_with_the_libraries_defaults() -> None:
+    """`snakemake train_*` gets the trainers' own defaults (their command lines read the
+    same TrainConfig), and the masking and segmentation steps the functions' defaults."""
+    from earlybrain.brainage.train import TrainConfig as BrainAgeTrain
+    from earlybrain.preprocess.masking.inference import mask_stack_file
+    from earlybrain.preprocess.train_masking import TrainConfig as MaskingTrain
+    from earlybrain.segment.pipeline import segment_to_files
+    from earlybrain.segment.train import train_segmentation
+    from earlybrain.segment.train_data import TrainConfig as SegmentationTrain
+    from earlybrain.training import CONFIG_KEY
+
+    config = complete_config({"bids_dir": "b", "output_dir": "o"})
+    for section, cls in (
+        ("masking", MaskingTrain),
+        ("segmentation", SegmentationTrain),
+        ("brainage", BrainAgeTrain),
+    ):
+        trained = config[section]["train"]
+        recipe = {f.metadata.get(CONFIG_KEY, f.name): f.name for f in dataclasses.fields(cls)}
+        shared = set(trained) & set(recipe)
+        assert {"seed", "subjects", "val_subjects", "batch_size"} <= shared, section
+        for key in shared:
+            assert trained[key] == getattr(cls(), recipe[key]), f"{section}.train.{key}"
+
+    def default(fn: object, name: str) -> object:
+        return inspect.signature(fn).parameters[name].default  # type: ignore[arg-type]
+
+    assert config["masking"]["min_volume_ml"] == default(mask_stack_file, "min_volume_ml")
+    assert config["segmentation"]["keep_fraction"] == default(segment_to_files, "keep_fraction")
+    scheme = config["segmentation"]["train"]["label_scheme"]
+    assert scheme == default(train_segmentation, "label_scheme")
+    with pytest.raises(ConfigError, match="label_scheme: 'bogus' is not one of"):
+        complete_config(
+            {
+                "bids_dir": "b",
+                "output_dir": "o",
+                "segmentation": {"train": {"label_scheme": "bogus"}},
+            }
+        )

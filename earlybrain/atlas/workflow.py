@@ -15,6 +15,7 @@ from earlybrain.atlas.manifest import load_manifest
 from earlybrain.io.paths import RECON, Derivatives, bids_name
 from earlybrain.register.register import registration_paths
 
+# the shipped atlases (the defaults of atlas.manifest and atlas.infant_manifest)
 DEFAULT_MANIFEST = "atlases/earlybrain-fetal/manifest.json"
 DEFAULT_INFANT_MANIFEST = "atlases/earlybrain-infant/manifest.json"
 

@@ -37,7 +37,7 @@ from earlybrain.brainage.frame import GRID
 from earlybrain.brainage.network import DEFAULT_ARCH, build_regressor, member_loss
 from earlybrain.device import DEVICES, resolve_device
 from earlybrain.io.atomic import write_json_atomic
-from earlybrain.training import derived_seeds, software_versions
+from earlybrain.training import BrainAgeRecipe, derived_seeds, software_versions
 from earlybrain.weights import CARD_NAME, save_payload
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,9 @@ OUTSIDE_AGES = (18.0, 18.5, 19.0, 40.5, 41.0, 42.0)  # the simulator spans 18-42
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BrainAgeRecipe):
     """Everything that determines the trained ensemble (recorded in the card)."""
 
-    seed: int = 0
-    members: int = 3
-    steps: int = 1200
-    batch_size: int = 8
-    n_train_subjects: int = 800
-    n_val_subjects: int = 24
     ga_range: tuple[float, float] = (21.0, 38.0)
     sim_voxel_mm: float = 1.5
     learning_rate: float = 1e-3

@@ -62,7 +62,7 @@ from earlybrain.preprocess.masking.training_data import (
     simulate_subjects,
 )
 from earlybrain.shared_data import FIDON_VALIDATION_WEEKS, fidon_split
-from earlybrain.training import derived_seeds, software_versions
+from earlybrain.training import MaskingRecipe, derived_seeds, software_versions
 from earlybrain.weights import CARD_NAME
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,9 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(MaskingRecipe):
     """Everything that determines the trained weights (recorded in the card)."""
 
-    seed: int = 0
-    n_train_subjects: int = 400
-    n_val_subjects: int = 24
-    localiser_steps: int = 2500
-    segmenter_steps: int = 5000
-    batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     arch: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCH))

@@ -36,7 +36,8 @@ SCHEME_TO_EARLYBRAIN: dict[str, np.ndarray] = {
     "feta": np.array([0, 1, 2, 4, 6, 8, 10, 12], dtype=np.uint8),
     "fidon": np.array([0, 4, 6, 8, 1, 2, 10, 12, 4], dtype=np.uint8),
 }
-SCHEMES = ("earlybrain", *SCHEME_TO_EARLYBRAIN)
+DEFAULT_SCHEME = "earlybrain"  # label maps already in earlybrain's labels
+SCHEMES = (DEFAULT_SCHEME, *SCHEME_TO_EARLYBRAIN)
 
 
 def crop_to_content(labels: np.ndarray, margin: int = 4) -> np.ndarray:

@@ -26,7 +26,7 @@ from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 from earlybrain.segment.inference import SegmentationModel, load_model, predict_probabilities
 from earlybrain.segment.metrics import tissue_dice
-from earlybrain.segment.postprocess import clean_labels, split_hemispheres
+from earlybrain.segment.postprocess import KEEP_FRACTION, clean_labels, split_hemispheres
 from earlybrain.segment.volumes import volume_rows, volumes_tsv
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def segment_array(
     model: SegmentationModel,
     midline_x_mm: float,
     tta: bool = False,
-    keep_fraction: float = 0.2,
+    keep_fraction: float = KEEP_FRACTION,
 ) -> np.ndarray:
     """earlybrain labels (0..12) of an atlas-space volume."""
     prob = predict_probabilities(image, affine, model, tta)
@@ -99,7 +99,7 @@ def segment_to_files(
     device: str = "auto",
     allow_cpu_fallback: bool = True,
     tta: bool = False,
-    keep_fraction: float = 0.2,
+    keep_fraction: float = KEEP_FRACTION,
     atlas_dseg: PathLike | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:

@@ -28,7 +28,12 @@ def split_hemispheres(tissues: np.ndarray, affine: np.ndarray, midline_x_mm: flo
     return NETWORK_TABLE.to_earlybrain(tissues, x_mm, midline_x_mm)
 
 
-def clean_labels(labels: np.ndarray, keep_fraction: float = 0.2) -> np.ndarray:
+# a label's component smaller than this fraction of its largest is removed (the
+# workflow's segmentation.keep_fraction)
+KEEP_FRACTION = 0.2
+
+
+def clean_labels(labels: np.ndarray, keep_fraction: float = KEEP_FRACTION) -> np.ndarray:
     """Largest connected component per structure, then holes filled.
 
     Of each label, the largest 3D component is kept with any other component at least

@@ -44,7 +44,13 @@ from earlybrain.segment.inference import (
     predict_tissues,
     save_weights,
 )
-from earlybrain.segment.labelmaps import SCHEMES, fidon_maps, file_map, phantom_maps
+from earlybrain.segment.labelmaps import (
+    DEFAULT_SCHEME,
+    SCHEMES,
+    fidon_maps,
+    file_map,
+    phantom_maps,
+)
 from earlybrain.segment.network import build_network
 from earlybrain.segment.postprocess import clean_labels, split_hemispheres
 from earlybrain.segment.train_data import (
@@ -159,7 +165,7 @@ def train_segmentation(
     n_infant_subjects: int = TrainConfig.n_infant_subjects,
     atlas_manifest: str | os.PathLike[str] | None = None,
     label_maps: Sequence[str | os.PathLike[str]] = (),
-    label_scheme: str = "earlybrain",
+    label_scheme: str = DEFAULT_SCHEME,
     real_anatomy: bool = False,
     p_real: float = TrainConfig.p_real,
     init_weights: str | os.PathLike[str] | None = None,
@@ -394,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--atlas", default=None, help="atlas manifest whose label maps join training")
     ap.add_argument("--label-maps", nargs="*", default=[], help="a lab's own label maps")
-    ap.add_argument("--label-scheme", default="earlybrain", choices=list(SCHEMES))
+    ap.add_argument("--label-scheme", default=DEFAULT_SCHEME, choices=list(SCHEMES))
     ap.add_argument(
         "--real-anatomy", action="store_true",
         help=f"add the training weeks of {shared_data.FIDON} (../shared/data) as label maps",

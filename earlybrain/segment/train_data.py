@@ -25,7 +25,7 @@ from earlybrain.segment.evaluate import simulated_volume
 from earlybrain.segment.labelmaps import to_grid
 from earlybrain.segment.network import DEFAULT_ARCH
 from earlybrain.segment.synth import TISSUE_OF, SynthConfig, deform_labels, synthesize
-from earlybrain.training import derived_seeds
+from earlybrain.training import SegmentationRecipe, derived_seeds
 
 # seed-derivation codes: training and validation subjects never share a seed
 SPLIT_CODES = {"train": 303, "val": 404, "infant_train": 313, "infant_val": 414}
@@ -37,24 +37,17 @@ VAL_VENTRICLES = 1.8  # ventricle size factor of the ventriculomegaly validation
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SegmentationRecipe):
     """Everything that determines the trained weights (recorded in the card)."""
 
-    seed: int = 0
-    epochs: int = 12
-    steps_per_epoch: int = 200
-    n_train_subjects: int = 40
-    n_val_subjects: int = 3
     ga_range: tuple[float, float] = (21.0, 38.0)
     target_mm: float = 1.0
     crop: int = 96  # label crop around the patch centre, before deformation
-    batch_size: int = 2
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
     percentile: float = 99.0
     p_atlas: float = 0.2  # share of samples from the atlas templates' label maps
-    # infant heads (0-24 months): one network for fetal and infant sessions
-    n_infant_subjects: int = 12
+    # infant heads (n_infant_subjects of them): their ages and share of the samples
     infant_months: tuple[float, float] = (0.0, 24.0)
     p_infant: float = 0.2
     # share of simulated subjects with enlarged ventricles, and their size factor range:

@@ -30,7 +30,13 @@ from monai.inferers import sliding_window_inference
 from earlybrain.device import resolve_device
 from earlybrain.io.nifti import load_input_image, load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
-from earlybrain.preprocess.masking.localise import Localisation, candidates, choose, pad_to_canvas
+from earlybrain.preprocess.masking.localise import (
+    MIN_BRAIN_ML,
+    Localisation,
+    candidates,
+    choose,
+    pad_to_canvas,
+)
 from earlybrain.preprocess.masking.network import build_network, divisor, in_channels
 from earlybrain.preprocess.masking.postprocess import clean_mask
 from earlybrain.preprocess.masking.slices import (
@@ -289,7 +295,7 @@ def mask_stack(
     device: str = "auto",
     threshold: float | None = None,
     tta: bool = True,
-    min_volume_ml: float = 1.0,
+    min_volume_ml: float = MIN_BRAIN_ML,
 ) -> MaskResult:
     """The brain mask of a stack (a NIfTI image, or an array with its affine) and how it
     was found; an empty mask with the reason when the stack shows no fetal head."""
@@ -337,7 +343,7 @@ def mask_stack_file(
     device: str = "auto",
     allow_cpu_fallback: bool = True,
     threshold: float | None = None,
-    min_volume_ml: float = 1.0,
+    min_volume_ml: float = MIN_BRAIN_ML,
     extra: dict[str, Any] | None = None,
 ) -> MaskResult:
     """Mask one stack file: uint8 mask on its grid + JSON sidecar (with `extra` fields).

@@ -22,6 +22,8 @@ from earlybrain.preprocess.masking.slices import SliceGrid, native_coords
 # a candidate brain must hold at least this fraction of the largest candidate's volume
 # to count as a second brain (twins); smaller ones are spurious detections
 TWIN_FRACTION = 0.3
+# a smaller candidate is not a brain (the workflow's masking.min_volume_ml)
+MIN_BRAIN_ML = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def candidates(
     grid: SliceGrid,
     affine: np.ndarray,
     threshold: float = 0.5,
-    min_volume_ml: float = 1.0,
+    min_volume_ml: float = MIN_BRAIN_ML,
 ) -> list[Candidate]:
     """Brain candidates of the coarse probability (n_slices, h, w) of one stack.
 
