@@ -12,8 +12,14 @@ from earlybrain.atlas.manifest import AgeError, load_manifest, select_template
 from earlybrain.atlas.templates import load_template
 from earlybrain.geometry import apply
 from earlybrain.io.nifti import load_nifti, save_nifti
-from earlybrain.register import antsio
-from earlybrain.register.init import candidate_transforms, cube_rotations, initialise, mask_moments
+from earlybrain.register import antsio, stages
+from earlybrain.register.init import (
+    InitResult,
+    candidate_transforms,
+    cube_rotations,
+    initialise,
+    mask_moments,
+)
 from earlybrain.register.metrics import dice, label_dice, mean_dice, ncc
 from earlybrain.register.register import (
     RegistrationParams,
@@ -21,6 +27,7 @@ from earlybrain.register.register import (
     register_to_atlas,
     registration_paths,
 )
+from earlybrain.register.stages import RegistrationError
 from earlybrain.register.synthetic import posed_subject, random_pose
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,3 +193,101 @@ def test_register_refuses_far_ages_and_bad_params(tmp_path: Path) -> None:
         RegistrationParams.from_dict({"syn_its": [1]})
     p = RegistrationParams.from_dict({"syn_iterations": [10, 0], "init": {"refine_top": 1}})
     assert p.syn_iterations == (10, 0) and p.init.refine_top == 1
+
+
+# --- when ANTs fails ----------------------------------------------------------------------
+
+ANTS_FAILURE = "Registration failed with error code 1"  # what antspy raises
+LIGHT = {"syn_iterations": [30, 15, 0], "rigid_iterations": [50, 20, 0]}
+
+
+def _subject_files(tmp_path: Path) -> tuple[Path, Path, float]:
+    """The subject of test_register_to_atlas_writes_everything (it passes QC)."""
+    sub = posed_subject(30.2, 42, 1.6, random_pose(np.random.default_rng(21)))
+    vol = save_nifti(sub.image, sub.affine, tmp_path / "in" / "sub-01_T2w.nii.gz")
+    msk = save_nifti(sub.mask, sub.affine, tmp_path / "in" / "sub-01_mask.nii.gz", dtype=np.uint8)
+    return vol, msk, 30.2
+
+
+def test_a_start_that_fails_gives_way_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ANTs fails from the chosen start of the orientation search: the other starts are
+    tried, the one whose affine result agrees best with the template is kept (here the
+    same orientation before its refinement), and the QC records every start."""
+    real = stages.linear_stage
+    calls: list[str] = []
+
+    def first_rigid_fails(kind: str, *args: object, **kwargs: object) -> dict:
+        calls.append(kind)
+        if calls == ["Rigid"]:
+            raise RuntimeError(ANTS_FAILURE)
+        return real(kind, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "linear_stage", first_rigid_fails)
+    vol, msk, age = _subject_files(tmp_path)
+    qc = register_to_atlas(vol, msk, age, ATLAS, tmp_path / "out", "sub-01", params=LIGHT)
+    first, *others = qc["starts"]
+    assert first["failed"] == "rigid" and ANTS_FAILURE in first["error"]
+    assert len(others) == 2 and all("ncc_affine" in o for o in others)
+    kept = max(others, key=lambda o: o["ncc_affine"])
+    assert qc["start"] == kept["start"] == f"{first['start']} unrefined"
+    assert qc["deformable"] and qc["mask_dice"] >= 0.85 and qc["qc_pass"], qc["qc_warnings"]
+
+
+def test_syn_that_fails_leaves_the_affine_alignment_flagged(
+    atlas, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every output is written, with an identity warp in place of SyN's; the QC flags it
+    and the transforms on disk still carry the subject onto the atlas."""
+
+    def syn_fails(*args: object, **kwargs: object) -> dict:
+        raise RuntimeError(ANTS_FAILURE)
+
+    monkeypatch.setattr(stages, "syn_stage", syn_fails)
+    vol, msk, age = _subject_files(tmp_path)
+    out = tmp_path / "out"
+    qc = register_to_atlas(vol, msk, age, ATLAS, out, "sub-01", params=LIGHT)
+    assert qc["deformable"] is False and not qc["qc_pass"]
+    assert any(w.startswith("SyN failed") and ANTS_FAILURE in w for w in qc["qc_warnings"])
+    paths = registration_paths(out, "sub-01", atlas.space)
+    assert all(p.is_file() for p in paths.values())
+    assert not np.asarray(load_nifti(paths["warp"]).dataobj).any()  # the identity
+    assert qc["jacobian_min"] == pytest.approx(1.0) == qc["jacobian_max"]
+    ants = antsio.ants_module()
+    note = json.loads(paths["xfm"].read_text())
+    fwd = [str(paths["xfm"].parent / n) for n in note["Forward"]["transformlist"]]
+    tpl = _template(atlas, age)
+    sub_mask = load_nifti(msk)
+    mask_atlas = ants.apply_transforms(
+        antsio.to_ants(tpl.mask, tpl.affine),
+        antsio.to_ants(np.asarray(sub_mask.dataobj), sub_mask.affine),
+        fwd,
+        interpolator="genericLabel",
+    ).numpy()
+    assert dice(mask_atlas > 0, tpl.mask > 0) >= 0.85  # an affine alignment's overlap
+
+
+def test_registration_that_cannot_succeed_says_where_and_what_to_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts that put the template 1 m from the image (as a failed initialisation would):
+    no sample of the template falls on the image from any of them, and the error names
+    the image, the stage, the starts and what to do, on one line for the log's end."""
+    real_starts = stages.starts
+
+    def far_starts(init: InitResult, n: int) -> list[tuple[str, np.ndarray]]:
+        far = np.eye(4)
+        far[:3, 3] = 1000.0
+        return [(name, far @ matrix) for name, matrix in real_starts(init, n)]
+
+    monkeypatch.setattr(stages, "starts", far_starts)
+    vol, msk, age = _subject_files(tmp_path)
+    params = LIGHT | {"max_starts": 2}
+    with pytest.raises(RegistrationError) as err:
+        register_to_atlas(vol, msk, age, ATLAS, tmp_path / "out", "sub-01", params=params)
+    message = str(err.value)
+    assert message.startswith(f"{vol}: atlas registration failed at the affine stage")
+    assert "each of 2 start(s)" in message and "no overlap" in message
+    assert "register.max_starts" in message and "\n" not in message  # one log line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nii.gz"))

@@ -45,7 +45,7 @@ from earlybrain.atlas.standardise import N_LABELS, AtlasSubject, Prepared, prepa
 from earlybrain.atlas.write import write_atlas
 from earlybrain.io.nifti import load_nifti
 from earlybrain.register import antsio
-from earlybrain.register.register import syn_stage
+from earlybrain.register.stages import syn_stage
 
 log = logging.getLogger("earlybrain.atlas")
 PathLike = str | os.PathLike[str]

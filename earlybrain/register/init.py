@@ -246,7 +246,14 @@ def initialise(
         moving_lr = ants.resample_image(antsio.to_ants(moving, moving_affine), res, False, 0)
         with tempfile.TemporaryDirectory(prefix="earlybrain-init-") as tmp:
             for c in contenders:
-                c.refined_matrix = _refine(c.matrix, fixed_lr, moving_lr, params, Path(tmp), c.name)
+                try:
+                    c.refined_matrix = _refine(
+                        c.matrix, fixed_lr, moving_lr, params, Path(tmp), c.name
+                    )
+                except RuntimeError:  # ANTs gave up from this start: keep it unrefined
+                    continue
                 c.refined_score = scorer(c.refined_matrix)
-        best = max(contenders, key=lambda c: np.nan_to_num(c.refined_score, nan=-2.0))
+        refined = [c for c in contenders if c.refined_score is not None]
+        if refined:
+            best = max(refined, key=lambda c: np.nan_to_num(c.refined_score, nan=-2.0))
     return InitResult(best.best_matrix, best, cands, fm, mm)

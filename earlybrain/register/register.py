@@ -31,6 +31,7 @@ from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 from earlybrain.register.init import InitParams, InitResult, check_seed, initialise
 from earlybrain.register.metrics import dice, ncc
+from earlybrain.register.stages import align, identity_warp, linear_stage
 
 log = logging.getLogger("earlybrain.register")
 PathLike = str | os.PathLike[str]
@@ -62,6 +63,9 @@ class RegistrationParams:
     max_age_distance_weeks: float = 2.0  # refuse templates further away in age
     qc_min_ncc: float = 0.7  # below this (atlas-space NCC) the registration is flagged
     qc_min_mask_dice: float = 0.85  # below this (warped atlas mask vs brain mask) flagged
+    # when ANTs fails from the chosen start, rigid + affine run from up to this many
+    # starts in all (stages.starts); none completes: stages.RegistrationError
+    max_starts: int = 3
 
     def __post_init__(self) -> None:
         check_seed(self.random_seed)
@@ -119,50 +123,6 @@ def cropped_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
     return np.asarray(affine, dtype=np.float64) @ shift
 
 
-def _linear_stage(
-    kind: str,
-    fixed: Any,
-    moving: Any,
-    initial: list[str],
-    its: tuple[int, ...],
-    p: RegistrationParams,
-    prefix: str,
-) -> dict[str, Any]:
-    ants = antsio.ants_module()
-    n = len(its)
-    return ants.registration(
-        fixed,
-        moving,
-        type_of_transform=kind,
-        initial_transform=initial,
-        aff_metric=p.linear_metric,
-        aff_iterations=tuple(its),
-        aff_shrink_factors=tuple(p.linear_shrink[-n:]),
-        aff_smoothing_sigmas=tuple(p.linear_sigmas_vox[-n:]),
-        random_seed=p.random_seed,
-        outprefix=prefix,
-    )
-
-
-def syn_stage(fixed: Any, moving: Any, initial: list[str], p: Any, prefix: str) -> dict[str, Any]:
-    """Deformable (SyN) stage after a linear one; `p` has the syn_* fields and random_seed
-    (RegistrationParams, or the atlas builder's BuildParams)."""
-    return antsio.ants_module().registration(
-        fixed,
-        moving,
-        type_of_transform="SyNOnly",
-        initial_transform=initial,
-        syn_metric=p.syn_metric,
-        syn_sampling=p.syn_sampling,
-        reg_iterations=tuple(p.syn_iterations),
-        grad_step=p.syn_grad_step,
-        flow_sigma=p.syn_flow_sigma,
-        total_sigma=getattr(p, "syn_total_sigma", 0.0),
-        random_seed=p.random_seed,
-        outprefix=prefix,
-    )
-
-
 def register_images(
     template: TemplateImages,
     image: np.ndarray,
@@ -170,8 +130,10 @@ def register_images(
     mask: np.ndarray,
     workdir: PathLike,
     params: RegistrationParams = RegistrationParams(),
+    image_name: str = "the image",
 ) -> RegistrationResult:
-    """Register a subject volume (any pose) to `template`; transforms are written in `workdir`."""
+    """Register a subject volume (any pose) to `template`; transforms are written in
+    `workdir`. A RegistrationError, naming `image_name`, when no start aligns it."""
     antsio.set_threads(params.threads)
     ants = antsio.ants_module()
     workdir = Path(workdir)
@@ -204,44 +166,36 @@ def register_images(
     tpl_vox = voxel_sizes(template.affine)
     if np.min(voxel_sizes(affine_c)) < 0.9 * np.min(tpl_vox):
         moving = ants.resample_image(moving, tuple(float(v) for v in tpl_vox), False, 0)
-    start = antsio.write_matrix_transform(init.matrix, workdir / "init.mat")
     t = time.perf_counter()
-    rigid = _linear_stage(
-        "Rigid",
-        fixed,
-        moving,
-        [str(start)],
-        params.rigid_iterations,
-        params,
-        str(workdir / "rigid_"),
-    )
-    timings["rigid_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    aff = _linear_stage(
-        "Affine",
-        fixed,
-        moving,
-        rigid["fwdtransforms"],
-        params.affine_iterations,
-        params,
-        str(workdir / "affine_"),
-    )
-    timings["affine_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    syn = syn_stage(fixed, moving, aff["fwdtransforms"], params, str(workdir / "syn_"))
-    timings["syn_s"] = time.perf_counter() - t
-    fwd, inv = list(syn["fwdtransforms"]), list(syn["invtransforms"])
+    fmask = template.mask > 0
+
+    def score(warped: Any) -> float:
+        return ncc(fixed_np, warped.numpy(), fmask)
+
+    done = align(fixed, moving, score, init, params, workdir, image_name)
+    aff = done.affine
+    timings["linear_s"] = time.perf_counter() - t
+    if done.syn is not None:
+        fwd, inv = list(done.syn["fwdtransforms"]), list(done.syn["invtransforms"])
+        warped = done.syn["warpedmovout"]
+        timings["syn_s"] = time.perf_counter() - t - timings["linear_s"]
+    else:  # affine only: an identity warp keeps both transform lists' shape
+        warp = identity_warp(fixed, workdir / "identity_warp.nii.gz")
+        fwd, inv = [warp, aff["fwdtransforms"][0]], [aff["fwdtransforms"][0], warp]
+        warped = aff["warpedmovout"]
     if len(fwd) != 2 or len(inv) != 2:
         raise RuntimeError(f"unexpected ANTs transform files: {fwd} / {inv}")
 
     t = time.perf_counter()
-    fmask = template.mask > 0
     metrics: dict[str, Any] = {
         "ncc_init_coarse": init.chosen.refined_score
         if init.chosen.refined_score is not None
         else init.chosen.score,
         "ncc_affine": ncc(fixed_np, aff["warpedmovout"].numpy(), fmask),
-        "ncc": ncc(fixed_np, syn["warpedmovout"].numpy(), fmask),
+        "ncc": ncc(fixed_np, warped.numpy(), fmask),
+        "start": done.start,
+        "starts": done.attempts,
+        "deformable": done.syn is not None,
     }
     # outputs on the atlas-space grid at the input's resolution (or the one asked for)
     vox = params.output_voxel_mm or float(np.min(voxel_sizes(affine)))
@@ -283,6 +237,8 @@ def register_images(
         )
     if metrics["jacobian_min"] <= 0:
         warnings.append("the warp folds (Jacobian determinant <= 0 somewhere in the brain)")
+    if done.syn_error is not None:
+        warnings.append(f"SyN failed ({done.syn_error}): affine alignment only")
     metrics |= {"qc_pass": not warnings, "qc_warnings": warnings, "timings": timings}
     return RegistrationResult(
         fwdtransforms=fwd,
@@ -324,7 +280,7 @@ def rigid_align(
         fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init
     )
     start = antsio.write_matrix_transform(init.matrix, workdir / "init.mat")
-    rigid = _linear_stage(
+    rigid = linear_stage(
         "Rigid",
         antsio.to_ants(fixed_np, template.affine),
         antsio.to_ants(moving_np, affine_c),
@@ -419,7 +375,7 @@ def register_to_atlas(
         raise ValueError(f"{mask_path or volume_path}: brain mask is empty or tiny")
     paths = registration_paths(out_dir, prefix, manifest.space, contrast, xfm_dir)
     with tempfile.TemporaryDirectory(prefix="earlybrain-register-") as tmp:
-        res = register_images(template, data, vol.affine, mask, tmp, p)
+        res = register_images(template, data, vol.affine, mask, tmp, p, str(volume_path))
         warp, aff = res.fwdtransforms
         _copy(aff, paths["affine"])
         _copy(warp, paths["warp"])
