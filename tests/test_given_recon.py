@@ -22,7 +22,7 @@ from shared_data import fidon_or_skip
 from synth_fixtures import make_stack
 
 from earlybrain.io.bids import MissingAgeError, discover_sessions
-from earlybrain.preprocess.given_recon import support_mask
+from earlybrain.preprocess.support import support_mask
 from earlybrain.runner import run_workflow
 from earlybrain.shared_data import fidon_week
 

@@ -74,7 +74,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
         image = d / f"sub-x_desc-n4_{contrast}.nii.gz"  # the workflow works on it
         run_n4(raw, image, d / "bias.nii.gz", d / "foreground.nii.gz", threads=2)
         brain = d / "mask.nii.gz"
-        prepare_infant_to_files(image, contrast, pma, brain, d / "qc.json", model)
+        prepare_infant_to_files(image, contrast, pma, brain, d / "qc.json", lambda: model)
         got = np.asarray(nib.load(brain).dataobj) > 0
         mask_dice = 2 * np.sum(got & (mask > 0)) / (got.sum() + (mask > 0).sum())
         prefix = f"sub-x_mod-{contrast}"

@@ -19,42 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.nifti import load_input_image, load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
+from earlybrain.preprocess.support import support_mask
 
 PathLike = str | os.PathLike[str]
 
-# A brain-extracted volume: at least this fraction of exact zeros around the brain...
-MIN_ZERO_FRACTION = 0.2
-# ...and its non-zero voxels mostly one region (scattered noise voxels are no mask)
-MIN_LARGEST_FRACTION = 0.9
 # plausible fetal intracranial volumes, mL (about 40 mL at 20 weeks, 450 mL at term)
 VOLUME_RANGE_ML = (15.0, 700.0)
 
 
 class GivenReconError(ValueError):
     """A given reconstruction that cannot be masked (names the file and the problem)."""
-
-
-def support_mask(data: np.ndarray) -> np.ndarray | None:
-    """The brain mask a brain-extracted volume carries (its non-zero region), or None.
-
-    None when the volume is not brain-extracted: too few exact zeros, or non-zero
-    voxels scattered over several regions.
-    """
-    nonzero = data != 0
-    if nonzero.mean() > 1.0 - MIN_ZERO_FRACTION or not nonzero.any():
-        return None
-    labels, n = ndimage.label(nonzero)
-    sizes = ndimage.sum_labels(nonzero, labels, index=np.arange(1, n + 1))
-    largest = int(np.argmax(sizes))
-    if sizes[largest] < MIN_LARGEST_FRACTION * nonzero.sum():
-        return None
-    return ndimage.binary_fill_holes(labels == largest + 1)
 
 
 def given_recon_mask(

@@ -12,17 +12,21 @@ T2w path gave mask Dice 0.986 and tissue Dice 0.81-0.82, the T1w path 0.927 and
 serve them better after some age set `t1w_from_months`; a session with one contrast
 uses it.
 
-The brain mask comes from the tissue segmentation network run on the whole head: it was
+The brain mask of a whole head comes from the tissue segmentation network: it was
 trained on synthetic images of heads with skull, scalp and body around the brain
 (domain-randomised, `earlybrain.segment.synth`), and everything it labels as one of the
 7 tissues is intracranial. The same trick as SynthStrip (Hoopes et al. 2022), with our
-own network.
+own network. Many shared infant datasets come skull-stripped instead (exact zeros
+outside the brain); that network, trained on whole heads, does not know them (a real
+19-month-old got a 27 mL mask). Such an image keeps its own non-zero region as the mask
+(`preprocess.support`), after a check that it holds an intracranial volume for the
+infant's age; the QC and the mask's sidecar say which way was taken.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +34,25 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain import __version__
-from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
+from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH, infant_brain_volume_ml
 from earlybrain.io.atomic import write_json_atomic
-from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
+from earlybrain.io.nifti import load_input_image, load_nifti, save_nifti, voxel_sizes
 from earlybrain.io.sidecar import write_sidecar
+from earlybrain.preprocess.support import support_mask
 from earlybrain.segment.inference import SegmentationModel, predict_probabilities
 
 PathLike = str | os.PathLike[str]
 
 CONTRASTS = ("T1w", "T2w")
+# A skull-stripped image's non-zero region is its mask when it holds this many times the
+# typical brain tissue volume at the infant's age (anatomy.biometry, after Knickmeyer et
+# al. 2008): the intracranial volume is brain plus CSF, and infants of one age differ by
+# about a fifth; a whole head with its background zeroed holds far more.
+SUPPORT_VOLUME_RATIO = (0.6, 1.6)
+METHOD_TEXT = {
+    "support": "the image came skull-stripped: its non-zero region, holes filled",
+    "network": "tissue segmentation network on the whole head, union of the tissues",
+}
 
 
 class InfantError(ValueError):
@@ -111,23 +125,65 @@ def infant_brain_mask(
     return mask, qc
 
 
+def skull_stripped_mask(
+    raw: np.ndarray, affine: np.ndarray, pma_weeks: float
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(mask, QC) when `raw` is skull-stripped with an intracranial volume for its age;
+    (None, QC saying why not) otherwise."""
+    support = support_mask(raw)
+    if support is None:
+        return None, {"skull_stripped": False}
+    volume = float(support.sum()) * float(np.prod(voxel_sizes(affine))) / 1000.0
+    typical = infant_brain_volume_ml(months_from_pma(pma_weeks))
+    lo, hi = (r * typical for r in SUPPORT_VOLUME_RATIO)
+    if lo <= volume <= hi:
+        return support, {"skull_stripped": True}
+    return None, {
+        "skull_stripped": False,
+        "note": f"the image has a zero background, but its non-zero region holds "
+        f"{volume:.0f} mL, outside the {lo:.0f}-{hi:.0f} mL of an intracranial volume at "
+        "this age: masked by the network",
+    }
+
+
 def prepare_infant_to_files(
     image_path: PathLike,
     contrast: str,
     pma_weeks: float,
     out_mask: PathLike,
     out_qc: PathLike,
-    model: SegmentationModel,
+    model_loader: Callable[[], SegmentationModel],
     *,
+    raw_path: PathLike | None = None,
     tta: bool = True,
     min_volume_ml: float = 150.0,
 ) -> dict[str, Any]:
-    """Mask an infant's N4-corrected image; write the mask (+ sidecar) and the QC JSON."""
+    """Mask an infant's N4-corrected image; write the mask (+ sidecar) and the QC JSON.
+
+    `raw_path`, the image as given, decides whether it came skull-stripped (N4 may add
+    zeros inside the brain); `model_loader()` gives the segmentation network, loaded
+    only for a whole head.
+    """
     img = load_nifti(image_path)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim != 3:
         raise InfantError(f"{image_path}: expected a 3D image, got shape {data.shape}")
-    mask, qc = infant_brain_mask(data, img.affine, model, tta)
+    mask, qc = None, {"skull_stripped": False}
+    if raw_path is not None:
+        raw_img, _ = load_input_image(raw_path)
+        raw = np.asarray(raw_img.dataobj, dtype=np.float32)
+        if raw.shape != data.shape or not np.allclose(raw_img.affine, img.affine, atol=1e-3):
+            raise InfantError(f"{raw_path}: its grid differs from its N4 image {image_path}")
+        mask, qc = skull_stripped_mask(raw, img.affine, pma_weeks)
+    weights = None
+    if mask is None:
+        model = model_loader()
+        mask, net_qc = infant_brain_mask(data, img.affine, model, tta)
+        qc |= net_qc | {"method": "network"}
+        weights = model
+    else:
+        voxel_ml = float(np.prod(voxel_sizes(img.affine))) / 1000.0
+        qc |= {"method": "support", "volume_ml": round(float(mask.sum()) * voxel_ml, 2)}
     if qc["volume_ml"] < min_volume_ml:
         raise InfantError(
             f"{image_path}: the brain mask holds {qc['volume_ml']:.0f} mL, less than "
@@ -136,21 +192,24 @@ def prepare_infant_to_files(
         )
     out_mask = Path(out_mask)
     save_nifti(mask.astype(np.uint8), img.affine, out_mask, dtype=np.uint8)
+    parameters: dict[str, Any] = {"method": METHOD_TEXT[qc["method"]]}
+    if weights is not None:
+        parameters |= {
+            "weights": weights.path,
+            "weights_sha256": weights.sha256,
+            "test_time_mirror": tta,
+        }
     write_sidecar(
         out_mask,
         step="infant_prep",
-        sources=[image_path],
-        parameters={
-            "method": "tissue segmentation network on the whole head, union of the tissues",
-            "weights": model.path,
-            "weights_sha256": model.sha256,
-            "test_time_mirror": tta,
-        },
+        sources=[image_path] + ([raw_path] if raw_path is not None else []),
+        parameters=parameters,
         extra={
             "Type": "Brain",
             "Description": "intracranial mask (brain and CSF spaces)",
             "Contrast": contrast,
             "BrainVolume_ml": qc["volume_ml"],
+            "MaskMethod": qc["method"],
         },
     )
     qc |= {
@@ -159,7 +218,7 @@ def prepare_infant_to_files(
         "age_months": round(months_from_pma(pma_weeks), 2),
         "image": str(image_path),
         "mask": str(out_mask),
-        "weights": model.path,
+        "weights": weights.path if weights is not None else None,
         "software": {"earlybrain": __version__},
     }
     write_json_atomic(Path(out_qc), qc)

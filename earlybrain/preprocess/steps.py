@@ -114,7 +114,8 @@ def _model(weights: Path | None, compute: Compute):
 
 @step("infant-prep", rule="infant_prep", target="image")
 def infant_prep_step(
-    image: Annotated[Path, Input("the N4-corrected T1w or T2w image")],
+    raw: Annotated[Path, Input("the T1w or T2w image as given")],
+    image: Annotated[Path, Input("its N4-corrected version")],
     contrast: Annotated[str, Param("its contrast", ("T1w", "T2w"))],
     age: Annotated[float, Param("post-menstrual age, weeks")],
     mask: Annotated[Path, Output("its brain mask")],
@@ -123,14 +124,16 @@ def infant_prep_step(
     tta: Annotated[bool, Param("average with the mirrored image")] = False,
     compute: Annotated[Compute, Param()] = Compute(),
 ) -> int:
-    """Brain mask of an infant's N4-corrected 3D head image (the segmentation network)."""
+    """Brain mask of an infant's N4-corrected 3D image: its own non-zero region when it
+    came skull-stripped, else the segmentation network's."""
     from earlybrain.preprocess.infant import prepare_infant_to_files
 
-    model = _model(weights, compute)
-    result = prepare_infant_to_files(image, contrast, age, mask, qc, model, tta=tta)
+    result = prepare_infant_to_files(
+        image, contrast, age, mask, qc, lambda: _model(weights, compute), raw_path=raw, tta=tta
+    )
     print(
         f"{image.name}: {contrast} at {result['age_months']:.1f} months, brain mask "
-        f"{result['volume_ml']:.0f} mL"
+        f"{result['volume_ml']:.0f} mL ({result['method']})"
     )
     return 0
 

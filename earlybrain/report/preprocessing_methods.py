@@ -186,11 +186,20 @@ def is_precomputed_mask(sidecar: dict[str, Any]) -> bool:
 
 
 def infant_mask_paragraph(sidecar: dict[str, Any]) -> str:
-    """How an infant's 3D head image was masked."""
+    """How an infant's 3D image was masked."""
     par = sidecar.get("Parameters", {})
-    return (
+    chosen = (
         f"The infant's {sidecar.get('Contrast', '?')} image (the session's working contrast, "
-        "chosen by age: T2w early, T1w once white matter has myelinated) was masked by running "
+        "chosen by age: T2w early, T1w once white matter has myelinated)"
+    )
+    if sidecar.get("MaskMethod") == "support":
+        return (
+            f"{chosen} came skull-stripped: its non-zero region (holes filled; "
+            f"{num(sidecar.get('BrainVolume_ml'))} mL, a plausible intracranial volume for "
+            "the age) was kept as the brain mask."
+        )
+    return (
+        f"{chosen} was masked by running "
         "the tissue segmentation network on the whole head and keeping the union of the "
         "tissues it found (largest connected component, holes filled"
         + (", mirror test-time augmentation" if par.get("test_time_mirror") else "")

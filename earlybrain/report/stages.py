@@ -192,10 +192,15 @@ def _infant_mask_row(passed: bool, brain_masks: list[Path], sides: list[dict[str
     if not brain_masks or missing:
         return {"status": "failed", "detail": "no output; see logs/infant_prep"}
     side = sides[0] if sides else {}
+    how = (
+        "its own non-zero region (it came skull-stripped)"
+        if side.get("MaskMethod") == "support"
+        else "the segmentation network"
+    )
     return {
         "status": "done",
-        "detail": f"intracranial mask of the {side.get('Contrast', '?')} image by the "
-        f"segmentation network; {side.get('BrainVolume_ml', float('nan')):.0f} ml",
+        "detail": f"intracranial mask of the {side.get('Contrast', '?')} image by {how}; "
+        f"{side.get('BrainVolume_ml', float('nan')):.0f} ml",
     }
 
 

@@ -345,10 +345,20 @@ def infant_entity(rec):
     return f"mod-{infant_contrast(rec)}"
 
 
-def infant_image(wildcards):
-    """The N4-corrected image an infant session works on (first of its contrast)."""
+def _infant_input(wildcards):
+    """The image an infant session works on (first of its contrast), and the session."""
     rec = session_of(wildcards)
-    im = next(im for im in rec.images if im.suffix == wildcards.suffix)
+    return rec, next(im for im in rec.images if im.suffix == wildcards.suffix)
+
+
+def infant_raw(wildcards):
+    """That image as given (skull-stripped or not: earlybrain.preprocess.infant)."""
+    return str(_infant_input(wildcards)[1].path)
+
+
+def infant_image(wildcards):
+    """Its N4-corrected version: what the infant rules work on."""
+    rec, im = _infant_input(wildcards)
     return derivatives(rec).n4(im.stem, im.suffix)
 
 

@@ -1,6 +1,7 @@
 # Infant sessions (3D T1w and/or T2w, term to 2 years): no SVR/SRR. The N4-corrected
 # image of the session's working contrast (T2w when present, or T1w from config
-# infant.t1w_from_months; earlybrain.preprocess.infant) is brain-masked by the network,
+# infant.t1w_from_months; earlybrain.preprocess.infant) is brain-masked (by the network,
+# or by its own non-zero region when it came skull-stripped),
 # then registered to the infant atlas and segmented by the same steps as a fetal
 # reconstruction: the rules below reuse the fetal ones with infant inputs and outputs.
 # Its brain age has a method of its own (earlybrain.brainage.infant: atlas similarity,
@@ -12,8 +13,10 @@ INFANT = "mod-{suffix}"  # the stage entity of an infant's image (earlybrain.io.
 
 
 rule infant_prep:
-    """Intracranial mask of an infant's N4-corrected 3D head image (segmentation network)."""
+    """Intracranial mask of an infant's N4-corrected 3D image: its own non-zero region when
+    it came skull-stripped, else the segmentation network's."""
     input:
+        raw=infant_raw,
         image=infant_image,
     output:
         mask=D.brain_mask(INFANT),
