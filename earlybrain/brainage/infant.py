@@ -40,10 +40,11 @@ benchmark and the tests. They depend on the simulator, the infant atlas and the 
 infant norms; rebuild them with `python bench/infant_brainage.py --calibrate` when one
 of them changes (a lab's own norms, `norms_file`, change the volumes' errors too).
 
-What to expect (bench/infant_brainage.py, 20 held-out simulated infants, registered):
-T2w sessions MAE 3.1 weeks (5.1 at 18-24 months), T1w-only sessions 6.0 (T1w myelination
-is complete by about a year; after that only brain size, ~5 % growth in six months
-against ~10 % between infants), both contrasts 2.4. Volumes and atlas similarity alone
+What to expect (bench/infant_brainage.py, 20 held-out simulated infants, registered, true
+labels): T2w sessions MAE 3.4 weeks (5.1 at 18-24 months), T1w-only sessions 6.3 (T1w
+myelination is complete by about a year; after that only brain size, ~5 % growth in six
+months against ~10 % between infants), both contrasts 2.5. End to end with the
+network's labels it is 10-18 weeks (bench/infant_end_to_end.py). Volumes and atlas similarity alone
 are poor (11-14 weeks) and get little weight. The gap z-score scores a healthy gap
 against the calibration cohort's gaps at that age.
 
