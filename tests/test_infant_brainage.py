@@ -6,7 +6,6 @@ import json
 from functools import cache
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -246,33 +245,3 @@ def test_mae_of_held_out_infants(tmp_path: Path) -> None:
     print(f"infant brain age MAE {mae:.2f} weeks, errors {np.round(errors, 1).tolist()}")
     assert mae <= MAE_LIMIT_WEEKS, errors
     assert INFANT_GRID.shape[0] * INFANT_GRID.voxel_mm >= 150.0
-
-
-def test_an_infant_measured_out_of_calibration_gets_an_honest_interval(tmp_path: Path) -> None:
-    """A segmentation that labels most of the deep grey matter as white matter (as the
-    network did on real infants) and a white matter brighter than the simulator's: the
-    volumes and contrast indexes no longer fit the calibrated models, their estimates
-    lose weight, and the 95 % interval still holds the true age."""
-    files = write_subject(19.0, derived_seeds(7, INFANT_TEST_SPLIT_CODE, 1)[0], tmp_path / "in")
-    good = run(files, tmp_path / "good")
-    for name in ("volumes", "myelination"):  # measured as calibrated: about 1 or less
-        assert good["methods"][name]["misfit_per_df"] < 2.0, good["methods"][name]
-    labels = np.asarray(nib.load(files["dseg"]).dataobj).astype(np.uint8)
-    rng = np.random.default_rng(0)
-    wrong = np.isin(labels, (10, 11)) & (rng.random(labels.shape) < 0.85)
-    labels[wrong] = np.where(labels[wrong] == 10, 4, 5)  # deep GM -> WM, same side
-    affine = nib.load(files["dseg"]).affine
-    save_nifti(labels, affine, files["dseg"], dtype=np.uint8)
-    # and a white matter brighter than the simulator's at that age (another scanner)
-    image = np.asarray(nib.load(files["volume"]).dataobj, dtype=np.float32)
-    image[np.isin(labels, (4, 5))] *= 1.15
-    save_nifti(image, affine, files["volume"], dtype=np.float32)
-    files["volumes_tsv"].write_text(volumes_tsv(volume_rows(labels, affine)))
-    bad = run(files, tmp_path / "bad")
-    for name in ("volumes", "myelination"):
-        method, before = bad["methods"][name], good["methods"][name]
-        assert method["misfit_per_df"] > max(1.0, before["misfit_per_df"]), (name, method)
-        assert method["sd_weeks"] > method["sd_calibrated_weeks"]
-    error = bad["predicted_age_weeks"] - files["pma"]
-    assert abs(error) <= 1.96 * bad["uncertainty_sd_weeks"], (error, bad["uncertainty_sd_weeks"])
-    assert bad["uncertainty_sd_weeks"] > good["uncertainty_sd_weeks"]

@@ -238,19 +238,14 @@ class MyelinationModel:
         mu = np.stack([logistic(grid, self.params[j]) for j in use], axis=1)
         prec = np.linalg.inv(self.cov[np.ix_(use, use)])
         r = x[None, :] - mu
-        q = np.einsum("gi,ij,gj->g", r, prec, r)
-        ll = -0.5 * q
+        ll = -0.5 * np.einsum("gi,ij,gj->g", r, prec, r)
         w = np.exp(ll - ll.max())
         w /= w.sum()
         mean = float(np.sum(w * grid))
         sd = float(np.sqrt(np.sum(w * (grid - mean) ** 2)))
-        df = len(use) - 1  # one parameter, the age, is fitted
         return {
             "age_weeks": mean,
             "sd_posterior_weeks": sd,
-            # how far the indexes lie from the calibrated curves at the best age, per
-            # degree of freedom: about 1 for the subjects the model was calibrated on
-            "misfit_per_df": float(q.min()) / df if df > 0 else None,
             "indexes": {self.names[j]: float(x[k]) for k, j in enumerate(use)},
             "structures": [self.names[j] for j in use],
         }
