@@ -128,8 +128,8 @@ def infant_brain_mask(
 def skull_stripped_mask(
     raw: np.ndarray, affine: np.ndarray, pma_weeks: float
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """(mask, QC) when `raw` is skull-stripped with an intracranial volume for its age;
-    (None, QC saying why not) otherwise."""
+    """(mask, QC with its volume) when `raw` is skull-stripped with an intracranial
+    volume for its age; (None, QC saying why not) otherwise."""
     support = support_mask(raw)
     if support is None:
         return None, {"skull_stripped": False}
@@ -137,7 +137,7 @@ def skull_stripped_mask(
     typical = infant_brain_volume_ml(months_from_pma(pma_weeks))
     lo, hi = (r * typical for r in SUPPORT_VOLUME_RATIO)
     if lo <= volume <= hi:
-        return support, {"skull_stripped": True}
+        return support, {"skull_stripped": True, "volume_ml": round(volume, 2)}
     return None, {
         "skull_stripped": False,
         "note": f"the image has a zero background, but its non-zero region holds "
@@ -182,8 +182,7 @@ def prepare_infant_to_files(
         qc |= net_qc | {"method": "network"}
         weights = model
     else:
-        voxel_ml = float(np.prod(voxel_sizes(img.affine))) / 1000.0
-        qc |= {"method": "support", "volume_ml": round(float(mask.sum()) * voxel_ml, 2)}
+        qc["method"] = "support"
     if qc["volume_ml"] < min_volume_ml:
         raise InfantError(
             f"{image_path}: the brain mask holds {qc['volume_ml']:.0f} mL, less than "
