@@ -49,10 +49,9 @@ class RegistrationError(RuntimeError):
 
 @dataclass
 class Alignment:
-    """The linear stages from one start, and the SyN stage when it ran."""
+    """The affine stage's result from one start, and the SyN stage when it ran."""
 
     start: str
-    rigid: dict[str, Any]
     affine: dict[str, Any]
     syn: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
@@ -179,7 +178,7 @@ def align(
             continue
         attempts.append({"start": name, "ncc_affine": round(ncc_affine, 4)})
         if best is None or ncc_affine > best[0]:
-            best = (ncc_affine, Alignment(name, rigid, aff))
+            best = (ncc_affine, Alignment(name, aff))
         if i == 0:
             break
     if best is None:
