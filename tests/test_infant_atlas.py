@@ -128,6 +128,9 @@ def test_simulated_infant_registers_to_the_infant_atlas(atlas, tmp_path: Path) -
     qc = register_to_atlas(vol, msk, ph.age_weeks, ATLAS, out, "sub-i01", params, "T1w")
     paths = registration_paths(out, "sub-i01", atlas.space, "T1w")
     assert qc["template"]["age_weeks"] in (pma_weeks(8), pma_weeks(10))
+    # the orientation vote is the fetal network's: not cast on an infant atlas
+    assert "orientation_vote_weights" not in qc["parameters"]
+    assert "NCC among the refined" in qc["initialisation"]["method"]
     atlas_mask = np.asarray(load_nifti(paths["atlas_mask"]).dataobj) > 0
     dseg = np.asarray(load_nifti(paths["dseg"]).dataobj)
     mask_dice = dice(atlas_mask, brain)

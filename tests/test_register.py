@@ -155,6 +155,13 @@ def test_register_to_atlas_writes_everything(atlas, tmp_path: Path) -> None:
         assert p.is_file(), p
     assert qc["template"]["age_weeks"] == 30.0 and "30-week" in qc["template"]["selection"]
     assert qc["initialisation"]["chosen"]["name"]
+    # the shipped segmentation network is the orientation's voter (its weights on record);
+    # it votes when more than one refined orientation is left (here one: tests of the
+    # vote itself in test_orientation.py)
+    assert qc["parameters"]["orientation_vote_weights"]["sha256"]
+    refined = qc["initialisation"]["refined"]
+    voted = "network confidence" in qc["initialisation"]["method"]
+    assert voted == (len(refined) > 1) and voted == all("network_confidence" in c for c in refined)
     assert json.loads(paths["qc"].read_text())["ncc"] == pytest.approx(qc["ncc"])
     side = json.loads(paths["dseg"].with_name("sub-01_desc-atlas_dseg.json").read_text())
     assert side["Template"]["space"] == "earlybrainFetal" and side["Sources"]

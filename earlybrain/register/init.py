@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class Candidate:
     score: float
     refined_matrix: np.ndarray | None = None  # after the quick rigid refinement
     refined_score: float | None = None
+    vote: float | None = None  # network confidence (register.orientation), when voted on
 
     @property
     def best_matrix(self) -> np.ndarray:
@@ -90,6 +92,8 @@ class Candidate:
         }
         if self.refined_score is not None:
             out["ncc_refined"] = round(self.refined_score, 4)
+        if self.vote is not None:
+            out["network_confidence"] = round(self.vote, 4)
         return out
 
 
@@ -100,14 +104,17 @@ class InitResult:
     candidates: list[Candidate] = field(default_factory=list)
     fixed_moments: Moments | None = None
     moving_moments: Moments | None = None
+    voted: bool = False  # the refined starts were ranked by a network's confidence
 
     def log(self, top: int = 8) -> dict[str, Any]:
         """What was tried and what won (JSON-ready)."""
         ranked = sorted(self.candidates, key=lambda c: -c.score)[:top]
         refined = [c for c in self.candidates if c.refined_score is not None]
+        ranking = "segmentation network confidence" if self.voted else "NCC"
         return {
             "method": "centre of mass + principal axes; 24 cube rotations on principal axes "
-            "and on image axes; coarse NCC ranking; rigid refinement of the best",
+            f"and on image axes; coarse NCC ranking; rigid refinement of the best; {ranking} "
+            "among the refined",
             "n_candidates": len(self.candidates),
             "chosen": self.chosen.summary(),
             "best_by_coarse_ncc": [c.summary() for c in ranked],
@@ -224,10 +231,12 @@ def initialise(
     moving_affine: np.ndarray,
     moving_mask: np.ndarray,
     params: InitParams = InitParams(),
+    vote: Callable[[np.ndarray], float] | None = None,
 ) -> InitResult:
     """Choose the starting fixed->moving transform for a brain in an unknown pose.
 
-    Images should be brain-only (masked) and on comparable intensity scales.
+    Images should be brain-only (masked) and on comparable intensity scales. With a
+    `vote` (register.orientation), the refined starts are ranked by it, not by NCC.
     """
     fm = mask_moments(fixed_mask, fixed_affine)
     mm = mask_moments(moving_mask, moving_affine)
@@ -256,4 +265,9 @@ def initialise(
         refined = [c for c in contenders if c.refined_score is not None]
         if refined:
             best = max(refined, key=lambda c: np.nan_to_num(c.refined_score, nan=-2.0))
+        if vote is not None and len(refined) > 1:
+            for c in refined:
+                c.vote = vote(c.best_matrix)
+            best = max(refined, key=lambda c: np.nan_to_num(c.vote, nan=-1.0))
+            return InitResult(best.best_matrix, best, cands, fm, mm, voted=True)
     return InitResult(best.best_matrix, best, cands, fm, mm)

@@ -31,6 +31,7 @@ from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 from earlybrain.register.init import InitParams, InitResult, check_seed, initialise
 from earlybrain.register.metrics import dice, ncc
+from earlybrain.register.orientation import network_vote
 from earlybrain.register.stages import align, identity_warp, linear_stage
 
 log = logging.getLogger("earlybrain.register")
@@ -66,6 +67,10 @@ class RegistrationParams:
     # when ANTs fails from the chosen start, rigid + affine run from up to this many
     # starts in all (stages.starts); none completes: stages.RegistrationError
     max_starts: int = 3
+    # rank the refined starts by the fetal segmentation network's confidence in its
+    # labels (register.orientation) rather than by NCC; fetal atlases only (infant heads
+    # lie upright in the scanner, and the voter is a fetal network)
+    orientation_vote: bool = True
 
     def __post_init__(self) -> None:
         check_seed(self.random_seed)
@@ -131,9 +136,12 @@ def register_images(
     workdir: PathLike,
     params: RegistrationParams = RegistrationParams(),
     image_name: str = "the image",
+    vote_model: Any | None = None,
 ) -> RegistrationResult:
     """Register a subject volume (any pose) to `template`; transforms are written in
-    `workdir`. A RegistrationError, naming `image_name`, when no start aligns it."""
+    `workdir`. A RegistrationError, naming `image_name`, when no start aligns it.
+    `vote_model` (a segmentation network) picks the orientation among the refined starts
+    when params.orientation_vote is on."""
     antsio.set_threads(params.threads)
     ants = antsio.ants_module()
     workdir = Path(workdir)
@@ -154,8 +162,11 @@ def register_images(
     mask_c = full_mask[box]
     fixed_np = _scaled(template.image, template.mask, params.intensity_percentile)
     moving_np = _scaled(raw_c, mask_c, params.intensity_percentile)
+    vote = None
+    if vote_model is not None and params.orientation_vote:
+        vote = network_vote(template.mask, template.affine, moving_np, affine_c, vote_model)
     init = initialise(
-        fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init
+        fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init, vote
     )
     timings["init_s"] = time.perf_counter() - t0
     log.info("initialisation: %s", json.dumps(init.chosen.summary()))
@@ -344,8 +355,13 @@ def register_to_atlas(
     params: RegistrationParams | dict[str, Any] | None = None,
     contrast: str = "T2w",
     xfm_dir: PathLike | None = None,
+    vote_weights: PathLike | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """File entry: register one volume to the age-matched template; write every output.
+
+    With params.orientation_vote and a fetal atlas, the segmentation network
+    `vote_weights` (None: the shipped fetal one) votes on the orientation, on `device`.
 
     Writes (see `registration_paths`): the volume and its brain mask in atlas space,
     the atlas labels and mask in subject space, forward (affine + warp) and inverse
@@ -374,8 +390,15 @@ def register_to_atlas(
     if mask.sum() < 100:
         raise ValueError(f"{mask_path or volume_path}: brain mask is empty or tiny")
     paths = registration_paths(out_dir, prefix, manifest.space, contrast, xfm_dir)
+    vote_model = None
+    if p.orientation_vote and manifest.population == "fetal":
+        from earlybrain.segment.inference import load_model
+
+        vote_model = load_model(vote_weights, device)
     with tempfile.TemporaryDirectory(prefix="earlybrain-register-") as tmp:
-        res = register_images(template, data, vol.affine, mask, tmp, p, str(volume_path))
+        res = register_images(
+            template, data, vol.affine, mask, tmp, p, str(volume_path), vote_model
+        )
         warp, aff = res.fwdtransforms
         _copy(aff, paths["affine"])
         _copy(warp, paths["warp"])
@@ -392,6 +415,8 @@ def register_to_atlas(
         }
     }
     pars = p.as_dict()
+    if vote_model is not None:
+        pars["orientation_vote_weights"] = {"path": vote_model.path, "sha256": vote_model.sha256}
     save_nifti(res.atlas_image, res.atlas_affine, paths["volume"], dtype=np.float32)
     write_sidecar(paths["volume"], step="register", parameters=pars, sources=sources, extra=common)
     save_nifti(res.atlas_mask, res.atlas_affine, paths["volume_mask"], dtype=np.uint8)

@@ -21,6 +21,9 @@ def register_atlas_step(
     params: Annotated[dict | None, Param("config register (RegistrationParams fields)")] = None,
     contrast: Annotated[str, Param("template contrast", ("T1w", "T2w"))] = "T2w",
     threads: Annotated[int, Param("CPU threads")] = 1,
+    vote_weights: Annotated[
+        Path | None, Param("segmentation weights voting on the orientation (default: shipped)")
+    ] = None,
 ) -> int:
     """Register a volume to its age-matched template (rigid, affine, SyN); QC JSON."""
     from earlybrain.register.register import register_to_atlas
@@ -36,6 +39,7 @@ def register_atlas_step(
         params={"threads": threads, **(params or {})},
         xfm_dir=out_xfm,
         contrast=contrast,
+        vote_weights=vote_weights,
     )
     print(
         f"{prefix}: template {qc['template']['age_weeks']} w, NCC {qc['ncc']:.3f}, "

@@ -56,6 +56,7 @@ rule register_atlas:
             out_xfm=folder("xfm"),
             prefix=stage_stem(RECON),
             contrast="T2w",
+            vote_weights=SEGMENTATION_SETTINGS["weights"],
         ),
     shell:
         step_shell("register-atlas")
