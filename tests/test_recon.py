@@ -304,3 +304,41 @@ def test_cuda_matches_cpu(moderate: Case) -> None:
     assert b.metrics["device"].startswith("cuda")
     m = a.mask > 0
     assert np.corrcoef(a.volume[m], b.volume[m])[0, 1] > 0.999
+
+
+_REPEAT = """
+import hashlib, json, sys
+import torch
+from earlybrain.recon import load_stacks, reconstruct
+torch.set_num_threads(2)
+paths = json.loads(sys.argv[1])
+res = reconstruct(load_stacks(paths["stacks"], paths["masks"]), paths["params"], device="cpu")
+digest = hashlib.sha256(res.volume.tobytes() + res.transforms.tobytes()).hexdigest()
+print(digest)
+"""
+
+
+@pytest.mark.slow
+def test_the_same_stacks_reconstruct_to_the_same_bits_in_every_process(recon_files) -> None:
+    """Reproducible from one run to the next: with two threads, MKL's alignment-dependent
+    code paths made one process in two differ in the last bits (which, on mial-sub01,
+    changed the registration's start), until earlybrain asked for MKL's strict
+    reproducibility (earlybrain/__init__.py). Three processes, torch imported first."""
+    import subprocess
+    import sys
+
+    _, out, _ = recon_files
+    d = out["out_volume"].parent.parent
+    paths = {
+        "stacks": [str(p) for p in sorted(d.glob("sub-x_run-*_T2w.nii.gz"))],
+        "masks": [str(p) for p in sorted(d.glob("sub-x_run-*_mask.nii.gz"))],
+        "params": FAST | {"outer_iterations": 1},  # the first volume already differed
+    }
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", _REPEAT, json.dumps(paths)],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[-1]
+        for _ in range(3)
+    }  # fmt: skip
+    assert len(digests) == 1, digests

@@ -163,6 +163,8 @@ def test_register_to_atlas_writes_everything(atlas, tmp_path: Path) -> None:
     voted = "network confidence" in qc["initialisation"]["method"]
     assert voted == (len(refined) > 1) and voted == all("network_confidence" in c for c in refined)
     assert json.loads(paths["qc"].read_text())["ncc"] == pytest.approx(qc["ncc"])
+    stage_s = qc["timings"]
+    assert stage_s["linear_s"] > 0 and stage_s["syn_s"] > 0.1  # SyN timed on its own
     side = json.loads(paths["dseg"].with_name("sub-01_desc-atlas_dseg.json").read_text())
     assert side["Template"]["space"] == "earlybrainFetal" and side["Sources"]
     # atlas-space volume: standard orientation, on the template's extent

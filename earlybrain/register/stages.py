@@ -26,6 +26,7 @@ al. 2021, 23 weeks) correlated less with our template after the affine stage (NC
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ class Alignment:
     syn: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     syn_error: str | None = None
+    linear_s: float = 0.0  # every start's rigid + affine stages
+    syn_s: float = 0.0
 
 
 def linear_stage(
@@ -152,6 +155,7 @@ def align(
     """
     attempts: list[dict[str, Any]] = []
     best: tuple[float, Alignment] | None = None
+    t0 = time.perf_counter()
     for i, (name, matrix) in enumerate(starts(init, p.max_starts)):
         tag = f"start{i}_"
         start = antsio.write_matrix_transform(matrix, workdir / f"{tag}init.mat")
@@ -193,11 +197,14 @@ def align(
         )
     done = best[1]
     done.attempts = attempts
+    done.linear_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     try:
         done.syn = syn_stage(fixed, moving, done.affine["fwdtransforms"], p, str(workdir / "syn_"))
     except RuntimeError as exc:
         done.syn_error = _first_line(exc)
         log.warning("the SyN stage failed (%s): keeping the affine alignment", exc)
+    done.syn_s = time.perf_counter() - t0
     return done
 
 
