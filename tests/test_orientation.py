@@ -48,7 +48,7 @@ def _chosen_error(image, affine, mask, week: float, pose: np.ndarray, model) -> 
     fix = _scaled(tpl.image, tpl.mask, p.intensity_percentile)
     vote = network_vote(tpl.mask, tpl.affine, mov, aff, model)
     init = initialise(fix, tpl.affine, tpl.mask, mov, aff, mask[box], p.init, vote)
-    assert init.voted and "network confidence" in init.log()["method"]
+    assert init.voted and "segmentation network is clearly surer" in init.log()["method"]
     return _angle_deg(init.matrix, pose)
 
 

@@ -160,7 +160,7 @@ def test_register_to_atlas_writes_everything(atlas, tmp_path: Path) -> None:
     # vote itself in test_orientation.py)
     assert qc["parameters"]["orientation_vote_weights"]["sha256"]
     refined = qc["initialisation"]["refined"]
-    voted = "network confidence" in qc["initialisation"]["method"]
+    voted = "segmentation network is clearly surer" in qc["initialisation"]["method"]
     assert voted == (len(refined) > 1) and voted == all("network_confidence" in c for c in refined)
     assert json.loads(paths["qc"].read_text())["ncc"] == pytest.approx(qc["ncc"])
     stage_s = qc["timings"]

@@ -67,9 +67,9 @@ class RegistrationParams:
     # when ANTs fails from the chosen start, rigid + affine run from up to this many
     # starts in all (stages.starts); none completes: stages.RegistrationError
     max_starts: int = 3
-    # rank the refined starts by the fetal segmentation network's confidence in its
-    # labels (register.orientation) rather than by NCC; fetal atlases only (infant heads
-    # lie upright in the scanner, and the voter is a fetal network)
+    # let the fetal segmentation network's confidence in its labels overrule NCC's choice
+    # of orientation (register.orientation, InitParams.vote_margin); fetal atlases only
+    # (infant heads lie upright in the scanner, and the voter is a fetal network)
     orientation_vote: bool = True
 
     def __post_init__(self) -> None:
