@@ -4,8 +4,8 @@ Why: the initialisation ranks orientations by how well the image correlates with
 template. Our templates are drawn from the simulator: smooth, nearly symmetric shapes
 that a real brain matches about as well facing forwards as facing backwards. On the
 real reconstruction of mial-sub01 the right orientation and the one turned 180 degrees
-about the head's long axis scored 0.5743 and 0.5728 after refinement, and which one won
-changed between two runs of the same reconstruction; from the wrong one the network
+about the head's long axis scored 0.5725 and 0.5728 after refinement in one run, 0.5743
+and 0.5722 in another run of the same reconstruction; from the wrong one the network
 found a cerebellum of 0.4 mL instead of 2.6. On the 15 real images of the Fidon atlas,
 in atlas orientation, NCC chose the turned one for the 21-week brain.
 
