@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +42,7 @@ def main() -> int:
     from earlybrain import shared_data
     from earlybrain.atlas.manifest import load_manifest, select_template
     from earlybrain.atlas.templates import load_template
-    from earlybrain.register.init import initialise
-    from earlybrain.register.orientation import network_vote
-    from earlybrain.register.register import RegistrationParams, _scaled, crop_box, cropped_affine
+    from earlybrain.register.register import RegistrationParams, find_start
     from earlybrain.register.stages import _angle_deg
     from earlybrain.register.synthetic import posed_subject, random_pose
     from earlybrain.segment.inference import load_model
@@ -56,20 +53,7 @@ def main() -> int:
 
     def choose(image, affine, mask, age, pose):  # -> dict
         tpl = load_template(manifest, select_template(manifest, age, "T2w", 10.0).template)
-        box = crop_box(mask, affine, p.crop_margin_mm)
-        aff = cropped_affine(affine, box)
-        mov = _scaled(image[box], mask[box], p.intensity_percentile)
-        fix = _scaled(tpl.image, tpl.mask, p.intensity_percentile)
-        vote = network_vote(tpl.mask, tpl.affine, mov, aff, model)
-        seconds: list[float] = []
-
-        def timed_vote(point_map: np.ndarray) -> float:
-            t = time.perf_counter()
-            out = vote(point_map)
-            seconds.append(time.perf_counter() - t)
-            return out
-
-        voted = initialise(fix, tpl.affine, tpl.mask, mov, aff, mask[box], p.init, timed_vote)
+        voted = find_start(tpl, image, affine, mask, p, model).init
         refined = [c for c in voted.candidates if c.refined_score is not None]
         # NCC's choice among the same refined starts (what initialise does without a vote)
         by_ncc = max(refined, key=lambda c: c.refined_score) if refined else voted.chosen
@@ -77,7 +61,7 @@ def main() -> int:
             "ncc_error_deg": round(_angle_deg(by_ncc.best_matrix, pose), 1),
             "vote_error_deg": round(_angle_deg(voted.matrix, pose), 1),
             "refined": [c.summary() for c in refined],
-            "vote_extra_s": round(sum(seconds), 1),
+            "vote_extra_s": round(voted.vote_s, 1),
         }
 
     rng = np.random.default_rng(args.seed)

@@ -12,9 +12,8 @@ from shared_data import fidon_or_skip
 from earlybrain import shared_data
 from earlybrain.atlas.manifest import load_manifest, select_template
 from earlybrain.atlas.templates import load_template
-from earlybrain.register.init import initialise
-from earlybrain.register.orientation import confidence, network_vote, resample_through
-from earlybrain.register.register import RegistrationParams, _scaled, crop_box, cropped_affine
+from earlybrain.register.orientation import confidence, resample_through
+from earlybrain.register.register import RegistrationParams, find_start
 from earlybrain.register.stages import _angle_deg
 from earlybrain.segment.inference import load_model
 
@@ -41,13 +40,7 @@ def test_confidence_is_the_mean_top_probability_in_the_region() -> None:
 def _chosen_error(image, affine, mask, week: float, pose: np.ndarray, model) -> float:
     """Degrees between the start the voted initialisation chooses and the true pose."""
     tpl = load_template(ATLAS, select_template(ATLAS, week).template)
-    p = RegistrationParams()
-    box = crop_box(mask, affine, p.crop_margin_mm)
-    aff = cropped_affine(affine, box)
-    mov = _scaled(image[box], mask[box], p.intensity_percentile)
-    fix = _scaled(tpl.image, tpl.mask, p.intensity_percentile)
-    vote = network_vote(tpl.mask, tpl.affine, mov, aff, model)
-    init = initialise(fix, tpl.affine, tpl.mask, mov, aff, mask[box], p.init, vote)
+    init = find_start(tpl, image, affine, mask, RegistrationParams(), model).init
     assert init.voted and "segmentation network is clearly surer" in init.log()["method"]
     return _angle_deg(init.matrix, pose)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,8 @@ class InitResult:
     candidates: list[Candidate] = field(default_factory=list)
     fixed_moments: Moments | None = None
     moving_moments: Moments | None = None
-    voted: bool = False  # the refined starts were ranked by a network's confidence
+    voted: bool = False  # a network voted on the refined starts (register.orientation)
+    vote_s: float = 0.0  # seconds the vote took
 
     def log(self, top: int = 8) -> dict[str, Any]:
         """What was tried and what won (JSON-ready)."""
@@ -273,10 +275,12 @@ def initialise(
         if refined:
             best = max(refined, key=lambda c: np.nan_to_num(c.refined_score, nan=-2.0))
         if vote is not None and len(refined) > 1:
+            t = time.perf_counter()
             for c in refined:
                 c.vote = vote(c.best_matrix)
             surest = max(refined, key=lambda c: np.nan_to_num(c.vote, nan=-1.0))
             if np.nan_to_num(surest.vote - best.vote, nan=0.0) >= params.vote_margin:
                 best = surest
-            return InitResult(best.best_matrix, best, cands, fm, mm, voted=True)
+            seconds = time.perf_counter() - t
+            return InitResult(best.best_matrix, best, cands, fm, mm, voted=True, vote_s=seconds)
     return InitResult(best.best_matrix, best, cands, fm, mm)

@@ -128,6 +128,49 @@ def cropped_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
     return np.asarray(affine, dtype=np.float64) @ shift
 
 
+@dataclass
+class Start:
+    """A subject cropped to its brain's box, both images on a common scale, and the
+    initialisation found between them: where every registration begins."""
+
+    box: tuple[slice, ...]  # the crop, in the subject's voxels
+    affine: np.ndarray  # of the crop
+    raw: np.ndarray  # the cropped image as given (float32)
+    mask: np.ndarray  # the cropped brain mask (uint8)
+    fixed: np.ndarray  # the template, brain only, scaled
+    moving: np.ndarray  # the crop, brain only, scaled
+    init: InitResult
+
+
+def find_start(
+    template: TemplateImages,
+    image: np.ndarray,
+    affine: np.ndarray,
+    mask: np.ndarray,
+    params: RegistrationParams = RegistrationParams(),
+    vote_model: Any | None = None,
+) -> Start:
+    """Crop to the brain (reconstructions hold much empty space), scale, initialise.
+    `vote_model` (a segmentation network) may overrule NCC's choice of orientation
+    when params.orientation_vote is on (register.orientation)."""
+    full_mask = (np.asarray(mask) > 0).astype(np.uint8)
+    if not full_mask.any():
+        raise ValueError("the brain mask is empty")
+    box = crop_box(full_mask, affine, params.crop_margin_mm)
+    affine_c = cropped_affine(affine, box)
+    raw_c = np.asarray(image, dtype=np.float32)[box]
+    mask_c = full_mask[box]
+    fixed_np = _scaled(template.image, template.mask, params.intensity_percentile)
+    moving_np = _scaled(raw_c, mask_c, params.intensity_percentile)
+    vote = None
+    if vote_model is not None and params.orientation_vote:
+        vote = network_vote(template.mask, template.affine, moving_np, affine_c, vote_model)
+    init = initialise(
+        fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init, vote
+    )
+    return Start(box, affine_c, raw_c, mask_c, fixed_np, moving_np, init)
+
+
 def register_images(
     template: TemplateImages,
     image: np.ndarray,
@@ -152,22 +195,10 @@ def register_images(
             raise ValueError(f"{name} has more levels than linear_shrink")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    start = find_start(template, image, affine, mask, params, vote_model)
+    box, affine_c, raw_c, mask_c = start.box, start.affine, start.raw, start.mask
+    fixed_np, moving_np, init = start.fixed, start.moving, start.init
     full_mask = (np.asarray(mask) > 0).astype(np.uint8)
-    if not full_mask.any():
-        raise ValueError("the brain mask is empty")
-    # work on the brain's bounding box: reconstructions hold much empty space
-    box = crop_box(full_mask, affine, params.crop_margin_mm)
-    affine_c = cropped_affine(affine, box)
-    raw_c = np.asarray(image, dtype=np.float32)[box]
-    mask_c = full_mask[box]
-    fixed_np = _scaled(template.image, template.mask, params.intensity_percentile)
-    moving_np = _scaled(raw_c, mask_c, params.intensity_percentile)
-    vote = None
-    if vote_model is not None and params.orientation_vote:
-        vote = network_vote(template.mask, template.affine, moving_np, affine_c, vote_model)
-    init = initialise(
-        fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init, vote
-    )
     timings["init_s"] = time.perf_counter() - t0
     log.info("initialisation: %s", json.dumps(init.chosen.summary()))
 
@@ -278,28 +309,18 @@ def rigid_align(
     """
     antsio.set_threads(params.threads)
     workdir = Path(workdir)
-    full_mask = (np.asarray(mask) > 0).astype(np.uint8)
-    box = crop_box(full_mask, affine, params.crop_margin_mm)
-    affine_c = cropped_affine(affine, box)
-    mask_c = full_mask[box]
-    fixed_np = _scaled(template.image, template.mask, params.intensity_percentile)
-    moving_np = _scaled(
-        np.asarray(image, dtype=np.float32)[box], mask_c, params.intensity_percentile
-    )
-    init = initialise(
-        fixed_np, template.affine, template.mask, moving_np, affine_c, mask_c, params.init
-    )
-    start = antsio.write_matrix_transform(init.matrix, workdir / "init.mat")
+    start = find_start(template, image, affine, mask, params)
+    init_path = antsio.write_matrix_transform(start.init.matrix, workdir / "init.mat")
     rigid = linear_stage(
         "Rigid",
-        antsio.to_ants(fixed_np, template.affine),
-        antsio.to_ants(moving_np, affine_c),
-        [str(start)],
+        antsio.to_ants(start.fixed, template.affine),
+        antsio.to_ants(start.moving, start.affine),
+        [str(init_path)],
         params.rigid_iterations,
         params,
         str(workdir / "rigid_"),
     )
-    return antsio.read_matrix_transform(rigid["fwdtransforms"][0]), init
+    return antsio.read_matrix_transform(rigid["fwdtransforms"][0]), start.init
 
 
 def registration_paths(
