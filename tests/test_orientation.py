@@ -51,7 +51,9 @@ def test_real_brains_start_the_right_way_round(name: str) -> None:
     """The held-out real Fidon images (weeks 32-34, never seen by the network), in atlas
     orientation and turned 180 degrees about the head's long axis (the turn NCC cannot
     tell from the truth on mial-sub01): the chosen start is within 30 degrees of the
-    truth (bench/orientation.py measures NCC alone against the vote over random poses)."""
+    truth (bench/orientation.py measures NCC alone against the vote over random poses).
+    Oracle input, named: the atlas's own brain masks stand in for the pipeline's masking,
+    which is not what this tests."""
     root = fidon_or_skip()
     image, affine, mask = shared_data.fidon_timepoint(root, name)
     week = shared_data.fidon_week(name)
