@@ -8,9 +8,13 @@ from importlib.metadata import PackageNotFoundError, version
 # so a reconstruction of the same stacks differed in the last bits between processes
 # (slice poses by up to 0.003 mm on a simulated session, the volume by 0.2 after three
 # outer iterations), and on a real session that was enough to change the registration's
-# start. Strict conditional numerical reproducibility removes it; set before MKL starts
-# (it reads this once) and left alone when a user has set it.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+# start. Strict conditional numerical reproducibility removes that. The code branch is
+# pinned to AVX2 rather than left to MKL (AUTO): on CI's machine AUTO chose different
+# AVX-512 branches in different processes (the test's three digests were those of the
+# AVX512 and AVX512_E1 branches and a third), each rounding differently; AVX2 is on every
+# x86-64 CPU of the last decade and took the same time here (4.1 s for both on the test's
+# reconstruction). Set before MKL starts (it reads this once); a user's setting wins.
+os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
 
 try:
     __version__ = version("earlybrain")

@@ -323,7 +323,9 @@ def test_the_same_stacks_reconstruct_to_the_same_bits_in_every_process(recon_fil
     """Reproducible from one run to the next: with two threads, MKL's alignment-dependent
     code paths made one process in two differ in the last bits (which, on mial-sub01,
     changed the registration's start), until earlybrain asked for MKL's strict
-    reproducibility (earlybrain/__init__.py). Three processes, torch imported first."""
+    reproducibility on a pinned code branch (earlybrain/__init__.py; with the branch left
+    to MKL, CI's machine gave three digests in three processes). Three processes, torch
+    imported first."""
     import subprocess
     import sys
 
