@@ -144,9 +144,9 @@ def complete_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return config
 
 
-# --- config/README.md: its default column is written from the above ------------------
+# --- the configuration reference: its default column is written from the above -------
 
-REFERENCE = REPO_ROOT / "config" / "README.md"
+REFERENCE = REPO_ROOT / "docs" / "reference" / "configuration.md"
 _ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
 
 
@@ -173,30 +173,35 @@ def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
 
 
 def reference_text(text: str) -> str:
-    """config/README.md with every row's default written from the shipped configuration."""
+    """The reference with every row's default written from the shipped configuration;
+    the table of every key (earlybrain.docs_reference), which has more columns, is left
+    alone."""
     config = shipped_config()
-    listed = {m["key"] for m in _ROW.finditer(text)}
-    return _ROW.sub(
-        lambda m: f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}",
-        text,
+    head, marker, rest = text.partition("<!-- every-key:start -->")
+    listed = {m["key"] for m in _ROW.finditer(head)}
+    return (
+        _ROW.sub(
+            lambda m: (
+                f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}"
+            ),
+            head,
+        )
+        + marker
+        + rest
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m earlybrain.config_schema [--check]`: rewrite (or check) the defaults in
-    config/README.md."""
+    """`python -m earlybrain.config_schema [--check]`: rewrite (or check) the defaults and
+    the table of every key in docs/reference/configuration.md
+    (`python -m earlybrain.docs_reference` does it for every generated page)."""
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    text = REFERENCE.read_text()
-    new = reference_text(text)
-    if "--check" in args:
-        if new != text:
-            print(f"{REFERENCE}: defaults out of date; run python -m earlybrain.config_schema")
-            return 1
-        return 0
-    REFERENCE.write_text(new)
-    return 0
+    from earlybrain import docs_reference
+
+    check = "--check" in (sys.argv[1:] if argv is None else argv)
+    page = docs_reference.CONFIGURATION
+    return 0 if docs_reference.update(page, docs_reference.configuration_page, check) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Atlas manifests: read and validate, and pick the template for an age.
 
 An atlas is a folder with one template per week and a manifest (JSON or YAML) that
-says what is where. The format is described in `atlases/README.md`; in short:
+says what is where. The format is described in `docs/user-guide/atlases.md`; in short:
 
     format: earlybrain-atlas          format_version: 1
     name, space (a BIDS-safe space label), population (fetal | infant),

@@ -43,10 +43,15 @@ SPREAD_LIMIT_WEEKS = 2.0  # the estimates disagree by more than this: flagged
 
 
 def brainage_paths(out_anat: PathLike, prefix: str) -> dict[str, Path]:
-    """Output files of one subject's brain-age step."""
+    """Output files of one subject's brain-age step; the comment above each key says
+    what its file holds (the outputs reference prints it)."""
     out = Path(out_anat)
     return {
+        # predicted brain age with its uncertainty and 95 % interval, each method's
+        # estimate, the brain-age gap (z-score, centile) and flags
         "brainage": out / f"{prefix}_desc-brainage.json",
+        # z-score, centile and flag of every volume under the normative growth curves,
+        # and of the brain-age gap
         "zscores": out / f"{prefix}_desc-zscores.tsv",
     }
 

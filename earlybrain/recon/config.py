@@ -7,7 +7,7 @@ Defaults follow SVRTK's calibration where the method is the same (Gaussian PSF,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -49,7 +49,6 @@ class ReconConfig:
     seed: int = 0
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> ReconConfig:

@@ -330,20 +330,32 @@ def registration_paths(
     contrast: str = "T2w",
     xfm_dir: PathLike | None = None,
 ) -> dict[str, Path]:
-    """Output file names (BIDS-derivative style) of one registration."""
+    """Output file names (BIDS-derivative style) of one registration; the comment above
+    each key says what its file holds (the outputs reference prints it)."""
     out = Path(out_dir)
     xfm = Path(xfm_dir) if xfm_dir is not None else out / "xfm"
     fwd = f"{prefix}_from-{contrast}_to-{space}_mode-image"
     return {
+        # the volume warped into atlas space: the template's grid at the volume's own
+        # resolution (or register.output_voxel_mm)
         "volume": out / f"{prefix}_space-{space}_{contrast}.nii.gz",
+        # the volume's brain mask, warped with it into atlas space
         "volume_mask": out / f"{prefix}_space-{space}_desc-brain_mask.nii.gz",
+        # the template's tissue labels warped onto the volume's grid (12 labels)
         "dseg": out / f"{prefix}_desc-atlas_dseg.nii.gz",
+        # the template's brain mask warped onto the volume's grid
         "atlas_mask": out / f"{prefix}_desc-atlas_mask.nii.gz",
+        # registration QC: template chosen, initialisation, NCC, mask Dice, Jacobian
+        # range, warnings, timings
         "qc": out / f"{prefix}_desc-registration_qc.json",
+        # forward affine transform, volume to template (ANTs matrix)
         "affine": xfm / f"{fwd}_desc-affine_xfm.mat",
+        # forward deformation field (SyN), applied after the affine: volume to template
         "warp": xfm / f"{fwd}_desc-warp_xfm.nii.gz",
+        # inverse deformation field: template back to the volume (with the inverted affine)
         "inverse_warp": xfm
         / f"{prefix}_from-{space}_to-{contrast}_mode-image_desc-warp_xfm.nii.gz",
+        # how to apply the transforms, forward and back, with ANTs
         "xfm": xfm / f"{fwd}_xfm.json",
     }
 

@@ -37,13 +37,21 @@ MASK_MARGIN_MM = 2.0
 
 
 def segmentation_paths(anat: PathLike, prefix: str, space: str) -> dict[str, Path]:
-    """Output names (BIDS-derivative style) for the reconstruction `{prefix}`."""
+    """Output names (BIDS-derivative style) for the reconstruction `{prefix}`; the
+    comment above each key says what its file holds (the outputs reference prints it)."""
     out = Path(anat)
     return {
+        # the network's tissue labels in atlas space (12 labels: 7 tissues, left/right)
         "atlas_dseg": out / f"{prefix}_space-{space}_dseg.nii.gz",
+        # the same labels pulled back onto the volume's own grid (inverse registration)
         "dseg": out / f"{prefix}_dseg.nii.gz",
+        # the label table (BIDS dseg.tsv): index, name, tissue and hemisphere of each label
         "labels": out / f"{prefix}_dseg.tsv",
+        # volume of every tissue in mL (left, right, total, asymmetry index), total brain
+        # and intracranial volume, measured on the volume's own grid
         "volumes": out / f"{prefix}_desc-volumes.tsv",
+        # segmentation QC: volumes, asymmetry, weights, device, timings, Dice agreement
+        # with the atlas labels
         "qc": out / f"{prefix}_desc-segmentation_qc.json",
     }
 

@@ -138,7 +138,7 @@ BRAINAGE_SETTINGS = brainage_wf.inference_settings(config["brainage"])
 INFANT_NORMS = brainage_wf.infant_norms_file(config["brainage"])
 
 # the atlas: a relative manifest path missing from the working directory is taken
-# relative to the repository, where the shipped atlas lives (atlases/README.md)
+# relative to the repository, where the shipped atlas lives (docs/user-guide/atlases.md)
 REPO = Path(str(workflow.basedir)).resolve()
 ATLAS_MANIFEST = atlas_wf.resolve_manifest(config["atlas"]["manifest"], REPO)
 try:

@@ -6,7 +6,7 @@
 #
 # Then point masking.weights at <out_dir>/unet2d_weights.pt (empty = the shipped weights),
 # or segmentation.weights at <out_dir>/unet3d_weights.pt. Fine-tuning on a lab's own label
-# maps: segmentation.train.label_maps + init_weights (config/README.md).
+# maps: segmentation.train.label_maps + init_weights (docs/reference/configuration.md).
 # Seeded: the same seed and device give the same weights. CPU by default, CUDA when the
 # job has a GPU (device: auto), so a GPU profile may send it to the GPU partition.
 
