@@ -200,3 +200,17 @@ def test_bad_volumes_and_cohorts(tmp_path: Path) -> None:
     rows = [(20.0 + i, {"WM": 10.0 + i, "eCSF": np.nan if i > 5 else 1.0}) for i in range(20)]
     with pytest.raises(NormsError, match="eCSF: 6 subjects with a volume, need at least 12"):
         fit_norms(rows, "x")
+
+
+def test_volume_flags_name_structures_as_the_report_tables_do() -> None:
+    from earlybrain.brainage.pipeline import volume_flags
+
+    rows = [
+        {"structure": "deep_GM", "z": 2.514, "flag": True},
+        {"structure": "WM", "z": 0.3, "flag": False},
+        {"structure": "eCSF", "z": -4.05, "flag": True},
+    ]
+    assert volume_flags(rows) == [
+        "deep grey matter volume z = +2.51 (|z| > 2)",
+        "external CSF volume z = -4.05 (|z| > 2)",
+    ]

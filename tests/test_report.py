@@ -321,6 +321,8 @@ def test_stack_ranking_and_a_flagged_registration_are_reported(processed, tmp_pa
     assert "27.0-week template of earlybrain-fetal" in reg["detail"] and "pca-03" in reg["detail"]
     text = html.read_text()
     assert "Stack quality ranking" in text and 'class="warn">flagged<' in text
+    # the ranking says kept / excluded, not a stage's done / failed
+    assert 'class="ok">kept<' in text and 'class="bad">excluded<' in text
     methods = _methods(text)
     assert "1 of 2 stacks were kept" in methods and "The registration was flagged" in methods
     assert "(Avants et al. 2008)" in methods and "(Tustison et al. 2021)" in methods

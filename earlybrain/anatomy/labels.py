@@ -15,6 +15,19 @@ TISSUES: dict[int, str] = {
     7: "brainstem",
 }
 
+# How reports and flags name each volume a session gets: the tissues, then the sums
+STRUCTURE_NAMES: dict[str, str] = {
+    "eCSF": "external CSF",
+    "cortical_GM": "cortical grey matter",
+    "WM": "white matter",
+    "ventricles": "ventricles",
+    "cerebellum": "cerebellum",
+    "deep_GM": "deep grey matter",
+    "brainstem": "brainstem",
+    "total_brain": "total brain (tissue without CSF)",
+    "intracranial": "intracranial",
+}
+
 # Detailed labels written by the simulator. eCSF and brainstem are midline structures.
 LABELS: dict[int, tuple[str, int, str]] = {
     # label: (name, FeTA tissue, hemisphere)

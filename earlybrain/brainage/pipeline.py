@@ -20,6 +20,7 @@ import numpy as np
 from scipy.stats import norm as normal
 
 from earlybrain import __version__
+from earlybrain.anatomy.labels import STRUCTURE_NAMES
 from earlybrain.brainage import norms as norms_mod
 from earlybrain.brainage.atlas_age import similarity_age, template_inputs
 from earlybrain.brainage.ensemble import (
@@ -81,9 +82,13 @@ def gap_scores(gap: float, gap_sd: float) -> tuple[float, float]:
 
 
 def volume_flags(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    """A flag for every volume `norms.subject_zscores` flagged (|z| > `Z_LIMIT`)."""
+    """A flag for every volume `norms.subject_zscores` flagged (|z| > `Z_LIMIT`), named as
+    the reports' tables name it (`deep grey matter`, not `deep_GM`)."""
     return [
-        f"{r['structure']} volume z = {r['z']:+.2f} (|z| > {Z_LIMIT:g})" for r in rows if r["flag"]
+        f"{STRUCTURE_NAMES.get(r['structure'], r['structure'])} volume z = {r['z']:+.2f} "
+        f"(|z| > {Z_LIMIT:g})"
+        for r in rows
+        if r["flag"]
     ]
 
 

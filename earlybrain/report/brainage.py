@@ -14,12 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from earlybrain.anatomy.labels import STRUCTURE_NAMES
 from earlybrain.brainage.norms import Norms
 from earlybrain.io.atomic import write_bytes_atomic
 from earlybrain.report.growth import fmt, is_flagged, normative_chart, number
 from earlybrain.report.html import esc, table, td
 from earlybrain.report.readers import read_json
-from earlybrain.report.segmentation import CARD_NAME, STRUCTURE_NAMES
+from earlybrain.report.segmentation import CARD_NAME
 
 PathLike = str | os.PathLike[str]
 GAP_ROW = "brain_age_gap_weeks"  # the z-score TSV's last row: the gap, not a volume

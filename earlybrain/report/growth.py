@@ -19,11 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
+from earlybrain.anatomy.labels import STRUCTURE_NAMES
 from earlybrain.brainage.norms import Norms
 from earlybrain.report.figures import to_png
 from earlybrain.report.html import esc
 from earlybrain.report.readers import read_json, read_tsv
-from earlybrain.report.segmentation import STRUCTURE_NAMES
 
 PathLike = str | os.PathLike[str]
 CENTILES = (3, 10, 50, 90, 97)

@@ -23,6 +23,8 @@ STATUS_CLASS = {
     "flagged": "warn",
     "not yet available in this version": "na",
     "not applicable": "na",
+    "kept": "ok",  # stack QC keeps a stack, or excludes it
+    "excluded": "bad",
 }
 
 CSS = """

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from earlybrain.anatomy.labels import STRUCTURE_NAMES
 from earlybrain.report.html import STATUS_CLASS, esc, table, td
 
 # earlybrain.segment.inference.CARD_NAME, not imported from there: that imports torch
@@ -19,17 +20,6 @@ CARD_NAME = "card.json"
 # below this mean Dice with the atlas-propagated labels, registration or segmentation failed
 MIN_ATLAS_AGREEMENT = 0.5
 
-STRUCTURE_NAMES = {
-    "eCSF": "external CSF",
-    "cortical_GM": "cortical grey matter",
-    "WM": "white matter",
-    "ventricles": "ventricles",
-    "cerebellum": "cerebellum",
-    "deep_GM": "deep grey matter",
-    "brainstem": "brainstem",
-    "total_brain": "total brain (tissue without CSF)",
-    "intracranial": "intracranial",
-}
 # (TSV column, header, decimals)
 VOLUME_COLUMNS = (
     ("left_ml", "left (mL)", 2),

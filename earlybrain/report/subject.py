@@ -92,7 +92,7 @@ def stack_qc_table(rows: list[dict[str, str]]) -> str:
     for r in rows:
         r = r | {"stack": Path(r.get("stack", "")).name}
         cells = [td(r.get(k, "")) for k, _ in STACK_QC_COLUMNS[:-2]]
-        cells.append(status_cell("done" if r.get("kept") == "true" else "failed"))
+        cells.append(status_cell("kept" if r.get("kept") == "true" else "excluded"))
         cells.append(td(r.get("reason", "")))
         body.append(cells)
     header = [label for _, label in STACK_QC_COLUMNS]
