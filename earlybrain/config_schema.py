@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,65 +142,6 @@ def complete_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return config
 
 
-# --- the configuration reference: its default column is written from the above -------
-
-REFERENCE = REPO_ROOT / "docs" / "reference" / "configuration.md"
-_ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
-
-
 def shipped_config() -> dict[str, Any]:
     """config/config.yaml with every default filled in: what a run gets by default."""
     return complete_config(yaml.safe_load(DEFAULT_CONFIG.read_text()), str(DEFAULT_CONFIG))
-
-
-def _lookup(config: dict[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        config = config[part]
-    return config
-
-
-def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
-    """A reference row's default: the key's value in the shipped configuration; for a
-    row `section.*`, the section's keys that have no row of their own."""
-    if not key.endswith(".*"):
-        return f"`{json.dumps(_lookup(config, key))}`"
-    section = key[:-2]
-    value = _lookup(config, section)
-    rest = {k: v for k, v in value.items() if f"{section}.{k}" not in listed}
-    return f"`{json.dumps(rest)}`" if rest or not value else ""
-
-
-def reference_text(text: str) -> str:
-    """The reference with every row's default written from the shipped configuration;
-    the table of every key (earlybrain.docs_reference), which has more columns, is left
-    alone."""
-    config = shipped_config()
-    head, marker, rest = text.partition("<!-- every-key:start -->")
-    listed = {m["key"] for m in _ROW.finditer(head)}
-    return (
-        _ROW.sub(
-            lambda m: (
-                f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}"
-            ),
-            head,
-        )
-        + marker
-        + rest
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m earlybrain.config_schema [--check]`: rewrite (or check) the defaults and
-    the table of every key in docs/reference/configuration.md
-    (`python -m earlybrain.docs_reference` does it for every generated page)."""
-    import sys
-
-    from earlybrain import docs_reference
-
-    check = "--check" in (sys.argv[1:] if argv is None else argv)
-    page = docs_reference.CONFIGURATION
-    return 0 if docs_reference.update(page, docs_reference.configuration_page, check) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

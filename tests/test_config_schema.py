@@ -9,14 +9,13 @@ import re
 import pytest
 import yaml
 
+from earlybrain import docs_reference
 from earlybrain.config_schema import (
     DEFAULT_CONFIG,
-    REFERENCE,
     SCHEMA,
     ConfigError,
     complete_config,
     library_defaults,
-    main,
     shipped_config,
 )
 from earlybrain.io.validate import ValidationSettings
@@ -63,8 +62,9 @@ def test_a_bad_key_is_named() -> None:
 
 
 def test_the_reference_lists_every_key_with_its_current_default() -> None:
-    assert main(["--check"]) == 0, "run: python -m earlybrain.config_schema"
-    rows = set(re.findall(r"^\| `([\w.*]+)` \|", REFERENCE.read_text(), re.M))
+    assert docs_reference.main(["--check"]) == 0, "run: python -m earlybrain.docs_reference"
+    text = docs_reference.CONFIGURATION.read_text().partition("<!-- every-key:start -->")[0]
+    rows = set(re.findall(r"^\| `([\w.*]+)` \|", text, re.M))
     for key in _leaves(shipped_config()):
         parents = [key.rsplit(".", n)[0] + ".*" for n in range(1, key.count(".") + 1)]
         assert {key, f"{key}.*", *parents} & rows, key

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from earlybrain import config_schema, docs_reference
+from earlybrain import docs_reference
 from earlybrain.config_schema import load_schema
 from earlybrain.io.paths import Derivatives
 from earlybrain.recon.config import ReconConfig
@@ -190,7 +190,3 @@ def test_check_fails_on_a_stale_page(
     assert copies[page].read_text() == stale  # --check writes nothing
     assert docs_reference.main([]) == 0
     assert docs_reference.main(["--check"]) == 0
-    if page == "CONFIGURATION":  # the old command checks and writes the same page
-        copies[page].write_text(stale)
-        assert config_schema.main(["--check"]) == 1
-        assert config_schema.main([]) == 0 and copies[page].read_text() != stale

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from earlybrain.config_schema import REFERENCE, REPO_ROOT
-from earlybrain.docs_reference.configuration import configuration_page
+from earlybrain.config_schema import REPO_ROOT
+from earlybrain.docs_reference.configuration import REFERENCE, configuration_page
 from earlybrain.docs_reference.outputs import outputs_page
 
 CONFIGURATION = REFERENCE

@@ -11,14 +11,53 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from earlybrain.config_schema import (
-    dataclass_sections,
-    load_schema,
-    reference_text,
-    shipped_config,
-)
+from earlybrain.config_schema import REPO_ROOT, dataclass_sections, load_schema, shipped_config
 from earlybrain.docs_reference.source import cell, field_comments, replace_between
 from earlybrain.training import CONFIG_KEY
+
+# --- the hand-written table: its default column is written from the shipped configuration
+
+REFERENCE = REPO_ROOT / "docs" / "reference" / "configuration.md"
+_ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config[part]
+    return config
+
+
+def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
+    """A reference row's default: the key's value in the shipped configuration; for a
+    row `section.*`, the section's keys that have no row of their own."""
+    if not key.endswith(".*"):
+        return f"`{json.dumps(_lookup(config, key))}`"
+    section = key[:-2]
+    value = _lookup(config, section)
+    rest = {k: v for k, v in value.items() if f"{section}.{k}" not in listed}
+    return f"`{json.dumps(rest)}`" if rest or not value else ""
+
+
+def reference_text(text: str) -> str:
+    """The reference with every row's default written from the shipped configuration;
+    the table of every key (earlybrain.docs_reference), which has more columns, is left
+    alone."""
+    config = shipped_config()
+    head, marker, rest = text.partition("<!-- every-key:start -->")
+    listed = {m["key"] for m in _ROW.finditer(head)}
+    return (
+        _ROW.sub(
+            lambda m: (
+                f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}"
+            ),
+            head,
+        )
+        + marker
+        + rest
+    )
+
+
+# --- the table of every key
 
 
 def _schema_type(node: dict[str, Any]) -> str:
