@@ -72,7 +72,8 @@ def library_constants() -> dict[tuple[str, ...], Any]:
     }
 
 
-def _field_default(field: dataclasses.Field) -> Any:
+def field_default(field: dataclasses.Field) -> Any:
+    """A dataclass field's default as a config value (a tuple as a list)."""
     value = field.default
     if value is dataclasses.MISSING:
         value = field.default_factory()  # type: ignore[misc]
@@ -92,7 +93,7 @@ def library_defaults(schema: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], 
         for field in dataclasses.fields(cls):
             key = field.metadata.get(CONFIG_KEY, field.name)
             if key in keys:
-                yield (*path, key), _field_default(field)
+                yield (*path, key), field_default(field)
     yield from library_constants().items()
 
 

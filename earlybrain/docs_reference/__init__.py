@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from earlybrain.config_schema import REPO_ROOT
-from earlybrain.docs_reference.configuration import REFERENCE, configuration_page
+from earlybrain.docs_reference.configuration import configuration_page
 from earlybrain.docs_reference.outputs import outputs_page
 
-CONFIGURATION = REFERENCE
+CONFIGURATION = REPO_ROOT / "docs" / "reference" / "configuration.md"
 OUTPUTS = REPO_ROOT / "docs" / "reference" / "outputs.md"
 
 

@@ -11,13 +11,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from earlybrain.config_schema import REPO_ROOT, dataclass_sections, load_schema, shipped_config
+from earlybrain.config_schema import dataclass_sections, field_default, load_schema, shipped_config
 from earlybrain.docs_reference.source import cell, field_comments, replace_between
 from earlybrain.training import CONFIG_KEY
 
 # --- the hand-written table: its default column is written from the shipped configuration
 
-REFERENCE = REPO_ROOT / "docs" / "reference" / "configuration.md"
+EVERY_KEY = "<!-- every-key:start -->"  # the hand-written table ends above it
 _ROW = re.compile(r"^\| `(?P<key>[\w.*]+)` \|(?P<default>[^|]*)\| (?P<meaning>.*)$", re.M)
 
 
@@ -27,7 +27,7 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
     return config
 
 
-def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
+def _default_cell(key: str, config: dict[str, Any], listed: frozenset[str]) -> str:
     """A reference row's default: the key's value in the shipped configuration; for a
     row `section.*`, the section's keys that have no row of their own."""
     if not key.endswith(".*"):
@@ -36,25 +36,6 @@ def _default_cell(key: str, config: dict[str, Any], listed: set[str]) -> str:
     value = _lookup(config, section)
     rest = {k: v for k, v in value.items() if f"{section}.{k}" not in listed}
     return f"`{json.dumps(rest)}`" if rest or not value else ""
-
-
-def reference_text(text: str) -> str:
-    """The reference with every row's default written from the shipped configuration;
-    the table of every key (earlybrain.docs_reference), which has more columns, is left
-    alone."""
-    config = shipped_config()
-    head, marker, rest = text.partition("<!-- every-key:start -->")
-    listed = {m["key"] for m in _ROW.finditer(head)}
-    return (
-        _ROW.sub(
-            lambda m: (
-                f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}"
-            ),
-            head,
-        )
-        + marker
-        + rest
-    )
 
 
 # --- the table of every key
@@ -80,22 +61,13 @@ def _annotation(field: dataclasses.Field) -> str:
     return kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
 
 
-def _field_default(field: dataclasses.Field) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None  # a required field: no default to show
-
-
 def _shipped(config: dict[str, Any], key: str, fallback: Any) -> Any:
     """The key's value in the shipped configuration, or `fallback` (a dataclass field the
     configuration leaves to the library)."""
-    for part in key.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return fallback
-        config = config[part]
-    return config
+    try:
+        return _lookup(config, key)
+    except (KeyError, TypeError):
+        return fallback
 
 
 Row = tuple[str, str, Any, str]  # key, type, default, meaning
@@ -107,7 +79,7 @@ def _field_rows(cls: type, path: tuple[str, ...], listed: set[str]) -> Iterator[
     comments = field_comments(cls)
     for field in dataclasses.fields(cls):
         key = field.metadata.get(CONFIG_KEY, field.name)
-        default = _field_default(field)
+        default = field_default(field)
         if key in listed:
             continue
         if dataclasses.is_dataclass(default):
@@ -131,7 +103,7 @@ def _config_rows(
     cls = sections.get(path)
     if path and not props and cls is None:
         kind = _schema_type(node) or (_annotation(field) if field else "")
-        default = node.get("default", _field_default(field) if field else None)
+        default = node.get("default", field_default(field) if field else None)
         yield ".".join(path), kind, default, node.get("description") or comment
         return
     fields = {f.metadata.get(CONFIG_KEY, f.name): f for f in dataclasses.fields(cls)} if cls else {}
@@ -153,34 +125,39 @@ def config_sections() -> dict[tuple[str, ...], type]:
     return {**dataclass_sections(), ("register",): RegistrationParams}
 
 
-def _see_section(key: str, sections: frozenset[str]) -> str:
+def _see_section(key: str, listed: frozenset[str]) -> str:
     """For a key without a meaning of its own: its hand-written row, or that of its
     section (`masking.train.*`), which explains it, if the page has one."""
-    if key in sections:
+    if key in listed:
         return "see the table above"
     parts = key.split(".")
     for n in range(len(parts) - 1, 0, -1):
         row = ".".join(parts[:n]) + ".*"
-        if row in sections:
+        if row in listed:
             return f"see `{row}` above"
     return ""
 
 
-def configuration_section(sections: frozenset[str] = frozenset()) -> str:
-    """The table of every key: type, default (as a run gets it), meaning; `sections`:
-    the keys of the hand-written table (`section.*` explains a section's keys together)."""
-    config = shipped_config()
+def configuration_section(config: dict[str, Any], listed: frozenset[str]) -> str:
+    """The table of every key: type, default (as `config`, the shipped configuration,
+    has it), meaning; `listed`: the keys of the hand-written table (`section.*` explains
+    a section's keys together)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, kind, default, meaning in _config_rows(load_schema(), (), config_sections()):
         value = json.dumps(_shipped(config, key, default), default=str)
-        meaning = meaning or _see_section(key, sections)
+        meaning = meaning or _see_section(key, listed)
         lines.append(f"| `{key}` | {cell(kind)} | {cell(value, code=True)} | {cell(meaning)} |")
     return "\n".join(lines)
 
 
 def configuration_page(text: str) -> str:
-    """The configuration reference with its default column and its every-key table
-    written from the code."""
-    head = text.partition("<!-- every-key:start -->")[0]
-    sections = frozenset(re.findall(r"^\| `([\w.*]+)` \|", head, re.M))
-    return replace_between(reference_text(text), "every-key", configuration_section(sections))
+    """The configuration reference with the hand-written table's default column and the
+    table of every key written from the code."""
+    config = shipped_config()
+    head, marker, rest = text.partition(EVERY_KEY)
+    listed = frozenset(m["key"] for m in _ROW.finditer(head))
+    head = _ROW.sub(
+        lambda m: f"| `{m['key']}` | {_default_cell(m['key'], config, listed)} | {m['meaning']}",
+        head,
+    )
+    return replace_between(head + marker + rest, "every-key", configuration_section(config, listed))

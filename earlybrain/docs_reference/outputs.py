@@ -58,12 +58,13 @@ def _returns_path(name: str) -> bool:
     return returns in ("str", str)
 
 
-def rule_files() -> list[Path]:
+@functools.cache
+def rule_files() -> tuple[Path, ...]:
     """The rule files, in the order the Snakefile includes them (the data's flow)."""
     included = [REPO_ROOT / m["path"] for m in _INCLUDE.finditer(SNAKEFILE.read_text())]
-    return [p for p in included if p.parent == RULES] + [
+    return tuple(p for p in included if p.parent == RULES) + tuple(
         p for p in sorted(RULES.glob("*.smk")) if p not in included
-    ]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,10 @@ class RuleOutputs:
     entries: tuple[tuple[str, str], ...]
 
 
-def rule_outputs_written() -> list[RuleOutputs]:
-    """Every rule's `output:` block, in the order of the rule files."""
+@functools.cache
+def rule_outputs_written() -> tuple[RuleOutputs, ...]:
+    """Every rule's `output:` block, in the order of the rule files (read once: every
+    table of the page asks)."""
     found = []
     for smk in rule_files():
         headers = list(_RULE.finditer(text := smk.read_text()))
@@ -89,7 +92,7 @@ def rule_outputs_written() -> list[RuleOutputs]:
             found.append(
                 RuleOutputs(head["name"], " ".join(doc[1].split()) if doc else "", entries)
             )
-    return found
+    return tuple(found)
 
 
 def rule_calls() -> dict[str, dict[str, list[str]]]:
@@ -138,13 +141,14 @@ def _constant_lines() -> Iterator[re.Match[str]]:
 def atlas_spaces() -> dict[str, str]:
     """ATLAS_SPACE and INFANT_SPACE as workflow/rules/common.smk sets them: the spaces of
     the atlases of the shipped configuration (`atlas.manifest`, `atlas.infant_manifest`)."""
-    from earlybrain.atlas.manifest import load_manifest
-    from earlybrain.atlas.workflow import resolve_manifest
+    from earlybrain.atlas.workflow import atlas_space, resolve_manifest
 
     atlas = shipped_config()["atlas"]
     return {
-        name: load_manifest(resolve_manifest(atlas[key], REPO_ROOT)).space
-        for name, key in (("ATLAS_SPACE", "manifest"), ("INFANT_SPACE", "infant_manifest"))
+        "ATLAS_SPACE": atlas_space(resolve_manifest(atlas["manifest"], REPO_ROOT)),
+        "INFANT_SPACE": atlas_space(
+            resolve_manifest(atlas["infant_manifest"], REPO_ROOT), "earlybrainInfant"
+        ),
     }
 
 
