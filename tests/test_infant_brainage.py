@@ -1,4 +1,4 @@
-"""Infant brain age: shipped infant norms, the brain-age files and their report, ventricles, MAE."""
+"""Infant brain age: shipped infant norms, the brain-age files and their report, ventricles."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import pytest
 
 from earlybrain.anatomy import biometry
 from earlybrain.brainage.infant import (
-    INFANT_GRID,
     infant_brain_age_to_files,
-    shipped_calibration,
     weeks_to_months,
 )
 from earlybrain.brainage.infant_reference import (
@@ -39,10 +37,7 @@ from earlybrain.training import derived_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "atlases" / "earlybrain-infant" / "manifest.json"
-VOXEL_MM = 1.5  # fast; the calibration is at 1 mm, so this also checks robustness
-# issue 10: brain-age MAE <= 4 weeks over 0-24 months. Measured on the 12 held-out test
-# infants (T2w, 1.5 mm): 3.17 weeks, the largest errors (-5.8, -9.5) after 20 months
-MAE_LIMIT_WEEKS = 4.0
+VOXEL_MM = 1.5  # fast
 needs_atlas = pytest.mark.skipif(not MANIFEST.exists(), reason="no infant atlas")
 
 
@@ -224,24 +219,3 @@ def test_enlarged_ventricles_flagged_in_the_files(tmp_path: Path) -> None:
     }
     assert float(rows["ventricles"]["z"]) > 2.0 and rows["ventricles"]["flag"] == "true"
     assert any(f.startswith("ventricles volume z") for f in res["flags"])
-
-
-@pytest.mark.slow
-@needs_atlas
-def test_mae_of_held_out_infants(tmp_path: Path) -> None:
-    """Combined estimate of T2w sessions (the pipeline's default working contrast) on
-    12 held-out infants (test split, stratified 0-24 months) at 1.5 mm."""
-    assert shipped_calibration(), "empty calibration: run bench/infant_brainage.py --calibrate"
-    rng = np.random.default_rng(np.random.SeedSequence([0, INFANT_TEST_SPLIT_CODE, 1]))
-    n = 12
-    months = 24.0 * (np.arange(n) + rng.uniform(0, 1, n)) / n
-    seeds = derived_seeds(1, INFANT_TEST_SPLIT_CODE, n)
-    errors = []
-    for i, (m, s) in enumerate(zip(months, seeds, strict=True)):
-        files = write_subject(float(m), s, tmp_path / f"in{i}")
-        res = run(files, tmp_path / f"anat{i}")
-        errors.append(res["predicted_age_weeks"] - files["pma"])
-    mae = float(np.mean(np.abs(errors)))
-    print(f"infant brain age MAE {mae:.2f} weeks, errors {np.round(errors, 1).tolist()}")
-    assert mae <= MAE_LIMIT_WEEKS, errors
-    assert INFANT_GRID.shape[0] * INFANT_GRID.voxel_mm >= 150.0

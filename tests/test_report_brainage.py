@@ -426,15 +426,16 @@ def infant_result(age: float = INFANT_AGE, gap: float = INFANT_GAP) -> dict:
         "brain_age_gap_z": 0.9,
         "brain_age_gap_centile": 81.6,
         "primary_method": "combined",
-        "primary_method_description": "precision-weighted mean of the classical estimates "
-        "(atlas_similarity, volumes, myelination), SDs calibrated on simulated infants",
+        "primary_method_description": "posterior over age given the classical estimates "
+        "(atlas_similarity, volumes, myelination) at once, calibrated on simulated infants "
+        "processed end to end",
         "methods": {
             "combined": method(
                 pred,
                 sd,
-                sd_naive_weeks=2.6,
+                sd_posterior_weeks=2.6,
                 sd_scale=1.23,
-                weights={"atlas_similarity": 0.15, "volumes": 0.35, "myelination": 0.5},
+                features=["atlas_similarity", "volumes", "T2w:WM_deep_anterior", "T2w:brainstem"],
             ),
             "atlas_similarity": method(
                 age + 8.0,
@@ -547,8 +548,9 @@ def test_infant_report_shows_brain_age(infant_session) -> None:
     assert "healthy simulated calibration infants at this age" in section
     methods = text.split('<h2 id="methods">Methods</h2>', 1)[1]
     for used in (
-        "precision-weighted combination (weights 1 / SD²) of three classical estimates, each "
-        "with an SD calibrated on simulated infants (made-up calibration)",
+        "each bias-corrected and with an SD calibrated on simulated infants processed by "
+        "this pipeline (made-up calibration)",
+        "the posterior over age given all of them at once",
         "T2w template of atlas earlybrain-infant",
         "under the infant normative growth curves",
         "as white matter myelinates (Barkovich et al. 1988; Dubois et al. 2014)",

@@ -1,42 +1,46 @@
 """One infant's brain age (term to 2 years) and normative z-scores, from the workflow's files.
 
 The fetal deep ensemble does not apply to infants (it was trained on 21-38 weeks GA, and
-its 2 mm grid is smaller than an infant head), so an infant's brain age combines three
-classical estimates, each with a calibrated SD:
+its 2 mm grid is smaller than an infant head), so an infant's brain age rests on three
+classical estimates:
 
 - atlas similarity: the template of the infant atlas (the session's contrast) that the
   brain resembles most, as in the fetal path (`atlas_age`) but on a grid large enough
-  for a two-year-old head (`INFANT_GRID`). Its SD depends on the age: templates differ
-  a lot in size and contrast over the first year and hardly at all in the second;
+  for a two-year-old head (`INFANT_GRID`). Templates differ a lot in size and contrast
+  over the first year and hardly at all in the second;
 - volumes: the age that makes the tissue volumes most likely under the infant norms
   (`volume_age.volume_age`, norms fitted on the simulated infant reference cohort);
 - myelination: the contrast of white-matter zones, cerebellum and brainstem against
   deep grey matter, which changes zone after zone as the white matter myelinates
   (`myelination`). Needs `dseg`. With the session's other contrast on the same grid
-  (`other_contrasts`), the indexes of both contrasts are modelled jointly (in the
-  simulator a subject's tissue-intensity factors are the same in both contrasts, so
-  the joint estimate is more precise on simulated infants than it can be on real ones).
+  (`other_contrasts`), the indexes of both contrasts are modelled jointly.
 
-The primary estimate is their precision-weighted mean (weights 1 / SD^2). The estimates
-are not independent (atlas similarity and volumes both see brain size), so the naive SD
-of the mean is scaled to match the errors on the calibration cohort. The brain-age gap
-gets a z-score from the spread of healthy calibration subjects' gaps at that
-chronological age.
+Each is reported bias-corrected with an SD by its own value (`corrected`). The primary
+estimate is not an average of them: it is the posterior over age given the atlas and
+volume ages and the contrast indexes at once (`combined_estimate`, an
+`age_curves.LogisticAgeModel`), so that two estimates sharing an error (brain size,
+seen by both the volumes and the template match) count once and a saturated one (the
+oldest template, a T1w contrast that stopped changing) widens the posterior instead of
+pulling it. Its SD is scaled to the errors of the calibration cohort at that age and
+for that way of masking the brain (skull-stripped input or the network). The
+brain-age gap gets a z-score from the spread of healthy calibration subjects' gaps at
+that chronological age.
 
 All calibration numbers (`models/brainage/calibration_infant.json`) come from 60
 simulated infants of their own split code
-(`infant_reference.INFANT_CALIBRATION_SPLIT_CODE`; true labels, 1 mm, atlas orientation):
-never the norms' reference subjects, nor the held-out subjects of the
-benchmark and the tests. They depend on the simulator, the infant atlas and the shipped
-infant norms; rebuild them with `python bench/infant_brainage.py --calibrate` when one
-of them changes (a lab's own norms, `norms_file`, change the volumes' errors too).
+(`infant_reference.INFANT_CALIBRATION_SPLIT_CODE`), each processed end to end by the
+workflow's infant steps once in T2w and once in T1w (`infant_end_to_end`; whole heads
+and skull-stripped), so they describe the errors of what the workflow measures, the
+network's labels included: never the norms' reference subjects, nor the held-out
+subjects of the benchmark and the tests. They depend on the simulator, the infant
+atlas, the infant network and the shipped infant norms; rebuild them with
+`python bench/infant_brainage.py --calibrate` when one of them changes, or `--refit`
+from the shipped measurements when only the norms changed (a lab's own norms,
+`norms_file`, change the volumes' errors too).
 
-What to expect (bench/infant_brainage.py, 20 held-out simulated infants, registered):
-T2w sessions MAE 3.1 weeks (5.1 at 18-24 months), T1w-only sessions 6.0 (T1w myelination
-is complete by about a year; after that only brain size, ~5 % growth in six months
-against ~10 % between infants), both contrasts 2.4. Volumes and atlas similarity alone
-are poor (11-14 weeks) and get little weight. The gap z-score scores a healthy gap
-against the calibration cohort's gaps at that age.
+What to expect on simulated infants is in docs/validation.md (`bench/infant_brainage.py`,
+held-out infants end to end): T1w-only sessions after a year cannot be aged to better
+than a few months, and their intervals say so.
 
 Writes `<prefix>_desc-brainage.json` and `<prefix>_desc-zscores.tsv` with the schema of
 the fetal step (`pipeline.brain_age_to_files`), so the reports render both.
@@ -58,16 +62,11 @@ from earlybrain import __version__
 from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH
 from earlybrain.atlas.manifest import load_manifest
 from earlybrain.brainage import norms as norms_mod
+from earlybrain.brainage.age_curves import AGE_MARGIN_WEEKS, AGE_STEP_WEEKS, LogisticAgeModel
 from earlybrain.brainage.atlas_age import TemplateInputs, similarity_age, template_inputs
 from earlybrain.brainage.ensemble import BrainAgeError
 from earlybrain.brainage.frame import Grid, network_input
-from earlybrain.brainage.myelination import (
-    AGE_MARGIN_WEEKS,
-    AGE_STEP_WEEKS,
-    MyelinationModel,
-    myelination_key,
-    subject_indexes,
-)
+from earlybrain.brainage.myelination import myelination_key, subject_indexes
 from earlybrain.brainage.pipeline import (
     Z_LIMIT,
     brainage_paths,
@@ -135,14 +134,6 @@ def _need(calibration: Mapping[str, Any], section: str, key: str) -> Any:
         ) from None
 
 
-def combine(estimates: Mapping[str, tuple[float, float]]) -> tuple[float, float, dict]:
-    """Precision-weighted mean of {method: (age, sd)}, its naive SD, and the weights."""
-    w = {k: 1.0 / max(sd, 1e-3) ** 2 for k, (_, sd) in estimates.items()}
-    total = sum(w.values())
-    age = sum(w[k] * a for k, (a, _) in estimates.items()) / total
-    return float(age), float(total**-0.5), {k: v / total for k, v in w.items()}
-
-
 @functools.lru_cache(maxsize=8)
 def _templates(manifest: str, contrast: str, mtime: float) -> TemplateInputs:
     return template_inputs(manifest, contrast, INFANT_GRID)
@@ -191,47 +182,72 @@ def volume_posterior(norms: norms_mod.Norms, volumes: Mapping[str, float]) -> di
     }
 
 
+def corrected(estimate: Mapping[str, Any], table: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's estimate with the calibration's bias correction and SD at its age
+    (`infant_reference.method_calibration`); the raw estimate stays as `uncorrected`."""
+    raw = float(estimate["age_weeks"])
+    ages = table["ages_weeks"]
+    return dict(estimate) | {
+        "age_weeks": raw + float(np.interp(raw, ages, table["bias"])),
+        "sd_weeks": float(np.interp(raw, ages, table["sd"])),
+        "uncorrected_age_weeks": raw,
+    }
+
+
 def estimates(
-    x: np.ndarray,
-    contrast: str,
-    volumes: Mapping[str, float],
-    indexes: Mapping[str, float] | None,
-    norms: norms_mod.Norms,
-    templates: TemplateInputs,
-    calibration: Mapping[str, Any],
+    measured: Mapping[str, Any], calibration: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    """Each method's estimate with its calibrated SD (`sd_weeks`): `x` is the subject on
-    `INFANT_GRID` (`frame.network_input`) in `contrast`, `indexes` its contrast indexes
-    (`subject_indexes`; None: no myelination estimate)."""
-    atlas = similarity_age(x, templates) | {"contrast": contrast}
-    table = _need(calibration, "atlas_similarity_sd", contrast)
-    atlas["sd_weeks"] = _table(table, float(atlas["age_weeks"]))
-    vol = volume_posterior(norms, volumes)
-    vol["sd_weeks"] = _table(calibration["volumes_sd"], float(vol["age_weeks"]))
-    out = {"atlas_similarity": atlas, "volumes": vol}
+    """Each method's estimate of a `measure_files`d session, bias-corrected, with its
+    calibrated SD (tables by the estimate, per session contrast)."""
+    contrast = measured["contrast"]
+    out = {
+        method: corrected(measured[method], _need(calibration, method, contrast))
+        for method in ("atlas_similarity", "volumes")
+    }
+    indexes = measured["indexes"]
     if indexes:
         key = myelination_key(k.split(":")[0] for k in indexes)
         fitted = _need(calibration, "myelination", key)
-        est = MyelinationModel.from_dict(key, fitted).estimate(indexes)
-        est["sd_weeks"] = _table(fitted["sd"], float(est["age_weeks"]))
-        out["myelination"] = est | {"contrasts": key.split("+")}
+        est = LogisticAgeModel.from_dict(key, fitted).estimate(indexes)
+        out["myelination"] = corrected(est, fitted) | {"contrasts": key.split("+")}
     return out
 
 
+def combination_features(measured: Mapping[str, Any]) -> dict[str, float]:
+    """The features of the combination: the atlas-similarity and volume ages as measured
+    (uncorrected) and the contrast indexes."""
+    return {
+        "atlas_similarity": float(measured["atlas_similarity"]["age_weeks"]),
+        "volumes": float(measured["volumes"]["age_weeks"]),
+    } | dict(measured["indexes"] or {})
+
+
 def combined_estimate(
-    methods: Mapping[str, dict[str, Any]], configuration: Mapping[str, Any]
+    measured: Mapping[str, Any], key: str, configuration: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The primary estimate: precision-weighted mean, SD scaled to the calibration."""
-    ests = {k: (float(m["age_weeks"]), float(m["sd_weeks"])) for k, m in methods.items()}
-    age, sd_naive, weights = combine(ests)
-    scale = float(configuration["sd_scale"])
+    """The primary estimate: the posterior over age given every feature at once
+    (`combination_features` under the configuration's `LogisticAgeModel`), its SD scaled
+    by the calibration's factor at that age for the way the brain was masked (the
+    posterior of a model with constant covariance is too sharp where the errors are
+    larger: T1w after a year, whole heads masked by the network). A mask method the
+    calibration does not know gets the larger factor."""
+    model = LogisticAgeModel.from_dict(key, configuration["model"])
+    est = model.estimate(combination_features(measured))
+    age, sd = float(est["age_weeks"]), float(est["sd_posterior_weeks"])
+    tables = configuration["sd_scale"]
+    method = measured.get("mask_method")
+    if method in tables:
+        scale = _table(tables[method], age)
+    else:
+        scale = max(_table(t, age) for t in tables.values())
     return {
         "age_weeks": age,
-        "sd_weeks": sd_naive * scale,
-        "sd_naive_weeks": sd_naive,
+        "sd_weeks": sd * scale,
+        "sd_posterior_weeks": sd,
         "sd_scale": scale,
-        "weights": {k: round(v, 3) for k, v in weights.items()},
-        "rule": "sum(age_k / sd_k^2) / sum(1 / sd_k^2); sd = sd_scale / sqrt(sum(1 / sd_k^2))",
+        "features": est["structures"],
+        "rule": "posterior mean over ages (flat prior) of the features = logistic curves "
+        "of age + jointly Student-t residuals; sd = sd_scale x posterior SD",
     }
 
 
@@ -243,6 +259,75 @@ def _load_like(path: PathLike, ref: Any, what: str) -> np.ndarray:
     if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-3):
         raise BrainAgeError(f"{path}: {what} grid differs from the volume's")
     return np.asarray(img.dataobj)
+
+
+def measure_files(
+    volume: PathLike,
+    mask: PathLike,
+    contrast: str,
+    affine_xfm: PathLike,
+    volumes_tsv: PathLike,
+    manifest: PathLike,
+    norms: norms_mod.Norms,
+    *,
+    dseg: PathLike | None = None,
+    other_contrasts: Mapping[str, PathLike] | None = None,
+    mask_method: str | None = None,
+) -> dict[str, Any]:
+    """What the estimates (and their calibration) need of one session, before any
+    calibration: the atlas-similarity age, the volumes and their posterior age under
+    `norms`, the contrast indexes (None without a usable `dseg`: `left_out` says why),
+    and how the brain was masked (`mask_method` of `preprocess.infant`: "support" for a
+    skull-stripped input, "network"; None when unknown). Arguments as
+    `infant_brain_age_to_files`'. Raises BrainAgeError on unusable inputs."""
+    other_contrasts = dict(other_contrasts or {})
+    for c in (contrast, *other_contrasts):
+        if c not in CONTRASTS:
+            raise BrainAgeError(f"infant brain age works on T1w and T2w images, got {c!r}")
+    vol = load_nifti(volume)
+    image = np.nan_to_num(np.asarray(vol.dataobj, dtype=np.float32))
+    if image.ndim != 3:
+        raise BrainAgeError(f"{volume}: expected a 3D volume, got shape {image.shape}")
+    brain = _load_like(mask, vol, "mask") > 0
+    if brain.sum() < 100:
+        raise BrainAgeError(f"{mask}: brain mask is empty or tiny")
+    matrix = antsio.read_matrix_transform(affine_xfm)
+    x = network_input(image, vol.affine, brain, matrix, INFANT_GRID)
+    indexes, left_out = None, []
+    if dseg is not None:
+        labels = np.rint(_load_like(dseg, vol, "dseg")).astype(np.int16)
+        images = {contrast: image} | {
+            c: np.nan_to_num(_load_like(p, vol, f"{c} image").astype(np.float32))
+            for c, p in other_contrasts.items()
+            if c != contrast
+        }
+        indexes = subject_indexes(images, labels, vol.affine, matrix)
+        if not any(np.isfinite(v) for v in indexes.values()):
+            indexes, left_out = None, ["myelination (no tissue of the dseg could be measured)"]
+    else:
+        left_out = ["myelination (no dseg given)"]
+    volumes_ml = norms_mod.read_volumes_tsv(volumes_tsv)
+    return {
+        "contrast": contrast,
+        "atlas_similarity": similarity_age(x, infant_templates(manifest, contrast))
+        | {"contrast": contrast},
+        "volumes": volume_posterior(norms, volumes_ml),
+        "volumes_ml": volumes_ml,
+        "indexes": indexes,
+        "left_out": left_out,
+        "mask_method": mask_method,
+    }
+
+
+def _mask_method(mask_qc: PathLike | None) -> str | None:
+    """The "method" of a brain mask's QC JSON (None without one)."""
+    if mask_qc is None:
+        return None
+    try:
+        method = json.loads(Path(mask_qc).read_text(encoding="utf-8")).get("method")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise BrainAgeError(f"{mask_qc}: cannot read the brain mask's QC ({exc})") from None
+    return None if method is None else str(method)
 
 
 def infant_brain_age_to_files(
@@ -259,6 +344,7 @@ def infant_brain_age_to_files(
     *,
     dseg: PathLike | None = None,
     other_contrasts: Mapping[str, PathLike] | None = None,
+    mask_qc: PathLike | None = None,
     calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Estimate an infant's brain age, score its volumes; write both outputs.
@@ -278,6 +364,8 @@ def infant_brain_age_to_files(
     other_contrasts: {contrast: image} of the session's other contrast resampled onto
         the volume's grid (e.g. the T2w of a T1w session): its indexes join the
         myelination estimate (T2w keeps changing until ~15 months, T1w until ~10);
+    mask_qc: the brain mask's QC JSON (`preprocess.infant`): its method (the image's
+        own support or the network) selects the calibrated SD; without it the wider;
     calibration: the calibration (default `shipped_calibration()`; for tests).
     Returns the JSON's content. Raises BrainAgeError on unusable inputs.
     """
@@ -287,44 +375,21 @@ def infant_brain_age_to_files(
         raise BrainAgeError(
             f"{CALIBRATION_FILE} is empty: run bench/infant_brainage.py --calibrate"
         )
-    other_contrasts = dict(other_contrasts or {})
-    for c in (contrast, *other_contrasts):
-        if c not in CONTRASTS:
-            raise BrainAgeError(f"infant brain age works on T1w and T2w images, got {c!r}")
     if not np.isfinite(float(age_weeks)):
         raise BrainAgeError(f"age {age_weeks!r} is not a number")
     norms_path = Path(norms_file) if norms_file else norms_mod.shipped_infant_norms_path()
     norms = norms_mod.Norms.from_json(norms_path)
-    vol = load_nifti(volume)
-    image = np.nan_to_num(np.asarray(vol.dataobj, dtype=np.float32))
-    if image.ndim != 3:
-        raise BrainAgeError(f"{volume}: expected a 3D volume, got shape {image.shape}")
-    brain = _load_like(mask, vol, "mask") > 0
-    if brain.sum() < 100:
-        raise BrainAgeError(f"{mask}: brain mask is empty or tiny")
-    matrix = antsio.read_matrix_transform(affine_xfm)
-    x = network_input(image, vol.affine, brain, matrix, INFANT_GRID)
-    templates = infant_templates(manifest, contrast)
-    indexes, left_out = None, []
-    if dseg is not None:
-        labels = np.rint(_load_like(dseg, vol, "dseg")).astype(np.int16)
-        images = {contrast: image} | {
-            c: np.nan_to_num(_load_like(p, vol, f"{c} image").astype(np.float32))
-            for c, p in other_contrasts.items()
-            if c != contrast
-        }
-        indexes = subject_indexes(images, labels, vol.affine, matrix)
-        if not any(np.isfinite(v) for v in indexes.values()):
-            indexes, left_out = None, ["myelination (no tissue of the dseg could be measured)"]
-    else:
-        left_out = ["myelination (no dseg given)"]
-    vols = norms_mod.read_volumes_tsv(volumes_tsv)
-    methods = estimates(x, contrast, vols, indexes, norms, templates, calibration)
+    measured = measure_files(
+        volume, mask, contrast, affine_xfm, volumes_tsv, manifest, norms,
+        dseg=dseg, other_contrasts=other_contrasts, mask_method=_mask_method(mask_qc),
+    )  # fmt: skip
+    vols, left_out = measured["volumes_ml"], measured["left_out"]
+    methods = estimates(measured, calibration)
     config_key = configuration_key(
         contrast, methods["myelination"]["contrasts"] if "myelination" in methods else ()
     )
     config = _need(calibration, "combined", config_key)
-    primary = combined_estimate(methods, config)
+    primary = combined_estimate(measured, config_key, config)
     age, sd = float(primary["age_weeks"]), float(primary["sd_weeks"])
     chrono = float(age_weeks)
 
@@ -360,9 +425,10 @@ def infant_brain_age_to_files(
             f"age {chrono:g} weeks PMA is outside the calibrated infant ages "
             f"{cal_lo:g}-{cal_hi:g} weeks: an extrapolation"
         )
-    if calibration.get("atlas") and calibration["atlas"] != templates.atlas:
+    atlas_name = methods["atlas_similarity"]["atlas"]
+    if calibration.get("atlas") and calibration["atlas"] != atlas_name:
         flags.append(
-            f"atlas {templates.atlas} is not the one the SDs were calibrated with "
+            f"atlas {atlas_name} is not the one the SDs were calibrated with "
             f"({calibration['atlas']}): the atlas-similarity SD may be off"
         )
     paths = brainage_paths(out_anat, prefix)
@@ -407,8 +473,8 @@ def infant_brain_age_to_files(
         "brain_age_gap_centile": _r(gap_centile, 1),
         "primary_method": "combined",
         "primary_method_description": (
-            f"precision-weighted mean of the classical estimates ({', '.join(used)}), "
-            "SDs calibrated on simulated infants"
+            f"posterior over age given the classical estimates ({', '.join(used)}) at "
+            "once, calibrated on simulated infants processed end to end"
             + (f"; left out: {', '.join(left_out)}" if left_out else "")
         ),
         "methods": method_json,
@@ -422,12 +488,14 @@ def infant_brain_age_to_files(
             "source": calibration.get("source"),
             "atlas": calibration.get("atlas"),
             "configuration": config_key,
+            "mask_method": measured["mask_method"],
         },
         "device": "cpu",
         "timings": {"network_s": None, "total_s": _r(time.perf_counter() - t0)},
     }
     # a JSON output records its own provenance (its sidecar would be itself)
-    sources = [volume, mask, affine_xfm, volumes_tsv, manifest, dseg, *other_contrasts.values()]
+    others = (other_contrasts or {}).values()
+    sources = [volume, mask, affine_xfm, volumes_tsv, manifest, dseg, mask_qc, *others]
     result |= {
         "GeneratedBy": [{"Name": "earlybrain", "Version": __version__, "Step": "brainage"}],
         "Parameters": {

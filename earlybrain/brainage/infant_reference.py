@@ -8,8 +8,8 @@ they never coincide with the subjects that networks are trained or validated on
 701/702/703/710, simulated cohorts 1/2):
 
 - 515: the reference cohort the infant norms are fitted on;
-- 525: the calibration cohort of the infant brain age (`earlybrain.brainage.infant`):
-  its myelination curves and the SDs of its estimates;
+- 525: the calibration cohort of the infant brain age (`earlybrain.brainage.infant`),
+  processed end to end (`infant_end_to_end`): its curves, bias corrections and SDs;
 - 535: held-out subjects of `bench/infant_brainage.py`; 545: those of the tests.
 
 Volumes are measured with the pipeline's own `volume_rows` on the phantom's true labels,
@@ -41,17 +41,21 @@ Rebuild the shipped norms with
         from earlybrain.brainage.norms import shipped_infant_norms_path; \\
         build_infant_reference_norms(shipped_infant_norms_path())"
 
-(100 phantoms at 1.2 mm: about 10 minutes on one core), and the calibration constants
-of `earlybrain.brainage.infant` with `python bench/infant_brainage.py --calibrate`.
+(100 phantoms at 1.2 mm: about 10 minutes on one core), and the calibration of
+`earlybrain.brainage.infant` with `python bench/infant_brainage.py --calibrate` (or
+`--refit` from the shipped measurements after the norms changed).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from earlybrain.anatomy.biometry import months_to_pma_weeks
+from earlybrain.brainage.age_curves import LogisticAgeModel
 from earlybrain.brainage.norms import Norms
 from earlybrain.brainage.norms_fit import fit_norms
 from earlybrain.segment.volumes import volume_rows
@@ -157,185 +161,299 @@ def build_infant_reference_norms(
     return norms
 
 
-# --- calibration of the infant brain age ---------------------------------------------
-
-INFANT_CALIBRATION_N = 60
-INFANT_CALIBRATION_VOXEL_MM = 1.0
-# nodes (months) of the age-dependent SD tables, and the kernel that smooths them
-CALIBRATION_NODES_MONTHS = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0, 21.0, 24.0)
-CALIBRATION_KERNEL_MONTHS = 2.0
-
-
 def brain_labels(phantom: Phantom) -> np.ndarray:
-    """The phantom's 12 brain labels (0 elsewhere) and its intracranial mask."""
+    """The phantom's 12 brain labels (0 elsewhere): its brain as a segmentation gives it."""
     return np.where(phantom.labels <= 12, phantom.labels, 0).astype(np.uint8)
 
 
-def measure_subject(
-    phantom: Phantom,
-    manifest: str | os.PathLike[str],
-    contrasts: tuple[str, ...] = ("T1w", "T2w"),
-    rotation: np.ndarray | None = None,
-) -> dict[str, object]:
-    """What the calibration needs of one simulated infant (true labels, atlas
-    orientation unless a `rotation` 4x4 atlas -> subject is given): volumes, and per
-    contrast the atlas-similarity age and the contrast indexes."""
-    from earlybrain.brainage.atlas_age import similarity_age
-    from earlybrain.brainage.frame import network_input
-    from earlybrain.brainage.infant import INFANT_GRID, infant_templates
-    from earlybrain.brainage.myelination import contrast_indexes
-    from earlybrain.simulate.contrast import intensity_image
+# --- calibration of the infant brain age ---------------------------------------------
 
-    labels = brain_labels(phantom)
-    mask = labels > 0
-    matrix = np.eye(4) if rotation is None else rotation
-    out: dict[str, object] = {
-        "pma_weeks": float(phantom.age_weeks),
-        "volumes": phantom_volumes(phantom),
-        "atlas_age_weeks": {},
-        "indexes": {},
-    }
-    for c in contrasts:
-        image = intensity_image(phantom, c)
-        x = network_input(image, phantom.affine, mask, matrix, INFANT_GRID)
-        out["atlas_age_weeks"][c] = float(
-            similarity_age(x, infant_templates(manifest, c))["age_weeks"]
-        )
-        out["indexes"][c] = contrast_indexes(image, labels, phantom.affine, matrix)
-    return out
+INFANT_CALIBRATION_N = 60
+# the simulated sessions' voxel size: the coarse end of what infant scans have (0.5-1.5 mm)
+INFANT_CALIBRATION_VOXEL_MM = 1.5
+# order of the calibration subjects: a fixed permutation, so that a run stopped early
+# still spans the ages
+CALIBRATION_ORDER_SEED = 7
+# nodes (months) of the age-dependent SD tables, and the kernel that smooths them
+CALIBRATION_NODES_MONTHS = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0, 21.0, 24.0)
+CALIBRATION_KERNEL_MONTHS = 2.0
+# the combination: Student t residuals with these degrees of freedom, and its SD scale
+# smoothed over this many months (4-fold cross-validation on the calibration sessions:
+# 95 % coverage 0.97, 0.97, 1.00, 0.93 for stripped T1w, stripped T2w, whole T1w, whole
+# T2w, against 0.90, 0.97, 1.00, 0.90 with normal residuals and a 2-month kernel)
+COMBINATION_DOF = 8.0
+COMBINATION_SCALE_KERNEL_MONTHS = 4.0
+MEASUREMENTS_FILE = "calibration_infant_measurements.json"  # beside the calibration
+
+
+def calibration_sessions(
+    n: int = INFANT_CALIBRATION_N, seed: int = 0
+) -> list[tuple[float, int, str, str]]:
+    """(months, subject seed, contrast, kind) of the calibration sessions (split code
+    525): every subject once in each contrast, as a session with that contrast only.
+    Kinds alternate along the subjects' order, whole head and skull-stripped, and a
+    subject's two contrasts get different kinds, so each contrast x kind has a quarter
+    of the sessions, spread over the ages."""
+    from earlybrain.brainage.infant_end_to_end import KINDS
+
+    subjects = infant_subjects(n, seed, INFANT_CALIBRATION_SPLIT_CODE)
+    order = np.random.default_rng(CALIBRATION_ORDER_SEED).permutation(len(subjects))
+    return [
+        (*subjects[i], contrast, KINDS[(k + j) % 2])
+        for k, i in enumerate(order)
+        for j, contrast in enumerate(("T2w", "T1w"))
+    ]
 
 
 def calibration_measurements(
-    manifest: str | os.PathLike[str],
     n: int = INFANT_CALIBRATION_N,
     seed: int = 0,
     voxel_mm: float = INFANT_CALIBRATION_VOXEL_MM,
+    threads: int = 2,
+    done: list[dict[str, object]] | None = None,
+    on_record: Callable[[list[dict[str, object]]], None] | None = None,
     log: bool = False,
 ) -> list[dict[str, object]]:
-    """`measure_subject` of the calibration cohort (split code 525)."""
-    rows = []
-    for i, (m, s) in enumerate(infant_subjects(n, seed, INFANT_CALIBRATION_SPLIT_CODE)):
-        phantom = make_phantom(m, s, kind="infant", voxel_mm=voxel_mm)
-        rows.append(measure_subject(phantom, manifest) | {"months": m, "seed": s})
+    """Each calibration session run end to end (`infant_end_to_end.run_session`) and
+    measured (`session_measurement`, under the shipped infant norms): about 40 s a
+    session on two cores, 80 minutes for the 120. `done`: records of an interrupted run,
+    kept and not run again; `on_record(records)` after each session (to save them). A
+    session whose steps fail is recorded with its error."""
+    import tempfile
+
+    from earlybrain.brainage.infant_end_to_end import run_session, session_measurement
+    from earlybrain.brainage.norms import shipped_infant_norms_path
+    from earlybrain.segment.inference import default_infant_weights_path, load_model
+
+    norms = Norms.from_json(shipped_infant_norms_path())
+    model = load_model(default_infant_weights_path(), device="cpu")
+    records = list(done or [])
+    have = {(r["seed"], r["contrast"]) for r in records}
+    for months, s, contrast, kind in calibration_sessions(n, seed):
+        if (s, contrast) in have:
+            continue
+        record: dict[str, object] = {
+            "months": round(months, 4), "seed": s, "contrast": contrast,
+            "pma_weeks": round(float(months_to_pma_weeks(months)), 4), "kind": kind,
+        }  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="infant-calibration-") as tmp:
+            try:
+                session = run_session(
+                    months, s, contrast, kind, voxel_mm, Path(tmp), model, threads
+                )
+                record |= session_measurement(session, norms)
+            except Exception as exc:  # recorded: a calibration run goes on
+                record["error"] = f"{type(exc).__name__}: {exc}"
+        records.append(record)
+        if on_record is not None:
+            on_record(records)
         if log:
-            print(f"calibration subject {i + 1}/{n}: {m:.1f} months", flush=True)
-    return rows
+            print(f"calibration session {len(records)}: {months:.1f} months {contrast} {kind}",
+                  flush=True)  # fmt: skip
+    return records
 
 
-def _kernel_rms(at: np.ndarray, values: np.ndarray, nodes: np.ndarray, width: float) -> list[float]:
+def _kernel(at: np.ndarray, nodes: np.ndarray, width: float) -> np.ndarray:
+    """Gaussian kernel weights, (len(nodes), len(at))."""
+    return np.exp(-0.5 * ((np.asarray(nodes)[:, None] - np.asarray(at)[None, :]) / width) ** 2)
+
+
+def _kernel_mean(at: np.ndarray, values: np.ndarray, nodes: np.ndarray, width: float) -> np.ndarray:
+    """Gaussian-kernel mean of `values` (indexed by `at`) at each node."""
+    w = _kernel(at, nodes, width)
+    return (w @ values) / w.sum(axis=1)
+
+
+def _kernel_rms(at: np.ndarray, values: np.ndarray, nodes: np.ndarray, width: float) -> np.ndarray:
     """Gaussian-kernel RMS of `values` (indexed by `at`) at each node."""
-    out = []
-    for node in nodes:
-        w = np.exp(-0.5 * ((at - node) / width) ** 2)
-        out.append(float(np.sqrt(np.sum(w * values**2) / np.sum(w))))
-    return out
+    return np.sqrt(_kernel_mean(at, np.square(values), nodes, width))
 
 
-def _kernel_mean(
-    at: np.ndarray, values: np.ndarray, nodes: np.ndarray, width: float
-) -> list[float]:
-    out = []
-    for node in nodes:
-        w = np.exp(-0.5 * ((at - node) / width) ** 2)
-        out.append(float(np.sum(w * values) / np.sum(w)))
-    return out
+def _leave_one_out(at: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
+    """Kernel mean of `values` at each point of `at` from the other points."""
+    w = _kernel(at, at, width)
+    np.fill_diagonal(w, 0.0)
+    return (w @ values) / np.maximum(w.sum(axis=1), 1e-12)
+
+
+def method_calibration(
+    est: np.ndarray, truth: np.ndarray, nodes: np.ndarray, width: float
+) -> tuple[dict[str, list[float]], np.ndarray, np.ndarray]:
+    """One method's calibration by its estimated age: the mean error to add to an
+    estimate (`bias`) and the RMS error left (`sd`), kernel-smoothed tables at `nodes`;
+    and each calibration subject's corrected estimate and SD from the others' errors
+    (leave-one-out, for an honest fit of the combination).
+
+    Why correct: an estimate is drawn towards the middle of 0-24 months at both ends
+    (a posterior cut at term; T1w contrast that stops changing after a year), so the
+    true ages behind an estimate of 20 months run from 20 to 24 and beyond; the mean
+    true age given the estimate, as in the calibration cohort (ages uniform over 0-24
+    months), removes that bias, and what is left is the SD."""
+    err = truth - est
+    bias = _kernel_mean(est, err, nodes, width)
+    resid = err - np.interp(est, nodes, bias)
+    sd = _kernel_rms(est, resid, nodes, width)
+    loo_age = est + _leave_one_out(est, err, width)
+    loo_sd = np.sqrt(_leave_one_out(est, np.square(truth - loo_age), width))
+    table = {
+        "ages_weeks": [round(float(a), 3) for a in nodes],
+        "bias": [float(v) for v in bias],
+        "sd": [float(v) for v in sd],
+    }
+    return table, loo_age, loo_sd
+
+
+def _subjects_with(
+    records: list[dict[str, object]], contrasts: tuple[str, ...]
+) -> list[tuple[float, dict[str, object]]]:
+    """(PMA weeks, {contrast: record}) of the subjects measured in every one of `contrasts`."""
+    by_subject: dict[int, dict[str, dict[str, object]]] = {}
+    ages: dict[int, float] = {}
+    for r in records:
+        if "error" not in r:
+            by_subject.setdefault(int(r["seed"]), {})[str(r["contrast"])] = r
+            ages[int(r["seed"])] = float(r["pma_weeks"])
+    return [
+        (ages[s], {c: sessions[c] for c in contrasts})
+        for s, sessions in sorted(by_subject.items())
+        if all(c in sessions for c in contrasts)
+    ]
+
+
+def _fit_leave_one_out(
+    key: str, ages: np.ndarray, x: np.ndarray, names: tuple[str, ...], dof: float | None
+) -> tuple[LogisticAgeModel, np.ndarray, np.ndarray]:
+    """A `LogisticAgeModel` of features `x` on all subjects, and each subject's estimate
+    (age, posterior SD) by the model fitted without it (started from the full fit)."""
+    model = LogisticAgeModel.fit(key, ages, x, names, dof=dof)
+    age, sd = np.empty(len(ages)), np.empty(len(ages))
+    for i in range(len(ages)):
+        keep = np.arange(len(ages)) != i
+        fit_i = LogisticAgeModel.fit(key, ages[keep], x[keep], names, start=model, dof=dof)
+        est = fit_i.estimate(dict(zip(names, x[i], strict=True)))
+        age[i], sd[i] = est["age_weeks"], est["sd_posterior_weeks"]
+    return model, age, sd
 
 
 def fit_calibration(
-    rows: list[dict[str, object]], norms: Norms, source: str, atlas: str
+    records: list[dict[str, object]], norms: Norms, source: str, atlas: str
 ) -> dict[str, object]:
-    """Calibration of `earlybrain.brainage.infant` from `calibration_measurements` rows
-    and the norms the volume ages are taken under (the shipped infant norms).
+    """Calibration of `earlybrain.brainage.infant` from `calibration_measurements` records
+    (sessions run end to end) and the norms the volume ages are taken under (the shipped
+    infant norms).
 
     - myelination, per set of contrasts (T1w, T2w, both): logistic curves and residual
-      covariance of the indexes;
-    - every method's SD as a kernel-smoothed RMS error by its estimated age (myelination:
-      of the leave-one-out estimates; atlas similarity per contrast; volumes under
-      `infant.volume_posterior`). Tables, not the methods' own posterior SDs: those are
-      right on average but wrong by age (the volume posterior is overconfident near 2
-      years, the myelination one where a zone saturates), and weighting by them made the
-      combination worse than myelination alone (calibration cohort, T2w: MAE 3.7 against
-      3.0 weeks; with the tables 2.8);
-    - per configuration (session contrast | myelination contrasts, "" for none): the SD
-      scale of the precision-weighted combination (RMS of its error / naive SD), and the
-      healthy brain-age gap's mean and SD by chronological age (kernel-smoothed), from
-      the leave-one-out myelination estimates.
+      covariance of the indexes the workflow measures (the network's labels); for both
+      contrasts, each contrast's indexes come from the subject's session in it;
+    - every method, per session contrast, a bias correction and an SD by its estimated
+      age (`method_calibration`; myelination: of leave-one-out estimates). Tables, not
+      the methods' own posterior SDs: those are right on average but wrong by age (the
+      volume posterior is overconfident near 2 years, the myelination one where a zone
+      saturates);
+    - per configuration (session contrast | myelination contrasts, "" for none): the
+      combination, a `LogisticAgeModel` of the atlas and volume ages with the indexes
+      (Student t residuals, `COMBINATION_DOF`); its SD scale by its estimate and the
+      brain mask's method (kernel RMS of the leave-one-out errors over posterior SDs:
+      the posterior of one covariance for all ages is too sharp where errors are
+      larger); and the healthy brain-age gap's mean and SD by chronological age.
     """
-    from earlybrain.brainage.infant import CONTRASTS, combine, configuration_key
-    from earlybrain.brainage.myelination import MyelinationModel, index_names, myelination_key
+    from earlybrain.brainage.infant import (
+        CONTRASTS,
+        combination_features,
+        configuration_key,
+        volume_posterior,
+    )
+    from earlybrain.brainage.myelination import index_names, myelination_key
 
-    ages = np.array([r["pma_weeks"] for r in rows], dtype=float)
     nodes = np.array([months_to_pma_weeks(m) for m in CALIBRATION_NODES_MONTHS])
     width = CALIBRATION_KERNEL_MONTHS * (months_to_pma_weeks(1.0) - months_to_pma_weeks(0.0))
+    scale_width = width * COMBINATION_SCALE_KERNEL_MONTHS / CALIBRATION_KERNEL_MONTHS
+    truth = {int(r["seed"]): float(r["pma_weeks"]) for r in records}
+    mae: dict[str, float] = {}
 
-    def table(values: list[float]) -> dict[str, list[float]]:
-        return {"ages_weeks": [round(float(a), 3) for a in nodes], "values": values}
+    def table(values: np.ndarray) -> dict[str, list[float]]:
+        return {
+            "ages_weeks": [round(float(a), 3) for a in nodes],
+            "values": list(map(float, values)),
+        }
 
-    from earlybrain.brainage.infant import volume_posterior
+    def calibrate(name: str, seeds: list[int], est: np.ndarray) -> dict[str, list[float]]:
+        ages = np.array([truth[s] for s in seeds])
+        tables, age, _ = method_calibration(est, ages, nodes, width)
+        mae[name] = float(np.mean(np.abs(age - ages)))
+        return tables
 
-    by_volume = [volume_posterior(norms, r["volumes"]) for r in rows]
-    vol_age = np.array([v["age_weeks"] for v in by_volume], dtype=float)
-    vol_sd = _kernel_rms(vol_age, vol_age - ages, nodes, width)
-    estimates: dict[str, list[tuple[float, float]]] = {
-        "volumes": list(zip(vol_age, np.interp(vol_age, nodes, vol_sd), strict=True))
-    }
-    mae: dict[str, float] = {"volumes": float(np.mean(np.abs(vol_age - ages)))}
-    atlas_sd = {}
+    volumes, atlas_similarity = {}, {}
     for c in CONTRASTS:
-        at = np.array([r["atlas_age_weeks"][c] for r in rows], dtype=float)
-        sd = _kernel_rms(at, at - ages, nodes, width)
-        atlas_sd[c] = table(sd)
-        estimates[f"atlas_{c}"] = list(zip(at, np.interp(at, nodes, sd), strict=True))
-        mae[f"atlas_similarity {c}"] = float(np.mean(np.abs(at - ages)))
+        sessions = [s[c] for _, s in _subjects_with(records, (c,))]
+        seeds = [int(s["seed"]) for s in sessions]
+        vol = [volume_posterior(norms, s["volumes_ml"])["age_weeks"] for s in sessions]
+        volumes[c] = calibrate(f"volumes {c}", seeds, np.array(vol))
+        at = np.array([s["atlas_age_weeks"] for s in sessions], dtype=float)
+        atlas_similarity[c] = calibrate(f"atlas_similarity {c}", seeds, at)
+
+    def features(sessions: dict[str, dict], contrast: str, key: str) -> dict[str, float]:
+        """The session's measured ages and the indexes of `key`'s contrasts."""
+        indexes = {n: v for k in key.split("+") if k for n, v in sessions[k]["indexes"].items()}
+        return combination_features(
+            {
+                "atlas_similarity": {"age_weeks": sessions[contrast]["atlas_age_weeks"]},
+                "volumes": volume_posterior(norms, sessions[contrast]["volumes_ml"]),
+                "indexes": {n: np.nan if v is None else v for n, v in indexes.items()},
+            }
+        )
+
+    def fit(model_key: str, key: str, contrast: str, names: tuple[str, ...], dof=None):
+        """`_fit_leave_one_out` on the subjects with sessions in `contrast` and `key`'s."""
+        group = tuple(sorted({contrast, *key.split("+")} - {""}))
+        subjects = _subjects_with(records, group)
+        ages = np.array([a for a, _ in subjects])
+        rows = [features(s, contrast, key) for _, s in subjects]
+        x = np.array([[r.get(n, np.nan) for n in names] for r in rows], dtype=float)
+        model, age, sd = _fit_leave_one_out(model_key, ages, x, names, dof)
+        masks = [str(s[contrast]["mask"]) for _, s in subjects]
+        return model, [int(s[contrast]["seed"]) for _, s in subjects], ages, age, sd, masks
+
     myelination = {}
     for group in [(c,) for c in CONTRASTS] + [CONTRASTS]:
         key = myelination_key(group)
-        names = tuple(f"{c}:{t}" for c in sorted(group) for t in index_names())
-        idx = np.array(
-            [[r["indexes"][n.split(":")[0]][n.split(":")[1]] for n in names] for r in rows],
-            dtype=float,
-        )
-        model = MyelinationModel.fit(key, ages, idx, names)
-        loo = []
-        for i in range(len(rows)):  # leave-one-out fits start from the full fit
-            keep = np.arange(len(rows)) != i
-            fit_i = MyelinationModel.fit(key, ages[keep], idx[keep], names, start=model)
-            loo.append(fit_i.estimate(dict(zip(names, idx[i], strict=True))))
-        my_age = np.array([e["age_weeks"] for e in loo])
-        my_sd = _kernel_rms(my_age, my_age - ages, nodes, width)
-        myelination[key] = MyelinationModel(
-            key, names, model.params, model.cov, model.age_range
-        ).to_dict() | {"sd": table(my_sd)}
-        estimates[f"myelination_{key}"] = list(
-            zip(my_age, np.interp(my_age, nodes, my_sd), strict=True)
-        )
-        mae[f"myelination {key} (leave-one-out)"] = float(np.mean(np.abs(my_age - ages)))
+        names = tuple(f"{c}:{t}" for c in group for t in index_names())
+        model, seeds, _, loo, _, _ = fit(key, key, group[0], names)
+        myelination[key] = model.to_dict() | calibrate(f"myelination {key}", seeds, loo)
     combined = {}
     for c in CONTRASTS:
         for key in ("", c, myelination_key(CONTRASTS)):
-            parts = ["volumes", f"atlas_{c}"] + ([f"myelination_{key}"] if key else [])
-            comb = [combine({p: estimates[p][i] for p in parts}) for i in range(len(rows))]
-            age = np.array([a for a, _, _ in comb])
-            sd = np.array([s for _, s, _ in comb])
+            config = configuration_key(c, key.split("+") if key else ())
+            names = ("atlas_similarity", "volumes")
+            names += tuple(f"{k}:{t}" for k in key.split("+") if k for t in index_names())
+            model, _, ages, age, sd, masks = fit(config, key, c, names, COMBINATION_DOF)
             gap = age - ages
             bias = _kernel_mean(ages, gap, nodes, width)
             resid = gap - np.interp(ages, nodes, bias)
-            config = configuration_key(c, key.split("+") if key else ())
             combined[config] = {
-                "sd_scale": float(np.sqrt(np.mean((gap / sd) ** 2))),
+                "model": model.to_dict(),
+                "sd_scale": {
+                    m: table(_kernel_rms(age[sel], (gap / sd)[sel], nodes, scale_width))
+                    for m in sorted(set(masks))
+                    for sel in [np.array(masks) == m]
+                },
                 "gap_bias": table(bias),
                 "gap_sd": table(_kernel_rms(ages, resid, nodes, width)),
             }
             mae[f"combined {config}"] = float(np.mean(np.abs(gap)))
+    measured = [r for r in records if "error" not in r]
+    ages = np.array([float(r["pma_weeks"]) for r in measured])
     return {
         "source": source,
         "atlas": atlas,
         "norms": norms.source,
-        "n": len(rows),
+        "n": len({r["seed"] for r in measured}),
+        "sessions": len(measured),
+        "failed_sessions": len(records) - len(measured),
         "age_range_weeks": [float(ages.min()), float(ages.max())],
-        "volumes_sd": table(vol_sd),
-        "atlas_similarity_sd": atlas_sd,
+        "volumes": volumes,
+        "atlas_similarity": atlas_similarity,
         "myelination": myelination,
         "combined": combined,
-        "in_sample_mae_weeks": {k: round(v, 2) for k, v in mae.items()},
+        "leave_one_out_mae_weeks": {k: round(v, 2) for k, v in mae.items()},
     }

@@ -7,31 +7,26 @@ anterior; `wm_zone_masks`), of the cerebellum and of the brainstem against deep 
 matter changes with age, zone after zone. Each contrast index is log(median region
 intensity / median deep grey matter intensity) inside the session's segmentation; its
 mean is a logistic function of age and the indexes are jointly normal around it
-(covariance from the calibration cohort), so the estimate is the posterior mean over
-ages with a flat prior, and its SD is the posterior SD. The zones share a subject's own
-white-matter intensity, so their differences carry the age; once the last zone is
-myelinated (T1w after ~12 months, T2w after ~2 years) the likelihood flattens and the
-estimate gets little weight.
+(`age_curves.LogisticAgeModel`, fitted on the calibration cohort), so the estimate is
+the posterior mean over ages with a flat prior, and its SD is the posterior SD. The
+zones share a subject's own white-matter intensity, so their differences carry the
+age; once the last zone is myelinated (T1w after ~12 months, T2w after ~2 years) the
+likelihood flattens.
 
-This is one of the three estimates an infant's brain age combines (`infant`); the
-curves and covariance are fitted on the calibration cohort (`infant_reference`).
+This is one of the three estimates an infant's brain age reports, and its indexes are
+features of the combination (`infant`); the curves and covariance are fitted on the
+calibration cohort (`infant_reference`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from scipy import ndimage, optimize, special
+from scipy import ndimage
 
-from earlybrain.brainage.ensemble import BrainAgeError
 from earlybrain.brainage.frame import rotation_of
 
-# the age grid of the infant posteriors (myelination here, volumes in `infant`)
-AGE_STEP_WEEKS = 0.1
-AGE_MARGIN_WEEKS = 2.0
 # contrast indexes: a region (detailed labels) against deep grey matter, the largest
 # compact grey matter: its core is free of partial volume even at 1.5 mm, which the
 # cortical ribbon (2-3 mm thick) is not
@@ -133,122 +128,6 @@ def contrast_indexes(
         ok = np.isfinite(v) and np.isfinite(ref) and v > 0 and ref > 0
         out[name] = float(np.log(v / ref)) if ok else float("nan")
     return out
-
-
-def logistic(ages: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """p0 + p1 * sigmoid((age - p2) / p3): the mean contrast index at each age."""
-    return p[0] + p[1] * special.expit((np.asarray(ages, dtype=float) - p[2]) / p[3])
-
-
-def fit_logistic(ages: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Least-squares logistic curve of an index against age: from several starts (or
-    the one given), with centre and width bounded so that a flat index stays a
-    well-defined, flat curve."""
-    ages, y = np.asarray(ages, dtype=float), np.asarray(y, dtype=float)
-    lo, hi = float(ages.min()), float(ages.max())
-    bounds = (
-        np.array([-np.inf, -np.inf, lo - 60.0, 2.0]),
-        np.array([np.inf, np.inf, hi + 60.0, 60.0]),
-    )
-    if start is not None:
-        starts = [np.asarray(start, dtype=float)]
-    else:
-        order = np.argsort(ages)
-        k = max(3, len(ages) // 6)
-        y0, y1 = float(np.mean(y[order[:k]])), float(np.mean(y[order[-k:]]))
-        starts = [
-            np.array([y0, (y1 - y0) or 1e-3, centre, width])
-            for centre in np.linspace(lo - 20.0, hi, 6)
-            for width in (5.0, 20.0)
-        ]
-    best = None
-    for x0 in starts:
-        x0 = np.clip(x0, bounds[0] + 1e-6, bounds[1] - 1e-6)
-        res = optimize.least_squares(lambda p: logistic(ages, p) - y, x0, bounds=bounds)
-        if best is None or res.cost < best.cost:
-            best = res
-    return best.x
-
-
-@dataclass(frozen=True)
-class MyelinationModel:
-    """Contrast indexes ~ Normal(logistic curves of age, covariance), one contrast."""
-
-    contrast: str
-    names: tuple[str, ...]
-    params: np.ndarray  # (n_indexes, 4) logistic parameters, ages in PMA weeks
-    cov: np.ndarray  # (n_indexes, n_indexes) residual covariance
-    age_range: tuple[float, float]
-
-    @classmethod
-    def from_dict(cls, contrast: str, d: Mapping[str, Any]) -> MyelinationModel:
-        return cls(
-            contrast,
-            tuple(d["names"]),
-            np.asarray(d["params"], dtype=float),
-            np.asarray(d["cov"], dtype=float),
-            tuple(float(a) for a in d["age_range"]),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "names": list(self.names),
-            "params": [[float(v) for v in p] for p in self.params],
-            "cov": [[float(v) for v in row] for row in self.cov],
-            "age_range": list(self.age_range),
-        }
-
-    @classmethod
-    def fit(
-        cls,
-        contrast: str,
-        ages: np.ndarray,
-        indexes: np.ndarray,
-        names: tuple[str, ...],
-        start: MyelinationModel | None = None,
-    ) -> MyelinationModel:
-        """Fit on (ages, indexes) of healthy subjects (rows with a NaN index are skipped);
-        `start`: a model fitted on similar data whose curves start the fit (one start)."""
-        ages, indexes = np.asarray(ages, dtype=float), np.asarray(indexes, dtype=float)
-        ok = np.all(np.isfinite(indexes), axis=1)
-        ages, indexes = ages[ok], indexes[ok]
-        params = np.stack(
-            [
-                fit_logistic(ages, indexes[:, j], None if start is None else start.params[j])
-                for j in range(len(names))
-            ]
-        )
-        resid = indexes - np.stack([logistic(ages, p) for p in params], axis=1)
-        n, p = len(ages), 4
-        cov = resid.T @ resid / max(n - p, 1)
-        return cls(contrast, names, params, cov, (float(ages.min()), float(ages.max())))
-
-    def grid(self) -> np.ndarray:
-        lo, hi = self.age_range[0] - AGE_MARGIN_WEEKS, self.age_range[1] + AGE_MARGIN_WEEKS
-        return np.arange(lo, hi + AGE_STEP_WEEKS / 2, AGE_STEP_WEEKS)
-
-    def estimate(self, indexes: Mapping[str, float]) -> dict[str, Any]:
-        """Posterior mean and SD of age (flat prior over the calibrated ages) given the
-        indexes (the calibrated SD is a table by age: `estimates`)."""
-        use = [j for j, s in enumerate(self.names) if np.isfinite(indexes.get(s, np.nan))]
-        if not use:
-            raise BrainAgeError("no contrast index could be measured (no tissue in the dseg)")
-        grid = self.grid()
-        x = np.array([indexes[self.names[j]] for j in use])
-        mu = np.stack([logistic(grid, self.params[j]) for j in use], axis=1)
-        prec = np.linalg.inv(self.cov[np.ix_(use, use)])
-        r = x[None, :] - mu
-        ll = -0.5 * np.einsum("gi,ij,gj->g", r, prec, r)
-        w = np.exp(ll - ll.max())
-        w /= w.sum()
-        mean = float(np.sum(w * grid))
-        sd = float(np.sqrt(np.sum(w * (grid - mean) ** 2)))
-        return {
-            "age_weeks": mean,
-            "sd_posterior_weeks": sd,
-            "indexes": {self.names[j]: float(x[k]) for k, j in enumerate(use)},
-            "structures": [self.names[j] for j in use],
-        }
 
 
 def myelination_key(contrasts: Iterable[str]) -> str:

@@ -68,6 +68,7 @@ def infant_brainage_step(
     prefix: Annotated[str, Param("e.g. sub-01_mod-T2w")],
     dseg: Annotated[Path | None, Input("its segmentation on the image's grid")] = None,
     norms: Annotated[Path | None, Input("infant norms JSON (default: shipped)")] = None,
+    mask_qc: Annotated[Path | None, Input("the brain mask's QC JSON (its method)")] = None,
 ) -> int:
     """Brain age and normative z-scores of an infant session.
 
@@ -80,7 +81,7 @@ def infant_brainage_step(
     try:
         r = infant_brain_age_to_files(
             volume, mask, contrast, affine, volumes, age, atlas, out_anat, prefix, norms,
-            dseg=dseg,
+            dseg=dseg, mask_qc=mask_qc,
         )  # fmt: skip
     except BrainAgeError as exc:
         return fail(f"infant brain age of {prefix}: BrainAgeError: {exc}")

@@ -177,14 +177,14 @@ def norms_sentences(result: dict[str, Any], norms: dict[str, Any]) -> str:
 
 def infant_brainage_paragraph(result: dict[str, Any], norms: dict[str, Any], m: Methods) -> str:
     """The infant method (`earlybrain.brainage.infant`): three classical estimates and
-    their precision-weighted combination, calibrated on simulated infants."""
+    their joint combination, calibrated on simulated infants run end to end."""
     meth = result.get("methods", {})
     atlas, comb = meth.get("atlas_similarity", {}), meth.get("combined", {})
     myel = meth.get("myelination")
     par, cal = result.get("Parameters", {}), result.get("calibration") or {}
     text = (
-        "Brain age was estimated by a precision-weighted combination (weights 1 / SD²) of "
-        "three classical estimates, each with an SD calibrated on simulated infants "
+        "Brain age was estimated from three classical estimates, each bias-corrected and "
+        "with an SD calibrated on simulated infants processed by this pipeline "
         f"({cal.get('source') or '?'}): atlas similarity, the age of the "
         f"{atlas.get('contrast') or result.get('contrast') or '?'} template of atlas "
         f"{atlas.get('atlas', '?')} most similar to the subject (normalised "
@@ -205,17 +205,14 @@ def infant_brainage_paragraph(result: dict[str, Any], norms: dict[str, Any], m: 
     else:
         left = str(result.get("primary_method_description", "")).partition("left out: ")[2]
         text += f" Here the myelination estimate was left out ({left or 'no segmentation'})."
-    weights = comb.get("weights") or {}
-    if weights:
-        text += (
-            " Weights: "
-            + ", ".join(f"{k.replace('_', ' ')} {num(w)}" for k, w in weights.items())
-            + "."
-        )
     text += (
-        " The estimates are not independent (atlas similarity and the volumes both see "
-        "brain size), so the SD of the combination was scaled by "
-        f"{num(comb.get('sd_scale', '?'))} to match its errors on the calibration cohort: "
+        " The primary estimate is the posterior over age given all of them at once: the "
+        "atlas-similarity and volume ages and the contrast indexes each follow a logistic "
+        "curve of age, with jointly Student-t residuals (so that estimates sharing an error, "
+        "such as brain size seen by both the volumes and the template match, count once), "
+        "flat prior over the calibrated ages; its SD was scaled by "
+        f"{num(comb.get('sd_scale', '?'))} to match its errors on the calibration cohort "
+        f"at that age and for that kind of brain mask ({cal.get('mask_method') or 'unknown'}): "
         f"here {num(result.get('predicted_age_weeks', '?'))} ± "
         f"{num(result.get('uncertainty_sd_weeks', '?'))} weeks post-menstrual age "
         f"({num(result.get('predicted_age_months', '?'))} months after term, "

@@ -122,12 +122,13 @@ def _method_detail(key: str, m: dict[str, Any], result: dict[str, Any]) -> str:
             text += "; outside the training range: an extrapolation"
         return text
     if key == "combined":
-        weights = m.get("weights") or {}
-        shares = ", ".join(f"{METHOD_LABELS.get(k, k)} {fmt(w, '.2f')}" for k, w in weights.items())
+        features = m.get("features") or []
+        indexes = sum(":" in f for f in features)
+        used = [METHOD_LABELS.get(f, f) for f in features if ":" not in f]
         return (
-            "precision-weighted mean of the estimates below (weights 1 / SD²"
-            + (f": {shares}" if shares else "")
-            + f"); SD scaled by {fmt(m.get('sd_scale'), '.2f')} to the calibration"
+            "posterior over age given the estimates below at once ("
+            + ", ".join(used + ([f"{indexes} myelination indexes"] if indexes else []))
+            + f"); posterior SD scaled by {fmt(m.get('sd_scale'), '.2f')} to the calibration"
         )
     if key == "atlas_similarity":
         contrast = f" {m['contrast']}" if m.get("contrast") else ""

@@ -125,6 +125,7 @@ rule brainage_infant:
         dseg=rules.segment_infant.output.dseg,
         atlas=INFANT_MANIFEST,
         norms=INFANT_NORMS,
+        mask_qc=rules.infant_prep.output.qc,
     output:
         **brainage_wf.rule_outputs(D, INFANT),
     log:
