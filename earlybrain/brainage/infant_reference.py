@@ -278,11 +278,11 @@ def _leave_one_out(at: np.ndarray, values: np.ndarray, width: float) -> np.ndarr
 
 def method_calibration(
     est: np.ndarray, truth: np.ndarray, nodes: np.ndarray, width: float
-) -> tuple[dict[str, list[float]], np.ndarray, np.ndarray]:
+) -> tuple[dict[str, list[float]], np.ndarray]:
     """One method's calibration by its estimated age: the mean error to add to an
     estimate (`bias`) and the RMS error left (`sd`), kernel-smoothed tables at `nodes`;
-    and each calibration subject's corrected estimate and SD from the others' errors
-    (leave-one-out, for an honest fit of the combination).
+    and each calibration subject's estimate corrected from the others' errors
+    (leave-one-out, for an honest MAE).
 
     Why correct: an estimate is drawn towards the middle of 0-24 months at both ends
     (a posterior cut at term; T1w contrast that stops changing after a year), so the
@@ -293,14 +293,12 @@ def method_calibration(
     bias = _kernel_mean(est, err, nodes, width)
     resid = err - np.interp(est, nodes, bias)
     sd = _kernel_rms(est, resid, nodes, width)
-    loo_age = est + _leave_one_out(est, err, width)
-    loo_sd = np.sqrt(_leave_one_out(est, np.square(truth - loo_age), width))
     table = {
         "ages_weeks": [round(float(a), 3) for a in nodes],
         "bias": [float(v) for v in bias],
         "sd": [float(v) for v in sd],
     }
-    return table, loo_age, loo_sd
+    return table, est + _leave_one_out(est, err, width)
 
 
 def _subjects_with(
@@ -379,7 +377,7 @@ def fit_calibration(
 
     def calibrate(name: str, seeds: list[int], est: np.ndarray) -> dict[str, list[float]]:
         ages = np.array([truth[s] for s in seeds])
-        tables, age, _ = method_calibration(est, ages, nodes, width)
+        tables, age = method_calibration(est, ages, nodes, width)
         mae[name] = float(np.mean(np.abs(age - ages)))
         return tables
 
