@@ -15,6 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 # x86-64 CPU of the last decade and took the same time here (4.1 s for both on the test's
 # reconstruction). Set before MKL starts (it reads this once); a user's setting wins.
 os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
+# MKL may also use fewer threads than asked when the machine is busy (MKL_DYNAMIC), and
+# another split of the work rounds differently: with a second process loading both cores,
+# three processes gave three digests on the pinned branch. MKL reads this when torch
+# loads it, so it holds for processes that import earlybrain first (every step and rule);
+# a script that imports torch first needs MKL_DYNAMIC=FALSE in its environment.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 try:
     __version__ = version("earlybrain")

@@ -308,6 +308,7 @@ def test_cuda_matches_cpu(moderate: Case) -> None:
 
 _REPEAT = """
 import hashlib, json, sys
+import earlybrain
 import torch
 from earlybrain.recon import load_stacks, reconstruct
 torch.set_num_threads(2)
@@ -324,8 +325,9 @@ def test_the_same_stacks_reconstruct_to_the_same_bits_in_every_process(recon_fil
     code paths made one process in two differ in the last bits (which, on mial-sub01,
     changed the registration's start), until earlybrain asked for MKL's strict
     reproducibility on a pinned code branch (earlybrain/__init__.py; with the branch left
-    to MKL, CI's machine gave three digests in three processes). Three processes, torch
-    imported first."""
+    to MKL, CI's machine gave three digests in three processes), and with MKL's dynamic
+    threads off (with another process loading the cores, three digests again). Three
+    processes, each importing earlybrain first, as every step does."""
     import subprocess
     import sys
 
