@@ -1,4 +1,4 @@
-"""Features whose means follow logistic curves of age, jointly normal around them.
+"""Features whose means follow logistic curves of age, jointly normal (or Student t) around them.
 
 Why logistic: a contrast index of myelination changes over a few months and then stays
 (`myelination`), and an estimate of age from brain size or template similarity follows

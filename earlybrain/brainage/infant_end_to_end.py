@@ -208,7 +208,8 @@ def evaluate_session(
 
 
 @functools.cache
-def _shipped_model() -> SegmentationModel:
+def shipped_infant_model() -> SegmentationModel:
+    """The shipped infant segmentation network on the CPU, loaded once per process."""
     from earlybrain.segment.inference import default_infant_weights_path, load_model
 
     return load_model(default_infant_weights_path(), device="cpu")
@@ -216,7 +217,7 @@ def _shipped_model() -> SegmentationModel:
 
 def _evaluate(job: tuple[float, int, str, str, float, int]) -> dict[str, Any]:
     months, seed, contrast, kind, voxel_mm, threads = job
-    return evaluate_session(months, seed, contrast, kind, voxel_mm, _shipped_model(), threads)
+    return evaluate_session(months, seed, contrast, kind, voxel_mm, shipped_infant_model(), threads)
 
 
 def evaluate_sessions(

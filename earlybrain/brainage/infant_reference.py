@@ -221,12 +221,15 @@ def calibration_measurements(
     session whose steps fail is recorded with its error."""
     import tempfile
 
-    from earlybrain.brainage.infant_end_to_end import run_session, session_measurement
+    from earlybrain.brainage.infant_end_to_end import (
+        run_session,
+        session_measurement,
+        shipped_infant_model,
+    )
     from earlybrain.brainage.norms import shipped_infant_norms_path
-    from earlybrain.segment.inference import default_infant_weights_path, load_model
 
     norms = Norms.from_json(shipped_infant_norms_path())
-    model = load_model(default_infant_weights_path(), device="cpu")
+    model = shipped_infant_model()
     records = list(done or [])
     have = {(r["seed"], r["contrast"]) for r in records}
     for months, s, contrast, kind in calibration_sessions(n, seed):
@@ -367,6 +370,12 @@ def fit_calibration(
     width = CALIBRATION_KERNEL_MONTHS * (months_to_pma_weeks(1.0) - months_to_pma_weeks(0.0))
     scale_width = width * COMBINATION_SCALE_KERNEL_MONTHS / CALIBRATION_KERNEL_MONTHS
     truth = {int(r["seed"]): float(r["pma_weeks"]) for r in records}
+    # each session's volume age, used by the volume method and by every combination
+    volume_age = {
+        (int(r["seed"]), str(r["contrast"])): volume_posterior(norms, r["volumes_ml"])["age_weeks"]
+        for r in records
+        if "error" not in r
+    }
     mae: dict[str, float] = {}
 
     def table(values: np.ndarray) -> dict[str, list[float]]:
@@ -385,7 +394,7 @@ def fit_calibration(
     for c in CONTRASTS:
         sessions = [s[c] for _, s in _subjects_with(records, (c,))]
         seeds = [int(s["seed"]) for s in sessions]
-        vol = [volume_posterior(norms, s["volumes_ml"])["age_weeks"] for s in sessions]
+        vol = [volume_age[int(s["seed"]), c] for s in sessions]
         volumes[c] = calibrate(f"volumes {c}", seeds, np.array(vol))
         at = np.array([s["atlas_age_weeks"] for s in sessions], dtype=float)
         atlas_similarity[c] = calibrate(f"atlas_similarity {c}", seeds, at)
@@ -396,12 +405,14 @@ def fit_calibration(
         return combination_features(
             {
                 "atlas_similarity": {"age_weeks": sessions[contrast]["atlas_age_weeks"]},
-                "volumes": volume_posterior(norms, sessions[contrast]["volumes_ml"]),
+                "volumes": {"age_weeks": volume_age[int(sessions[contrast]["seed"]), contrast]},
                 "indexes": {n: np.nan if v is None else v for n, v in indexes.items()},
             }
         )
 
-    def fit(model_key: str, key: str, contrast: str, names: tuple[str, ...], dof=None):
+    def fit(
+        model_key: str, key: str, contrast: str, names: tuple[str, ...], dof: float | None = None
+    ):
         """`_fit_leave_one_out` on the subjects with sessions in `contrast` and `key`'s."""
         group = tuple(sorted({contrast, *key.split("+")} - {""}))
         subjects = _subjects_with(records, group)
