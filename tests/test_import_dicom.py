@@ -32,7 +32,7 @@ from dicom_fixtures import (
 )
 from synth_fixtures import FAST_WORKFLOW_CONFIG
 
-from earlybrain.io.bids import discover_sessions
+from earlybrain.io.bids import BIDS_VERSION, discover_sessions
 from earlybrain.io.deidentify import (
     PhiMatcher,
     deidentified_nifti,
@@ -216,7 +216,7 @@ def test_fetal_import_bids_layout_and_age(fetal_import: dict) -> None:
     assert rec.kind == "fetal" and rec.age_weeks == GA and len(rec.images) == 3
     assert (bids / "participants.tsv").read_text() == f"participant_id\tga_weeks\nsub-f01\t{GA}\n"
     desc = json.loads((bids / "dataset_description.json").read_text())
-    assert desc["BIDSVersion"] == "1.9.0" and desc["DatasetType"] == "raw"
+    assert desc["BIDSVersion"] == BIDS_VERSION and desc["DatasetType"] == "raw"
     side = json.loads((anat / "sub-f01_run-2_T2w.json").read_text())
     # what the reconstruction and N4 read survives the scrub
     assert side["SliceThickness"] == 4.5 and side["MRAcquisitionType"] == "2D"

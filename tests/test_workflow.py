@@ -15,6 +15,7 @@ import pytest
 from conftest import file_checksums
 from synth_fixtures import make_bids, make_stack
 
+from earlybrain.io.provenance import resolve_reference
 from earlybrain.recon.evaluate import load_truth, ncc_to_truth
 from earlybrain.runner import REPO_ROOT, RESOLVED_CONFIG_NAME
 
@@ -134,12 +135,15 @@ def test_run_completes_good_subjects(cohort_run) -> None:
                 img = nib.load(anat / f"{name}.nii.gz")
                 assert np.isfinite(img.get_fdata()).all()
                 side = json.loads((anat / f"{name}.json").read_text())
-                assert side["Sources"] and Path(side["Sources"][0]).is_file()
+                raw = side["Sources"][0]
+                assert raw.startswith("bids:raw:sub-"), side["Sources"]
+                assert resolve_reference(raw, deriv).is_file()
             mask = stem.format("desc-foreground").replace("_T", "T") + "_mask"
             assert (anat / f"{mask}.nii.gz").is_file() and (anat / f"{mask}.json").is_file()
         assert (deriv / f"{sub}.html").is_file()
     desc = json.loads((deriv / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "earlybrain"
+    assert (deriv / desc["DatasetLinks"]["raw"]).resolve() == cohort_run["bids"].resolve()
     assert (cohort_run["out"] / RESOLVED_CONFIG_NAME).is_file()
     assert list((cohort_run["out"] / "benchmarks" / "n4").rglob("*.tsv"))
     assert list((cohort_run["out"] / "logs" / "n4").rglob("*.log"))
@@ -159,6 +163,21 @@ def test_sidecar_phi_reaches_no_output(cohort_run) -> None:
             text = path.read_text(errors="replace")
             seen += [(path.name, v) for v in values if v in text]
     assert not seen, seen
+
+
+def test_outputs_name_files_inside_their_datasets(cohort_run) -> None:
+    """No derivative (sidecar, QC JSON or table, report) spells the folders the input and
+    output datasets lie in, which a clinic may name after the patient: files are named
+    by BIDS URIs (`bids:raw:...`, `bids::...`)."""
+    deriv = cohort_run["out"] / "earlybrain"
+    folders = {str(cohort_run["bids"].resolve()), str(cohort_run["out"].resolve())}
+    folders |= {str(cohort_run["bids"]), str(cohort_run["out"])}
+    seen = []
+    for path in deriv.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".html", ".tsv"):
+            text = path.read_text(errors="replace")
+            seen += [path.relative_to(deriv).as_posix() for f in folders if f in text]
+    assert not seen, sorted(set(seen))
 
 
 def test_failed_subject_gets_a_report(cohort_run) -> None:
@@ -205,7 +224,7 @@ def test_recon_in_the_workflow(cohort_run) -> None:
     assert "sub-f01_run-1" in masks[0]["MasksDirMiss"]  # ... and its sidecar says why
     for given in masks[1:]:
         assert given["Parameters"]["method"] == "precomputed (masks_dir)"
-        assert any("derivatives/masks" in s for s in given["Sources"])
+        assert any(s.startswith("bids:masks:sub-f01/anat/") for s in given["Sources"])
     ranking = list(csv.DictReader((qc / "sub-f01_desc-stackquality.tsv").open(), delimiter="\t"))
     assert sorted(int(r["rank"]) for r in ranking) == [1, 2, 3]
     kept = sorted(Path(r["stack"]).name for r in ranking if r["kept"] == "true")

@@ -77,6 +77,7 @@ from earlybrain.brainage.pipeline import (
 from earlybrain.brainage.volume_age import volume_age
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.nifti import load_nifti
+from earlybrain.io.provenance import source_references
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 
@@ -505,7 +506,7 @@ def infant_brain_age_to_files(
             "z_limit": Z_LIMIT,
             "grid": {"shape": list(INFANT_GRID.shape), "voxel_mm": INFANT_GRID.voxel_mm},
         },
-        "Sources": [str(p) for p in sources if p],
+        "Sources": source_references(sources),
     }
     write_json_atomic(paths["brainage"], result)
     write_sidecar(

@@ -31,6 +31,7 @@ from scipy import special
 
 from earlybrain.anatomy.labels import TISSUES
 from earlybrain.io.atomic import write_json_atomic
+from earlybrain.io.provenance import source_reference
 from earlybrain.segment.volumes import tsv_cell
 
 FORMAT = "earlybrain-norms-1"
@@ -127,7 +128,9 @@ class Norms:
             return self.structures[structure]
         except KeyError:
             have = ", ".join(self.structures)
-            raise NormsError(f"{self.origin}: no norms for {structure!r} (has {have})") from None
+            raise NormsError(
+                f"{source_reference(self.origin)}: no norms for {structure!r} (has {have})"
+            ) from None
 
     def expected_ml(self, structure: str, age: float | np.ndarray) -> float | np.ndarray:
         """Median volume at `age` (the 50th centile; the mean of log volume)."""
@@ -258,7 +261,7 @@ def subject_zscores(
         row.update(structure=structure, volume_ml=volume, flag=False)
         m = norms.structures.get(structure)
         if m is None:
-            row["note"] = f"no norms for this structure in {norms.origin}"
+            row["note"] = f"no norms for this structure in {source_reference(norms.origin)}"
         elif volume is None or not np.isfinite(volume):
             row["note"] = "no volume"
         else:

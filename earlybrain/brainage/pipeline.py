@@ -34,6 +34,7 @@ from earlybrain.brainage.frame import GRID, Grid, network_input
 from earlybrain.brainage.volume_age import volume_age
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import load_nifti
+from earlybrain.io.provenance import source_references
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 
@@ -220,7 +221,7 @@ def brain_age_to_files(
     result |= {
         "GeneratedBy": [{"Name": "earlybrain", "Version": __version__, "Step": "brainage"}],
         "Parameters": {"spread_limit_weeks": SPREAD_LIMIT_WEEKS, "z_limit": Z_LIMIT},
-        "Sources": [str(volume), str(mask), str(affine_xfm), str(volumes_tsv), str(manifest)],
+        "Sources": source_references([volume, mask, affine_xfm, volumes_tsv, manifest]),
     }
     write_json_atomic(paths["brainage"], result)
     write_sidecar(

@@ -44,6 +44,9 @@ _NAME_RE = re.compile(
 _ENTITY_RE = re.compile(rf"_([A-Za-z]+)-({LABEL})")
 ANAT_SUFFIXES = ("T1w", "T2w")
 
+# the BIDS specification our outputs and the DICOM import follow (BIDS URIs: >= 1.8)
+BIDS_VERSION = "1.10.0"
+
 
 class BIDSError(ValueError):
     """A BIDS dataset or session that cannot be used; the message names the path/subject."""

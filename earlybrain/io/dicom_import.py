@@ -40,7 +40,7 @@ from nibabel import Nifti1Header
 from earlybrain import __version__
 from earlybrain.io.ages import GA_COLUMNS, PMA_COLUMNS
 from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic
-from earlybrain.io.bids import LABEL
+from earlybrain.io.bids import BIDS_VERSION, LABEL
 from earlybrain.io.deidentify import (
     PhiMatcher,
     deidentified_nifti,
@@ -64,7 +64,6 @@ DCM2NIIX_OPTIONS: tuple[str, ...] = (
     *("-c", ""),
     *("-i", "n", "-d", "9"),
 )
-BIDS_VERSION = "1.9.0"
 # converter bookkeeping that is not about the acquisition (BidsGuess: dcm2niix's own guess
 # of a BIDS name, which contradicts the one chosen here)
 DROPPED_KEYS = frozenset({"BidsGuess"})

@@ -8,6 +8,7 @@ from typing import Any
 
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
+from earlybrain.io.provenance import source_references
 
 
 def sidecar_path(image_path: str | os.PathLike[str]) -> Path:
@@ -29,11 +30,12 @@ def write_sidecar(
     sources: list[str | os.PathLike[str]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the sidecar beside `image_path` recording how it was made."""
+    """Write the sidecar beside `image_path` recording how it was made (sources as
+    BIDS URIs: `earlybrain.io.provenance`)."""
     content: dict[str, Any] = {
         "GeneratedBy": [{"Name": "earlybrain", "Version": __version__, "Step": step}],
         "Parameters": parameters or {},
-        "Sources": [str(s) for s in (sources or [])],
+        "Sources": source_references(sources or []),
     }
     if extra:
         content.update(extra)

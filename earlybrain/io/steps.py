@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 import traceback
 from pathlib import Path
 from typing import Annotated
 
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
+from earlybrain.io.bids import BIDS_VERSION
+from earlybrain.io.provenance import dataset_links
 from earlybrain.stepkit import Output, Param, step
-
-BIDS_VERSION = "1.10.0"
 
 
 def _session_dir(a: argparse.Namespace) -> str:
@@ -101,11 +100,14 @@ def dataset_description_step(
             {
                 "Name": "earlybrain",
                 "Version": __version__,
-                "Description": "fetal/infant brain MRI pipeline (this version: input "
-                "validation, N4 bias correction, intensity normalisation, QC reports)",
+                "Description": "fetal and infant brain MRI: brain masks, bias correction, "
+                "slice-to-volume reconstruction, atlas registration, tissue segmentation, "
+                "brain age and QC reports",
             }
         ],
-        "SourceDatasets": [{"URL": Path(os.path.abspath(bids)).as_uri()}],
+        # relative links, not the absolute folders: they may name the patient
+        "DatasetLinks": dataset_links(out.parent, bids),
+        "SourceDatasets": [{"URL": "bids:raw:"}],
     }
     write_json_atomic(out, content)
     return 0

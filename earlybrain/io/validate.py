@@ -32,6 +32,7 @@ from earlybrain.io.nifti import (
     squeeze_to_3d,
     voxel_sizes,
 )
+from earlybrain.io.provenance import source_reference
 from earlybrain.io.sidecar import made_by
 
 
@@ -148,7 +149,12 @@ def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSet
     of the validation of the whole session.
     """
     path = Path(path)
-    info: dict[str, Any] = {"path": str(path), "name": path.name, "problems": [], "notes": []}
+    info: dict[str, Any] = {
+        "path": source_reference(path),  # a BIDS URI: the folders may name the patient
+        "name": path.name,
+        "problems": [],
+        "notes": [],
+    }
     try:
         img = load_nifti(path, verify_checksum=True)
         info["problems"] = _image_problems(path, img, kind, settings, info)
@@ -161,6 +167,9 @@ def check_image(path: str | os.PathLike[str], kind: str, settings: ValidationSet
         info["problems"] = [
             f"{path}: unexpected error while checking ({type(exc).__name__}: {text})"
         ]
+    # problems name the file inside its dataset, not by the folders it lies in
+    for spelled in {str(path), os.path.abspath(path)}:
+        info["problems"] = [p.replace(spelled, info["path"]) for p in info["problems"]]
     info["ok"] = not info["problems"]
     return info
 

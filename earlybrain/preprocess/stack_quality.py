@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from earlybrain.io.atomic import write_text_atomic
 from earlybrain.io.nifti import load_nifti, voxel_sizes
+from earlybrain.io.provenance import source_reference
 from earlybrain.io.sidecar import sidecar_path, write_sidecar
 from earlybrain.recon.stacks import dark_slices
 
@@ -230,6 +231,7 @@ def _tsv(qs: list[StackQuality]) -> str:
             elif isinstance(v, bool):
                 row[k] = "true" if v else "false"
         row["reason"] = row["reason"] or "n/a"
+        row["stack"], row["mask"] = source_reference(q.stack), source_reference(q.mask)
         w.writerow(row)
     return buf.getvalue()
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import save_nifti
+from earlybrain.io.provenance import source_reference, source_references
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.recon.config import ReconConfig
 from earlybrain.recon.pipeline import POSE_COLUMNS, ReconResult, reconstruct
@@ -94,7 +95,7 @@ def run_recon(
         parameters=cfg.to_dict(),
         sources=[*stack_paths, *mask_paths],
         extra={
-            "ReferenceStack": str(stack_paths[result.reference]),
+            "ReferenceStack": source_reference(stack_paths[result.reference]),
             "PoseCentre": [float(v) for v in result.pose_centre],
             "PoseConvention": convention,
             "Device": result.metrics["device"],
@@ -105,7 +106,7 @@ def run_recon(
     metrics["pose_centre_mm"] = [float(v) for v in result.pose_centre]
     metrics["pose_convention"] = convention
     metrics["reject_weight"] = cfg.reject_weight
-    metrics["sources"] = [str(p) for p in stack_paths]
+    metrics["sources"] = source_references(stack_paths)
     write_json_atomic(out_metrics_json, _clean(metrics))
     if out_mask is not None:
         save_nifti(result.mask, result.affine, out_mask, dtype=np.uint8)

@@ -27,6 +27,7 @@ from earlybrain.atlas.templates import TemplateImages, load_template
 from earlybrain.config_values import coerce_fields
 from earlybrain.io.atomic import write_bytes_atomic, write_json_atomic
 from earlybrain.io.nifti import load_nifti, save_nifti, voxel_sizes
+from earlybrain.io.provenance import source_reference, source_references
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.register import antsio
 from earlybrain.register.init import InitParams, InitResult, check_seed, initialise
@@ -415,7 +416,7 @@ def register_to_atlas(
         if m.shape[:3] != data.shape or not np.allclose(m.affine, vol.affine, atol=1e-3):
             raise ValueError(f"{mask_path}: mask grid differs from the volume {volume_path}")
         mask = (np.asarray(m.dataobj) > 0).astype(np.uint8)
-        mask_note = str(mask_path)
+        mask_note = source_reference(mask_path)
     else:
         mask = (data > 0).astype(np.uint8)
         mask_note = "none given: nonzero voxels of the volume"
@@ -486,7 +487,7 @@ def register_to_atlas(
                 "transformlist": [paths["affine"].name, paths["inverse_warp"].name],
                 "whichtoinvert": [True, False],
             },
-            "Sources": sources + tpl_sources,
+            "Sources": source_references(sources + tpl_sources),
         },
     )
     qc = _clean(

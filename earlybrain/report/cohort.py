@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from earlybrain import __version__
 from earlybrain.brainage.norms import Norms, NormsError
 from earlybrain.io.atomic import write_text_atomic
+from earlybrain.io.provenance import source_reference
 from earlybrain.report.growth import Point, age_scatter_svg, fmt, growth_chart_svg, number
 from earlybrain.report.html import cohort_page, esc
 
@@ -156,8 +157,8 @@ def growth_charts(sessions: Sequence[Session], norms: Norms) -> str:
     return (
         f'<div class="charts">{"".join(charts)}</div><p class="muted">Bands: the 3rd-97th and '
         "10th-90th centiles of the reference, line: the median "
-        f"({esc(norms.source)}; {esc(norms.origin)}). Red: |z| beyond the limit. Each point "
-        "links to its session's report.</p>"
+        f"({esc(norms.source)}; {esc(source_reference(norms.origin))}). Red: |z| beyond the "
+        "limit. Each point links to its session's report.</p>"
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
 from earlybrain.io.nifti import ImageError
+from earlybrain.io.provenance import resolve_reference
 from earlybrain.io.sidecar import sidecar_path
 from earlybrain.io.validate import slice_axis
 from earlybrain.report import figures
@@ -194,7 +195,11 @@ def build_subject_report(
             if png is not None and Path(png).is_file():
                 figs.append((caption, Path(png).read_bytes()))
             else:
-                figs.append((caption, figures.n4_figure_of_files(info["path"], n4p, bp, mp, brain)))
+                try:
+                    raw_path = resolve_reference(info["path"])
+                except KeyError:  # a report rebuilt outside the workflow that made it
+                    continue
+                figs.append((caption, figures.n4_figure_of_files(raw_path, n4p, bp, mp, brain)))
         notes.append(
             "The orange outline is a rough foreground mask (Otsu threshold of a smoothed image) "
             "used to fit the bias field; it is not a brain mask. The cyan outline is the "
@@ -204,8 +209,8 @@ def build_subject_report(
         heading = "Input images (not processed)"
         for info in images:
             try:
-                raw = figures.image_data(info["path"])
-            except ImageError:
+                raw = figures.image_data(resolve_reference(info["path"]))
+            except (ImageError, KeyError):
                 continue  # the validation table already names the problem
             if raw.ndim != 3 or raw.size == 0 or not np.all(np.isfinite(raw)):
                 continue

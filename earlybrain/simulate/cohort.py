@@ -28,6 +28,7 @@ from earlybrain import __version__
 from earlybrain.anatomy import biometry
 from earlybrain.anatomy.labels import label_table_tsv
 from earlybrain.io.atomic import write_json_atomic, write_text_atomic
+from earlybrain.io.bids import BIDS_VERSION
 from earlybrain.io.nifti import save_nifti
 from earlybrain.simulate.acquisition import StackProtocol, simulate_stacks, simulate_volume
 from earlybrain.simulate.phantom import Phantom, make_phantom
@@ -261,7 +262,7 @@ def simulate_cohort(out_dir: Path, spec: CohortSpec) -> tuple[Path, Path]:
         bids / "dataset_description.json",
         {
             "Name": f"earlybrain simulated cohort (seed {spec.seed})",
-            "BIDSVersion": "1.9.0",
+            "BIDSVersion": BIDS_VERSION,
             "DatasetType": "raw",
             "License": "CC0",
             "GeneratedBy": [{"Name": "earlybrain simulate", "Version": __version__}],
@@ -272,7 +273,7 @@ def simulate_cohort(out_dir: Path, spec: CohortSpec) -> tuple[Path, Path]:
             bids / "derivatives" / "masks" / "dataset_description.json",
             {
                 "Name": "brain masks of the simulated stacks",
-                "BIDSVersion": "1.9.0",
+                "BIDSVersion": BIDS_VERSION,
                 "DatasetType": "derivative",
                 "GeneratedBy": [
                     {

@@ -17,6 +17,7 @@ from earlybrain.atlas.manifest import ManifestError
 from earlybrain.io.bids import BIDSError, discover_sessions
 from earlybrain.io.masks import MaskNotFoundError, find_mask
 from earlybrain.io.paths import RECON, Derivatives, sidecar
+from earlybrain.io.provenance import declare_datasets
 from earlybrain.preprocess.infant import primary_contrast
 from earlybrain.preprocess.stack_quality import QualityRules
 from earlybrain.recon.config import ReconConfig
@@ -33,6 +34,9 @@ OUTDIR = config["output_dir"]
 DERIV = f"{OUTDIR}/earlybrain"
 LOGS = f"{OUTDIR}/logs"
 BENCH = f"{OUTDIR}/benchmarks"
+# every step names its sources by BIDS URIs into these datasets, never by absolute
+# paths (earlybrain.io.provenance); the steps' processes inherit the declaration
+declare_datasets(DERIV, BIDS, config.get("masks_dir"))
 # conda environment for --sdm conda, relative to the rule files in workflow/rules/
 ENV = "../../envs/earlybrain.yaml"
 
