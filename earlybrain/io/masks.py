@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from earlybrain.io.provenance import source_reference
+
 MASK_ENDINGS = ("_desc-brain_mask", "_mask", "_brainmask")
 EXTENSIONS = (".nii.gz", ".nii")
 
@@ -43,5 +45,5 @@ def find_mask(masks_dir: str | Path, reldir: str, image_stem: str, suffix: str =
     shown = ", ".join(mask_names(image_stem, suffix)[::2])
     raise MaskNotFoundError(
         f"no precomputed brain mask for {image_stem}{'_' + suffix if suffix else ''} in "
-        f"{anat} (looked for {shown}, also as .nii)"
+        f"{source_reference(anat)} (looked for {shown}, also as .nii)"
     )
