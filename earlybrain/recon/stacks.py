@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from earlybrain.io.nifti import load_nifti
+from earlybrain.io.provenance import source_reference
 from earlybrain.io.sidecar import sidecar_path
 
 log = logging.getLogger(__name__)
@@ -268,14 +269,14 @@ def load_stacks(
         data = np.asanyarray(img.dataobj).astype(np.float32)
         stacks.append(
             make_stack(
-                str(sp),
+                source_reference(sp),  # names in notes and errors: inside the dataset
                 data,
                 img.affine,
                 np.asanyarray(msk.dataobj),
                 msk.affine,
                 slice_timing=meta.get("SliceTiming"),
                 interleave=interleave,
-                mask_name=str(mp),
+                mask_name=source_reference(mp),
                 slice_thickness=meta.get("SliceThickness"),
             )
         )
