@@ -12,6 +12,7 @@ from earlybrain.io.provenance import (
     DATASET_ENV,
     dataset_links,
     declare_datasets,
+    portable,
     resolve_reference,
     source_reference,
 )
@@ -80,3 +81,13 @@ def test_a_bad_input_is_named_inside_its_dataset(datasets: dict[str, Path]) -> N
     assert not info["ok"] and info["path"] == "bids:raw:sub-01/anat/sub-01_run-1_T2w.nii.gz"
     assert all(p.startswith(info["path"]) for p in info["problems"]), info["problems"]
     assert "DOE^JANE" not in json.dumps(info)
+
+
+def test_messages_quote_paths_inside_their_datasets(datasets: dict[str, Path]) -> None:
+    table = datasets["bids"] / "participants.tsv"
+    report = {"age_source": str(table), "errors": [f"{table}: no age column"], "n": 3}
+    assert portable(report) == {
+        "age_source": "bids:raw:participants.tsv",
+        "errors": ["bids:raw:participants.tsv: no age column"],
+        "n": 3,
+    }

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from earlybrain.config_schema import REPO_ROOT
 
@@ -60,6 +61,21 @@ def source_reference(path: str | os.PathLike[str]) -> str:
     if p.is_relative_to(REPO_ROOT):
         return p.relative_to(REPO_ROOT).as_posix()
     return str(path)
+
+
+def portable(value: Any) -> Any:
+    """`value` (text, or JSON-like lists and dicts of it) with every path inside a
+    declared dataset spelled as its BIDS URI: for messages and reports that quote paths
+    in free text (a validation problem names its file)."""
+    if isinstance(value, str):
+        for name, root in dataset_roots():
+            value = value.replace(f"{root}{os.sep}", f"bids:{name}:")
+        return value
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(v) for v in value]
+    return value
 
 
 def source_references(paths: Iterable[str | os.PathLike[str] | None]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Annotated
 from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.bids import BIDS_VERSION
-from earlybrain.io.provenance import dataset_links
+from earlybrain.io.provenance import dataset_links, portable
 from earlybrain.stepkit import Output, Param, step
 
 
@@ -73,6 +73,7 @@ def validate_step(
             "errors": [f"{prefix}: validation could not run ({type(exc).__name__}: {exc})"],
         }
     write_validation(report, out)
+    report = portable(report)  # the log quotes it too
     if report.get("age_weeks") is not None:
         print(
             f"{prefix}: {report['kind']}, {report['age_measure']} {report['age_weeks']:.1f} weeks"

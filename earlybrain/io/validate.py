@@ -32,7 +32,7 @@ from earlybrain.io.nifti import (
     squeeze_to_3d,
     voxel_sizes,
 )
-from earlybrain.io.provenance import source_reference
+from earlybrain.io.provenance import portable, source_reference
 from earlybrain.io.sidecar import made_by
 
 
@@ -251,4 +251,4 @@ def validate_session(record: SessionRecord, settings: ValidationSettings | None 
 
 
 def write_validation(report: dict, path: str | os.PathLike[str]) -> Path:
-    return write_json_atomic(path, report)
+    return write_json_atomic(path, portable(report))

@@ -37,6 +37,7 @@ from earlybrain import __version__
 from earlybrain.anatomy.biometry import TERM_WEEKS, WEEKS_PER_MONTH, infant_brain_volume_ml
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.nifti import load_input_image, load_nifti, save_nifti, voxel_sizes
+from earlybrain.io.provenance import portable
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.preprocess.support import support_mask
 from earlybrain.segment.inference import SegmentationModel, predict_probabilities
@@ -224,5 +225,5 @@ def prepare_infant_to_files(
         "weights": weights.path if weights is not None else None,
         "software": {"earlybrain": __version__},
     }
-    write_json_atomic(Path(out_qc), qc)
+    write_json_atomic(Path(out_qc), portable(qc))
     return qc

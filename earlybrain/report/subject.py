@@ -218,9 +218,10 @@ def build_subject_report(
             figs.append((f"{info['name']} (input, not processed)", figures.input_figure(raw, axis)))
 
     age = validation.get("age_weeks")
+    table = Path((validation.get("age_source") or "").rsplit(":", 1)[-1]).name  # a BIDS URI
     age_txt = (
         f"{age:.1f} weeks {validation.get('age_measure', '')} (column "
-        f"'{validation.get('age_column')}' in {Path(validation.get('age_source') or '').name})"
+        f"'{validation.get('age_column')}' in {table})"
         if age is not None
         else "unknown"
     )
