@@ -2,6 +2,10 @@
 
 import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# the checkout the package runs from: shipped models, atlases, config and workflow
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Same input, same output, from one process to the next. With several threads Intel MKL
 # (behind torch on CPU) picks code paths by the memory alignment of each run's arrays,

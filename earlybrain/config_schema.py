@@ -16,15 +16,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from earlybrain import REPO_ROOT
 from earlybrain.device import DEVICES, FALLBACKS
 from earlybrain.training import CONFIG_KEY
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from earlybrain.config_schema import REPO_ROOT
+from earlybrain import REPO_ROOT
 
 # BIDS URI dataset name -> environment variable holding that dataset's folder
 DATASET_ENV = {
