@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
+from earlybrain import REPO_ROOT
+
 CARD_NAME = "card.json"
 
 
 def shipped_path(*parts: str) -> Path:
     """A file under `models/` of the checkout earlybrain runs from."""
-    import earlybrain
-
-    return Path(earlybrain.__file__).resolve().parents[1] / "models" / Path(*parts)
+    return REPO_ROOT / "models" / Path(*parts)
 
 
 def half_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from earlybrain import REPO_ROOT
 from earlybrain.anatomy.biometry import months_to_pma_weeks
 from earlybrain.brainage.infant import CONTRASTS
 from earlybrain.io.nifti import save_nifti
 from earlybrain.segment.inference import SegmentationModel
 
 KINDS = ("whole", "stripped")  # a whole head, or the brain as skull-stripped datasets share it
-REPO = Path(__file__).resolve().parents[2]
 
 
 def workflow_settings(threads: int) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def workflow_settings(threads: int) -> dict[str, Any]:
     from earlybrain.segment.workflow import infant_settings
 
     config = shipped_config()
-    manifest = resolve_manifest(config["atlas"]["infant_manifest"], REPO)
+    manifest = resolve_manifest(config["atlas"]["infant_manifest"], REPO_ROOT)
     registration = dict(config["register"]) | {
         "max_age_distance_weeks": config["infant"]["max_template_distance_weeks"],
         "threads": threads,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
+from earlybrain import REPO_ROOT
 from earlybrain.anatomy.labels import TISSUES
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.provenance import source_reference
@@ -48,9 +49,7 @@ class NormsError(ValueError):
 
 def shipped_norms_path(name: str = "norms.json") -> Path:
     """The reference norms that ship with earlybrain (`models/brainage/` of the checkout)."""
-    import earlybrain
-
-    return Path(earlybrain.__file__).resolve().parents[1] / "models" / "brainage" / name
+    return REPO_ROOT / "models" / "brainage" / name
 
 
 def shipped_infant_norms_path() -> Path:
