@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from earlybrain.device import DEVICES, FALLBACKS
+from earlybrain.io.provenance import portable
 
 Role = Literal["input", "output", "param"]
 
@@ -56,8 +57,10 @@ def Param(help: str = "", choices: tuple[str, ...] | None = None) -> Source:  # 
 
 def fail(message: object) -> int:
     """A step's expected failure: one line on stderr (the end of the job's log, which a
-    salvaged report shows; torch's load errors span several lines) and status 1."""
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    salvaged report shows; torch's load errors span several lines) and status 1. Paths
+    inside the run's datasets are spelled as BIDS URIs (`provenance.portable`): a
+    clinic's folder names often name the patient."""
+    print("error: " + " ".join(portable(str(message)).split()), file=sys.stderr)
     return 1
 
 

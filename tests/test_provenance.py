@@ -18,6 +18,7 @@ from earlybrain.io.provenance import (
 )
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.io.validate import ValidationSettings, check_image
+from earlybrain.stepkit import fail
 
 
 @pytest.fixture
@@ -91,3 +92,14 @@ def test_messages_quote_paths_inside_their_datasets(datasets: dict[str, Path]) -
         "errors": ["bids:raw:participants.tsv: no age column"],
         "n": 3,
     }
+
+
+def test_a_failing_step_names_its_file_inside_the_dataset(
+    datasets: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one error line a step ends with (a salvaged report shows it) holds no folder
+    above the datasets."""
+    stack = datasets["bids"] / "sub-01" / "anat" / "sub-01_run-1_T2w.nii.gz"
+    assert fail(f"N4 failed on {stack}: empty image") == 1
+    line = capsys.readouterr().err.strip()
+    assert line == "error: N4 failed on bids:raw:sub-01/anat/sub-01_run-1_T2w.nii.gz: empty image"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -60,7 +61,7 @@ def validate_step(
     except MemoryError:
         raise
     except Exception as exc:  # report, don't crash: the session gets a report saying why
-        traceback.print_exc()
+        print(portable(traceback.format_exc()), end="", file=sys.stderr)
         report = {
             "subject": subject,
             "session": session_label,
