@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-import earlybrain
+from earlybrain import REPO_ROOT
 
 FIDON = "fidon-sb-atlas"
 MIAL = "mial-sub01"
@@ -63,8 +63,7 @@ def candidates() -> list[Path]:
     out = []
     if os.environ.get("EARLYBRAIN_SHARED_DATA"):
         out.append(Path(os.environ["EARLYBRAIN_SHARED_DATA"]))
-    checkout = Path(earlybrain.__file__).resolve().parents[1]
-    out += [checkout.parent / "shared" / "data", Path("/work/shared/data")]
+    out += [REPO_ROOT.parent / "shared" / "data", Path("/work/shared/data")]
     return list(dict.fromkeys(out))  # the checkout may well be /work/<name>
 
 
