@@ -6,10 +6,12 @@ import argparse
 import importlib
 import signal
 import sys
+import traceback
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 
-from earlybrain.stepkit import add_parser, call, target_of
+from earlybrain.io.provenance import portable
+from earlybrain.stepkit import add_parser, call, fail, target_of
 from earlybrain.workflow_steps import STEPS
 
 
@@ -122,17 +124,26 @@ def _resource_message(exc: BaseException, args: argparse.Namespace) -> str | Non
     return None
 
 
+def portable_excepthook(
+    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """Print an unexpected crash's traceback with the run's dataset folders spelled as
+    BIDS URIs: it lands in the job's log, which a salvaged report shows."""
+    text = "".join(traceback.format_exception(kind, exc, tb))
+    print(portable(text), end="", file=sys.stderr)
+
+
 def _step(args: argparse.Namespace) -> int:
     """Run one step; resource failures become one line on stderr and exit status 1."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    sys.excepthook = portable_excepthook
     try:
         return _run_step(args)
     except (MemoryError, RuntimeError) as exc:
         message = _resource_message(exc, args)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        return fail(message)
 
 
 def _run_step(args: argparse.Namespace) -> int:

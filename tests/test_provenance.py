@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from earlybrain.cli import portable_excepthook
 from earlybrain.config_schema import REPO_ROOT
 from earlybrain.io.provenance import (
     DATASET_ENV,
@@ -103,3 +104,17 @@ def test_a_failing_step_names_its_file_inside_the_dataset(
     assert fail(f"N4 failed on {stack}: empty image") == 1
     line = capsys.readouterr().err.strip()
     assert line == "error: N4 failed on bids:raw:sub-01/anat/sub-01_run-1_T2w.nii.gz: empty image"
+
+
+def test_a_crashing_step_prints_its_traceback_inside_the_dataset(
+    datasets: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hook `earlybrain step` installs for unexpected crashes."""
+    stack = datasets["bids"] / "sub-01" / "anat" / "sub-01_run-1_T2w.nii.gz"
+    try:
+        raise ValueError(f"cannot read {stack}")
+    except ValueError as exc:
+        portable_excepthook(type(exc), exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "DOE^JANE" not in err
+    assert err.endswith("ValueError: cannot read bids:raw:sub-01/anat/sub-01_run-1_T2w.nii.gz\n")
