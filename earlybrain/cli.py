@@ -6,12 +6,10 @@ import argparse
 import importlib
 import signal
 import sys
-import traceback
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
-from earlybrain.io.provenance import portable
-from earlybrain.stepkit import add_parser, call, fail, target_of
+from earlybrain.stepkit import add_parser, call, fail, print_traceback, target_of
 from earlybrain.workflow_steps import STEPS
 
 
@@ -124,19 +122,10 @@ def _resource_message(exc: BaseException, args: argparse.Namespace) -> str | Non
     return None
 
 
-def portable_excepthook(
-    kind: type[BaseException], exc: BaseException, tb: TracebackType | None
-) -> None:
-    """Print an unexpected crash's traceback with the run's dataset folders spelled as
-    BIDS URIs: it lands in the job's log, which a salvaged report shows."""
-    text = "".join(traceback.format_exception(kind, exc, tb))
-    print(portable(text), end="", file=sys.stderr)
-
-
 def _step(args: argparse.Namespace) -> int:
     """Run one step; resource failures become one line on stderr and exit status 1."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    sys.excepthook = portable_excepthook
+    sys.excepthook = lambda _kind, exc, _tb: print_traceback(exc)  # an unexpected crash
     try:
         return _run_step(args)
     except (MemoryError, RuntimeError) as exc:

@@ -16,6 +16,7 @@ import inspect
 import json
 import shlex
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -62,6 +63,12 @@ def fail(message: object) -> int:
     clinic's folder names often name the patient."""
     print("error: " + " ".join(portable(str(message)).split()), file=sys.stderr)
     return 1
+
+
+def print_traceback(exc: BaseException) -> None:
+    """An unexpected error's traceback on stderr, paths inside the run's datasets spelled
+    as BIDS URIs like `fail`'s: it lands in the job's log, which a salvaged report shows."""
+    print(portable("".join(traceback.format_exception(exc))), end="", file=sys.stderr)
 
 
 @dataclass(frozen=True)

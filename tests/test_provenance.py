@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from earlybrain.cli import portable_excepthook
 from earlybrain.config_schema import REPO_ROOT
 from earlybrain.io.provenance import (
     DATASET_ENV,
@@ -19,7 +18,7 @@ from earlybrain.io.provenance import (
 )
 from earlybrain.io.sidecar import write_sidecar
 from earlybrain.io.validate import ValidationSettings, check_image
-from earlybrain.stepkit import fail
+from earlybrain.stepkit import fail, print_traceback
 
 
 @pytest.fixture
@@ -109,12 +108,12 @@ def test_a_failing_step_names_its_file_inside_the_dataset(
 def test_a_crashing_step_prints_its_traceback_inside_the_dataset(
     datasets: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The hook `earlybrain step` installs for unexpected crashes."""
+    """What `earlybrain step` prints for an unexpected crash (its excepthook)."""
     stack = datasets["bids"] / "sub-01" / "anat" / "sub-01_run-1_T2w.nii.gz"
     try:
         raise ValueError(f"cannot read {stack}")
     except ValueError as exc:
-        portable_excepthook(type(exc), exc, exc.__traceback__)
+        print_traceback(exc)
     err = capsys.readouterr().err
     assert err.startswith("Traceback") and "DOE^JANE" not in err
     assert err.endswith("ValueError: cannot read bids:raw:sub-01/anat/sub-01_run-1_T2w.nii.gz\n")

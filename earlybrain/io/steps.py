@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +10,7 @@ from earlybrain import __version__
 from earlybrain.io.atomic import write_json_atomic
 from earlybrain.io.bids import BIDS_VERSION
 from earlybrain.io.provenance import dataset_links, portable
-from earlybrain.stepkit import Output, Param, step
+from earlybrain.stepkit import Output, Param, print_traceback, step
 
 
 def _session_dir(a: argparse.Namespace) -> str:
@@ -61,7 +59,7 @@ def validate_step(
     except MemoryError:
         raise
     except Exception as exc:  # report, don't crash: the session gets a report saying why
-        print(portable(traceback.format_exc()), end="", file=sys.stderr)
+        print_traceback(exc)
         report = {
             "subject": subject,
             "session": session_label,
