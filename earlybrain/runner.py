@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from earlybrain.config_schema import DEFAULT_CONFIG, REPO_ROOT, ConfigError, complete_config
+from earlybrain import REPO_ROOT
+from earlybrain.config_schema import DEFAULT_CONFIG, ConfigError, complete_config
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
 RESOLVED_CONFIG_NAME = "earlybrain_config.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from earlybrain.config_schema import REPO_ROOT
+from earlybrain import REPO_ROOT
 from earlybrain.io.provenance import (
     DATASET_ENV,
     dataset_links,

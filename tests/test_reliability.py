@@ -29,10 +29,10 @@ from synth_fixtures import FAST_WORKFLOW_CONFIG, make_bids
 
 import earlybrain.io.validate as validation
 import earlybrain.preprocess.n4 as n4_module
-from earlybrain import cli
+from earlybrain import REPO_ROOT, cli
 from earlybrain.device import DeviceUnavailableError, resolve_device
 from earlybrain.io.atomic import remove_stale_parts, write_bytes_atomic
-from earlybrain.runner import REPO_ROOT, RESEND_DELAY_S, default_sigint, started_jobs_since
+from earlybrain.runner import RESEND_DELAY_S, default_sigint, started_jobs_since
 from earlybrain.workflow_steps import STEPS
 
 # A child process that starts an atomic write and stops right before the rename:

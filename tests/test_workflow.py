@@ -15,9 +15,10 @@ import pytest
 from conftest import file_checksums
 from synth_fixtures import make_bids, make_stack
 
+from earlybrain import REPO_ROOT
 from earlybrain.io.provenance import resolve_reference
 from earlybrain.recon.evaluate import load_truth, ncc_to_truth
-from earlybrain.runner import REPO_ROOT, RESOLVED_CONFIG_NAME
+from earlybrain.runner import RESOLVED_CONFIG_NAME
 
 pytestmark = pytest.mark.slow
 

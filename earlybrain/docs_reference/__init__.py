@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from earlybrain.config_schema import REPO_ROOT
+from earlybrain import REPO_ROOT
 from earlybrain.docs_reference.configuration import configuration_page
 from earlybrain.docs_reference.outputs import outputs_page
 

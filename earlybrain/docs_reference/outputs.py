@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from earlybrain.config_schema import REPO_ROOT, shipped_config
+from earlybrain import REPO_ROOT
+from earlybrain.config_schema import shipped_config
 from earlybrain.docs_reference.source import cell, key_comments, replace_between
 from earlybrain.io.paths import RECON, Derivatives
 
